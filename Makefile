@@ -1,0 +1,24 @@
+# Two entry points for a fresh machine with python3 and make:
+#   make demo   - everything in one process: broker, bridge, simulated Go2Clock and terminal
+#   make test   - the whole test suite against a real mosquitto broker
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+
+.PHONY: demo test venv clean
+
+$(VENV)/.installed-%: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[$*]'
+	touch $@
+
+demo: $(VENV)/.installed-demo
+	$(PY) -m bridge demo
+
+test: $(VENV)/.installed-test
+	bash scripts/ensure-mosquitto.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

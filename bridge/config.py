@@ -1,0 +1,241 @@
+"""Settings: config.yaml, overridden by CLOCKIN_<SECTION>__<KEY> environment variables.
+
+Secrets are SecretStr, so they print as '**********' in reprs, logs and tracebacks. Every secret
+can also come from a `<name>_file` key (a systemd credential, a Docker secret).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.events import Action, PayloadFormat
+
+
+class ConfigError(Exception):
+    """A config that cannot run; str() names the key and the problem, and never a secret."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _read_secret_file(path: Path, key: str) -> SecretStr:
+    resolved = Path(os.path.expandvars(str(path)))
+    try:
+        return SecretStr(resolved.read_text(encoding="utf-8").strip())
+    except OSError as err:
+        msg = f"cannot read {key} {resolved}: {err.strerror}"
+        raise ValueError(msg) from None
+
+
+class SiteConfig(_Section):
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown IANA time zone {value!r} (e.g. 'Europe/Berlin')"
+            raise ValueError(msg) from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Subscription(_Section):
+    topic: str
+    format: PayloadFormat = PayloadFormat.CANONICAL
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str = Field("clockin-bridge", min_length=1, max_length=23)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    keepalive: int = Field(30, ge=5, le=3600)
+    reconnect_max_seconds: float = Field(30.0, gt=0)
+    subscriptions: list[Subscription] = Field(
+        default_factory=lambda: [Subscription(topic="clockin/+/events")], min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> MqttConfig:
+        if self.password_file is not None:
+            self.password = _read_secret_file(self.password_file, "mqtt.password_file")
+        return self
+
+
+class StoreConfig(_Section):
+    path: Path = Path("clockin-bridge.db")
+    max_batch: int = Field(500, ge=1, le=10_000)
+
+
+class DirectoryConfig(_Section):
+    path: Path | None = None
+    reload_seconds: float = Field(5.0, gt=0)
+
+
+class DedupeConfig(_Section):
+    window_seconds: float = Field(60.0, ge=0)
+
+
+class RetryConfig(_Section):
+    initial_seconds: float = Field(1.0, gt=0)
+    max_seconds: float = Field(300.0, gt=0)
+    max_age_days: float = Field(14.0, gt=0)
+    pause_probe_seconds: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.max_seconds < self.initial_seconds:
+            msg = "max_seconds must be >= initial_seconds"
+            raise ValueError(msg)
+        return self
+
+
+def _default_checktypes() -> dict[Action, int]:
+    return {Action.IN: 0, Action.OUT: 1, Action.BREAK_START: 2, Action.BREAK_END: 3}
+
+
+class Go2ClockConfig(_Section):
+    enabled: bool = True
+    base_url: str = "https://app.go2clock.com"
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    timezone: str | None = None  # the Go2Clock account's zone; default site.timezone
+    concurrency: int = Field(4, ge=1, le=64)
+    timeout_seconds: float = Field(15.0, gt=0)
+    checktypes: dict[Action, int] = Field(default_factory=_default_checktypes)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            msg = "must start with http:// or https://"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return None if value is None else SiteConfig._known_zone(value)
+
+    @model_validator(mode="after")
+    def _key_present(self) -> Go2ClockConfig:
+        if self.api_key_file is not None:
+            self.api_key = _read_secret_file(self.api_key_file, "api_key_file")
+        if self.enabled and not (self.api_key and self.api_key.get_secret_value()):
+            msg = "api_key (or api_key_file) is required when the sink is enabled"
+            raise ValueError(msg)
+        missing = set(Action) - set(self.checktypes)
+        if missing:
+            msg = f"checktypes lacks {sorted(missing)}"
+            raise ValueError(msg)
+        return self
+
+
+class SinksConfig(_Section):
+    go2clock: Go2ClockConfig = Field(default_factory=lambda: Go2ClockConfig(enabled=False))
+
+
+class LogConfig(_Section):
+    level: str = "info"
+    format: str = "auto"  # json | console | auto (console on a terminal, json otherwise)
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            msg = "must be one of debug, info, warning, error"
+            raise ValueError(msg)
+        return value.lower()
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in {"json", "console", "auto"}:
+            msg = "must be one of json, console, auto"
+            raise ValueError(msg)
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLOCKIN_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    site: SiteConfig = Field(default_factory=SiteConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
+    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    sinks: SinksConfig = Field(default_factory=SinksConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file (passed as init values), as operators expect.
+        return (env_settings, init_settings)
+
+    @property
+    def go2clock_tz(self) -> ZoneInfo:
+        return ZoneInfo(self.sinks.go2clock.timezone or self.site.timezone)
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for problem in err.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        lines.append(f"{where}: {problem['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read the YAML file (if any) and the environment; raise ConfigError on any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            msg = f"cannot read config file {path}: {err.strerror}"
+            raise ConfigError(msg) from None
+        except yaml.YAMLError as err:
+            msg = f"config file {path} is not valid YAML: {err}"
+            raise ConfigError(msg) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            msg = f"config file {path} must hold a mapping of sections"
+            raise ConfigError(msg)
+        data = loaded or {}
+    try:
+        return Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
