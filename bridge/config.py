@@ -21,7 +21,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from bridge.events import Action, PayloadFormat
 
@@ -219,23 +224,44 @@ def _format_errors(err: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def _yaml_problem(path: Path, err: yaml.YAMLError) -> str:
+    # str(err) quotes the offending line, which may hold a secret: keep only the position.
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        return f"config file {path} is not valid YAML: {err.problem} ({where})"
+    return f"config file {path} is not valid YAML"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        msg = f"cannot read config file {path}: {err.strerror}"
+        raise ConfigError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"config file {path} is not UTF-8 text"
+        raise ConfigError(msg) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(_yaml_problem(path, err)) from None
+    except ValueError:  # a timestamp-looking scalar that is no date, e.g. 2024-02-30
+        msg = f"config file {path} holds a value YAML cannot convert (an impossible date?)"
+        raise ConfigError(msg) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        msg = f"config file {path} must hold a mapping of sections"
+        raise ConfigError(msg)
+    # Keyword arguments must be strings; str() lets `1:` fail as an unknown key instead.
+    return {str(key): value for key, value in (loaded or {}).items()}
+
+
 def load_settings(path: Path | None) -> Settings:
     """Read the YAML file (if any) and the environment; raise ConfigError on any problem."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            msg = f"cannot read config file {path}: {err.strerror}"
-            raise ConfigError(msg) from None
-        except yaml.YAMLError as err:
-            msg = f"config file {path} is not valid YAML: {err}"
-            raise ConfigError(msg) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            msg = f"config file {path} must hold a mapping of sections"
-            raise ConfigError(msg)
-        data = loaded or {}
+    data = {} if path is None else _read_yaml(path)
     try:
+        # The file's values are init kwargs; pydantic-settings deep-merges the environment over
+        # them, so CLOCKIN_SINKS__GO2CLOCK__API_KEY keeps the file's other go2clock keys.
         return Settings(**data)
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
+    except SettingsError as err:  # an environment value that is not valid JSON for its field
+        raise ConfigError(f"CLOCKIN_* environment: {err}") from None

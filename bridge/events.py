@@ -2,17 +2,23 @@
 
 No I/O here, so everything is tested without a broker. A parser returns a ClockEvent, returns
 None for a message that is not a clock event at all (another Tasmota sensor), or raises
-PayloadError with a reason a person can read.
+PayloadError with a reason a person can read. The per-format parsers live in bridge.formats;
+this module holds the model and the rules every format shares (badge, time, key, terminal).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_BADGE_CHARS = 64
+_BADGE_SEPARATORS = str.maketrans("", "", " :-")
 
 
 class Action(enum.StrEnum):
@@ -60,4 +66,159 @@ def parse_event(
     site_tz: ZoneInfo,
     received_at: datetime,
 ) -> ClockEvent | None:
-    raise NotImplementedError  # filled in by the events work item
+    """One MQTT message → a ClockEvent, None (not a clock event), or PayloadError."""
+    if received_at.tzinfo is None:
+        msg = "received_at must be timezone-aware"  # a caller bug, not a bad payload
+        raise ValueError(msg)
+    # The format modules import the model from here, so they are imported at call time.
+    from bridge.formats import PARSERS
+
+    parser = PARSERS[PayloadFormat(fmt)]
+    data = decode_object(payload)
+    event = parser(
+        data,
+        terminal=terminal_from_topic(pattern, topic),
+        site_tz=site_tz,
+        received_at=received_at.astimezone(UTC),
+    )
+    if event is not None and not event.terminal:
+        msg = f"topic {show(topic)} names no terminal (pattern {show(pattern)})"
+        raise PayloadError(msg)
+    return event
+
+
+def terminal_from_topic(pattern: str, topic: str) -> str:
+    """The topic level matched by the pattern's first '+' (or all levels matched by '#').
+
+    A pattern without wildcards, or a topic too short to reach the wildcard, gives the whole
+    topic. The broker already matched the literal levels, so they are not checked again.
+    """
+    levels = pattern.split("/")
+    if levels[0] == "$share":  # $share/<group>/<filter>: the group is no topic level
+        levels = levels[2:]
+    parts = topic.split("/")
+    for i, level in enumerate(levels):
+        if level == "+":
+            return parts[i] if i < len(parts) else topic
+        if level == "#":
+            return "/".join(parts[i:])
+    return topic
+
+
+def normalise_badge(value: object) -> str:
+    """A card UID as the terminals and the directory write it → one canonical spelling.
+
+    Strings lose surrounding blanks and the separators ' ', ':', '-' and become upper-case;
+    an integer (Wiegand readers send one) becomes its decimal string.
+    """
+    if isinstance(value, bool):  # bool is an int subclass, but True is no card
+        why = "a boolean"
+    elif isinstance(value, int):
+        if value >= 0:
+            return str(value)
+        why = "negative"
+    elif isinstance(value, str):
+        text = value.strip().translate(_BADGE_SEPARATORS).upper()
+        if text and len(text) <= MAX_BADGE_CHARS and text.isprintable():
+            return text
+        if not text:
+            why = "empty"
+        elif len(text) > MAX_BADGE_CHARS:
+            why = f"longer than {MAX_BADGE_CHARS} characters"
+        else:
+            why = "has non-printable characters"
+    else:
+        why = f"a JSON {json_kind(value)}, not a string or integer"
+    msg = f"{show(value)} is not a card UID ({why})"
+    raise PayloadError(msg)
+
+
+def parse_time(value: str, site_tz: ZoneInfo) -> datetime:
+    """ISO-8601 → aware UTC. Without an offset the time is site-local wall time.
+
+    fold=0 (zoneinfo's default) picks the first of a repeated fall-back hour, and moves a time
+    in the spring-forward gap forward by the gap, as a clock that missed the change would.
+    """
+    text = value.strip()
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        msg = f"time {show(value)} has no time of day"
+        raise PayloadError(msg)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"time {show(value)} is not an ISO-8601 date and time"
+        raise PayloadError(msg) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=site_tz)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 shifted out of datetime's range
+        msg = f"time {show(value)} is out of range"
+        raise PayloadError(msg) from None
+
+
+def derived_key(event: ClockEvent) -> str:
+    """An idempotency key for an event whose terminal sent no id of its own.
+
+    A JSON array rather than a '|' join, so no field value can imitate a separator.
+    """
+    fields = [event.terminal, event.subject, event.action or "auto", event.time.isoformat()]
+    digest = hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+    return f"derived:{digest[:32]}"
+
+
+def decode_object(payload: bytes) -> dict[str, Any]:
+    """Bytes → a JSON object, or PayloadError saying which step failed."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        msg = f"payload is {len(payload)} bytes, larger than the 16 KiB limit"
+        raise PayloadError(msg)
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as err:
+        msg = f"payload is not UTF-8 text (bad byte at {err.start})"
+        raise PayloadError(msg) from None
+    if not text.strip():
+        msg = "payload is empty"
+        raise PayloadError(msg)
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        msg = f"payload is not JSON: {err.msg} at char {err.pos}"
+        raise PayloadError(msg) from None
+    except (ValueError, RecursionError) as err:  # NaN, a 5000-digit number, [[[[…]]]]
+        msg = f"payload is not JSON: {str(err)[:80] or type(err).__name__}"
+        raise PayloadError(msg) from None
+    if not isinstance(data, dict):
+        msg = f"payload is a JSON {json_kind(data)}, not an object"
+        raise PayloadError(msg)
+    return data
+
+
+def _reject_constant(name: str) -> None:
+    msg = f"{name} is not valid JSON"  # json.loads accepts NaN and Infinity unless told not to
+    raise ValueError(msg)
+
+
+def json_kind(value: object) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
+    kinds: list[tuple[type | tuple[type, ...], str]] = [
+        (bool, "boolean"),
+        ((int, float), "number"),
+        (str, "string"),
+        (list, "array"),
+        (dict, "object"),
+    ]
+    for kind, name in kinds:
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def show(value: object, limit: int = 40) -> str:
+    """repr() cut short: a reason must stay readable when the payload is 16 KiB of junk."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -1,0 +1,183 @@
+"""Wires ingest, store, dispatchers and sinks together and owns the daemon's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Mapping, Sequence
+
+import aiohttp
+import structlog
+
+from bridge.config import Settings
+from bridge.directory import Directory, DirectoryError, DirectoryFile
+from bridge.dispatch import Dispatcher
+from bridge.events import ClockEvent
+from bridge.ingest import Ingest
+from bridge.sinks.base import Sink
+from bridge.sinks.go2clock import Go2ClockSink
+from bridge.store import PersonResolver, Store, Stored
+
+log = structlog.get_logger("bridge.app")
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def build_sinks(settings: Settings, session: aiohttp.ClientSession) -> list[Sink]:
+    sinks: list[Sink] = []
+    if settings.sinks.go2clock.enabled:
+        sinks.append(
+            Go2ClockSink(
+                session=session, config=settings.sinks.go2clock, account_tz=settings.go2clock_tz
+            )
+        )
+    return sinks
+
+
+def make_resolver(sink_names: Sequence[str], directory: DirectoryFile | None) -> PersonResolver:
+    """The person's id at each sink: the event's own `user`, else the directory's entry."""
+
+    def resolve(event: ClockEvent) -> Mapping[str, str | None]:
+        person: str | None = event.user
+        if person is None and event.badge is not None and directory is not None:
+            entry = directory.current.lookup(event.badge)
+            person = entry.userid if entry else None
+        return dict.fromkeys(sink_names, person)
+
+    return resolve
+
+
+class Bridge:
+    """The running daemon. `stop()` (or SIGTERM/SIGINT) ends `run()` cleanly."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._stop = asyncio.Event()
+        self.dispatchers: dict[str, Dispatcher] = {}
+        self.ingest: Ingest | None = None
+        self.store: Store | None = None
+        self.ready = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        settings = self.settings
+        directory = DirectoryFile(settings.directory.path) if settings.directory.path else None
+        async with contextlib.AsyncExitStack() as stack:
+            self.store = store = await stack.enter_async_context(
+                Store.open(
+                    settings.store.path,
+                    site_tz=settings.site.tz,
+                    window_seconds=settings.dedupe.window_seconds,
+                )
+            )
+            recovered = await store.recover_inflight()
+            if recovered:
+                log.warning("delivery.recovered", count=recovered)
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            sinks = build_sinks(settings, session)
+            if not sinks:
+                log.warning("sinks.none_enabled")
+            self.dispatchers = {
+                sink.name: Dispatcher(
+                    sink=sink,
+                    store=store,
+                    concurrency=getattr(settings.sinks, sink.name).concurrency,
+                    retry=settings.retry,
+                )
+                for sink in sinks
+            }
+            resolve = make_resolver(list(self.dispatchers), directory)
+            await self._release_unmapped(resolve)
+            self.ingest = Ingest(
+                config=settings.mqtt,
+                store=store,
+                resolve=resolve,
+                site_tz=settings.site.tz,
+                max_batch=settings.store.max_batch,
+                on_stored=self._on_stored,
+            )
+            await self._serve(directory, resolve)
+
+    async def _serve(self, directory: DirectoryFile | None, resolve: PersonResolver) -> None:
+        assert self.ingest is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                ingest = tg.create_task(self.ingest.run(), name="ingest")
+                for name, dispatcher in self.dispatchers.items():
+                    tg.create_task(
+                        dispatcher.run(self._stop, grace_seconds=SHUTDOWN_GRACE_SECONDS),
+                        name=f"dispatch[{name}]",
+                    )
+                watcher = None
+                if directory is not None:
+                    watcher = tg.create_task(
+                        self._watch_directory(directory, resolve), name="directory"
+                    )
+                tg.create_task(self._announce_ready(), name="ready")
+                await self._stop.wait()
+                log.info("bridge.stopping")
+                # Ingest stops first: whatever it had not committed is redelivered by the broker.
+                ingest.cancel()
+                if watcher is not None:
+                    watcher.cancel()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        log.info("bridge.stopped")
+
+    async def _announce_ready(self) -> None:
+        assert self.ingest is not None
+        await self.ingest.connected.wait()
+        self.ready.set()
+        log.info("bridge.ready", sinks=list(self.dispatchers))
+
+    async def _on_stored(self, results: Sequence[Stored]) -> None:
+        woke = False
+        for stored in results:
+            fields = {"event_key": stored.key, "terminal": stored.terminal}
+            if stored.status == "rejected":
+                log.warning("event.rejected", reason=stored.reason)
+            elif stored.status in ("duplicate", "redelivered"):
+                log.info("event.duplicate", **fields, action=stored.action, reason=stored.status)
+            else:
+                if stored.status == "unmapped":
+                    log.warning("event.unmapped", **fields, action=stored.action)
+                else:
+                    log.info("event.stored", **fields, action=stored.action)
+                woke = True
+        if woke:
+            for dispatcher in self.dispatchers.values():
+                dispatcher.wake()
+
+    async def _release_unmapped(self, resolve: PersonResolver) -> None:
+        assert self.store is not None
+        released = await self.store.release_unmapped(resolve=resolve)
+        if released:
+            log.info("event.mapped", deliveries=released)
+            for dispatcher in self.dispatchers.values():
+                dispatcher.wake()
+
+    async def _watch_directory(self, directory: DirectoryFile, resolve: PersonResolver) -> None:
+        last_error = None
+        while True:
+            await asyncio.sleep(self.settings.directory.reload_seconds)
+            try:
+                changed = await asyncio.to_thread(directory.reload_if_changed)
+            except DirectoryError as err:
+                if str(err) != last_error:  # once per problem, not every few seconds
+                    log.error("directory.error", error=str(err), kept="previous directory")
+                    last_error = str(err)
+                continue
+            last_error = None
+            if changed:
+                current: Directory = directory.current
+                log.info("directory.reloaded", people=len(current), problems=len(current.problems))
+                for problem in current.problems:
+                    log.warning("directory.problem", problem=problem)
+                await self._release_unmapped(resolve)

@@ -1,0 +1,131 @@
+"""Command line: `clockin-bridge run|status|demo`. The only place logging is configured."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge import __version__
+from bridge.config import ConfigError, Settings, load_settings
+from bridge.directory import DirectoryError
+from bridge.logs import configure_logging
+from bridge.store import Store, StoreError
+
+EXIT_CONFIG = 2
+
+
+def _default_config() -> Path:
+    return Path(os.environ.get("CLOCKIN_CONFIG", "config.yaml"))
+
+
+def _secrets(settings: Settings) -> list[str]:
+    candidates = [settings.mqtt.password, settings.sinks.go2clock.api_key]
+    return [secret.get_secret_value() for secret in candidates if secret is not None]
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"clockin-bridge: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bridge.app import Bridge  # imported here so `status` stays light
+
+    settings = load_settings(args.config)
+    configure_logging(level=settings.log.level, fmt=settings.log.format, secrets=_secrets(settings))
+    try:
+        asyncio.run(Bridge(settings).run())
+    except DirectoryError as err:
+        return _fail(f"config error: directory.path: {err}", EXIT_CONFIG)
+    return 0
+
+
+async def _status(settings: Settings) -> dict[str, object]:
+    if not settings.store.path.exists():
+        msg = f"no database at {settings.store.path} (has the bridge run yet?)"
+        raise StoreError(msg)
+    async with Store.open(settings.store.path, site_tz=settings.site.tz) as store:
+        return await store.status(now=time.time())
+
+
+def _age(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _print_status_table(status: dict[str, object]) -> None:
+    states = ("pending", "inflight", "unmapped", "delivered", "dead")
+    print(f"{'sink':<12}" + "".join(f"{s:>11}" for s in states) + f"{'oldest':>10}")
+    sinks = status["sinks"]
+    assert isinstance(sinks, dict)
+    for name, entry in sorted(sinks.items()):
+        counts = entry["states"]
+        row = "".join(f"{counts.get(s, 0):>11}" for s in states)
+        print(f"{name:<12}{row}{_age(entry['oldest_pending_seconds']):>10}")
+    events = status["events"]
+    assert isinstance(events, dict)
+    print()
+    print("events: " + ", ".join(f"{k} {v}" for k, v in sorted(events.items())) or "none")
+    print(f"rejected payloads: {status['rejected']}")
+    print(f"deliveries retried: {status['retried']}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    status = asyncio.run(_status(settings))
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        _print_status_table(status)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bridge.demo import run_demo
+
+    return run_demo(speed=args.speed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clockin-bridge", description="Badge terminals on MQTT -> time-and-attendance clouds"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, default=_default_config())
+    run.set_defaults(handler=cmd_run)
+
+    status = commands.add_parser("status", help="queue depth per sink and state")
+    status.add_argument("--config", type=Path, default=_default_config())
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
+
+    demo = commands.add_parser("demo", help="everything in one process, no set-up")
+    demo.add_argument("--speed", type=float, default=1.0, help="time compression factor")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as err:
+        return _fail(f"config error: {err}", EXIT_CONFIG)
+    except StoreError as err:
+        return _fail(f"database error: {err}", 1)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,153 @@
+"""One pump per sink: claims due deliveries, sends them, settles the outcome.
+
+Order per person is enforced by the claim query (only the oldest undelivered punch of a person
+can be claimed, and only while none of theirs is in flight); different people go in parallel up
+to the sink's concurrency. Nothing polls: the pump sleeps until woken by new work, a free slot,
+or the next retry time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import structlog
+
+from bridge.config import RetryConfig
+from bridge.sinks.base import Job, Outcome, Result, Sink
+from bridge.store import Store
+
+log = structlog.get_logger("bridge.dispatch")
+
+
+def backoff_seconds(attempt: int, *, initial: float, maximum: float) -> float:
+    """Exponential backoff with jitter: half to all of initial * 2^(attempt-1), capped."""
+    ceiling = min(maximum, initial * 2 ** min(attempt - 1, 30))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+class Dispatcher:
+    def __init__(self, *, sink: Sink, store: Store, concurrency: int, retry: RetryConfig):
+        self.sink = sink
+        self._store = store
+        self._concurrency = concurrency
+        self._retry = retry
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.paused_since: float | None = None
+        self._next_probe_at = 0.0
+        self.counts: dict[str, int] = {"delivered": 0, "duplicate": 0, "retry": 0, "dead": 0}
+
+    def wake(self) -> None:
+        """New work may be due (an event was stored, a person was mapped)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event, *, grace_seconds: float = 10.0) -> None:
+        async with asyncio.TaskGroup() as sends:
+            try:
+                await self._pump(sends, stop)
+            finally:
+                await self._drain(grace_seconds)
+
+    async def _pump(self, sends: asyncio.TaskGroup, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            free = self._concurrency - len(self._in_flight)
+            if self.paused_since is not None:
+                # Credentials refused: one probe at a time, slowly, until the vendor accepts.
+                probe_due = not self._in_flight and time.monotonic() >= self._next_probe_at
+                free = 1 if probe_due else 0
+                if probe_due:
+                    self._next_probe_at = time.monotonic() + self._retry.pause_probe_seconds
+            if free > 0:
+                for job in await self._store.claim(self.sink.name, limit=free, now=time.time()):
+                    task = sends.create_task(self._deliver(job), name=f"send[{self.sink.name}]")
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._on_send_done)
+            await self._sleep(stop, await self._sleep_seconds())
+
+    async def _sleep_seconds(self) -> float | None:
+        if self.paused_since is not None:
+            return max(0.0, self._next_probe_at - time.monotonic())
+        if len(self._in_flight) >= self._concurrency:
+            return None  # a finishing send wakes us
+        due = await self._store.next_due(self.sink.name)
+        if due is None:
+            return None
+        return max(0.0, due - time.time())
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float | None) -> None:
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _on_send_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()
+
+    async def _drain(self, grace_seconds: float) -> None:
+        """On stop: requests in flight get the grace period, then are cancelled (and retried
+        at the next start, because their delivery stays 'inflight')."""
+        if not self._in_flight:
+            return
+        _, late = await asyncio.wait(set(self._in_flight), timeout=grace_seconds)
+        for task in late:
+            task.cancel()
+
+    async def _deliver(self, job: Job) -> None:
+        with structlog.contextvars.bound_contextvars(
+            sink=self.sink.name, event_key=job.event_key, person=job.person, attempt=job.attempt
+        ):
+            try:
+                result = await self.sink.send(job)
+            except Exception as err:  # a sink bug must not stop the pump
+                log.exception("delivery.error")
+                result = Result.retry(f"internal error: {type(err).__name__}")
+            # Settling must finish even if shutdown cancels us now: the vendor already has it.
+            await asyncio.shield(self._settle(job, result))
+
+    async def _settle(self, job: Job, result: Result) -> None:
+        now = time.time()
+        if result.outcome is Outcome.RETRY_LATER and await self._store.expire(
+            job, now=now, max_age_days=self._retry.max_age_days
+        ):
+            self.counts["dead"] += 1
+            log.error("delivery.dead", reason="too old", last_error=result.detail)
+            return
+        delay = result.retry_after
+        if delay is None:
+            delay = backoff_seconds(
+                job.attempt, initial=self._retry.initial_seconds, maximum=self._retry.max_seconds
+            )
+        await self._store.settle(job, result, retry_at=now + delay, now=now)
+        self._note(result, delay)
+
+    def _note(self, result: Result, delay: float) -> None:
+        outcome = result.outcome
+        if outcome is Outcome.PAUSED:
+            if self.paused_since is None:
+                self.paused_since = time.time()
+                self._next_probe_at = time.monotonic() + self._retry.pause_probe_seconds
+                log.error("sink.paused", reason=result.detail)
+            return
+        if self.paused_since is not None:
+            self.paused_since = None
+            log.warning("sink.resumed")
+        if outcome is Outcome.DELIVERED:
+            self.counts["delivered"] += 1
+            log.info("delivery.sent")
+        elif outcome is Outcome.DUPLICATE:
+            self.counts["duplicate"] += 1
+            log.info("delivery.sent", vendor_duplicate=True, detail=result.detail)
+        elif outcome is Outcome.RETRY_LATER:
+            self.counts["retry"] += 1
+            log.warning("delivery.retry", error=result.detail, retry_in=round(delay, 1))
+        else:
+            self.counts["dead"] += 1
+            log.error("delivery.dead", error=result.detail)
+
+

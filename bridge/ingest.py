@@ -1,0 +1,148 @@
+"""MQTT ingest: the only module that imports aiomqtt.
+
+Messages are stored first and acknowledged after: the PUBACK for a QoS 1 message goes out only
+once the SQLite transaction holding it has committed, in arrival order. Until then the broker
+keeps the message and redelivers it when the bridge reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import aiomqtt
+import structlog
+
+from bridge.config import MqttConfig, Subscription
+from bridge.events import PayloadError, parse_event
+from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored
+
+log = structlog.get_logger("bridge.ingest")
+
+StoredCallback = Callable[[Sequence[Stored]], Awaitable[None]]
+
+
+def new_client(config: MqttConfig, *, tls_context: ssl.SSLContext | None = None) -> aiomqtt.Client:
+    """A client with a persistent session and manual acknowledgement.
+
+    aiomqtt 2.5 acknowledges a QoS 1 message as soon as it reaches its in-memory queue, which
+    would lose it in a crash before the commit; paho's manual ack (aiomqtt issue 345) fixes that.
+    """
+    client = aiomqtt.Client(
+        hostname=config.host,
+        port=config.port,
+        identifier=config.client_id,
+        clean_session=False,
+        keepalive=config.keepalive,
+        username=config.username,
+        password=config.password.get_secret_value() if config.password else None,
+        tls_context=tls_context,
+    )
+    client._client.manual_ack_set(True)  # noqa: SLF001 - the one place we reach into paho
+    return client
+
+
+def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Send the PUBACK for a message whose event is committed. On a connection that has since
+    dropped this does nothing, and the broker redelivers (which the store recognises)."""
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)  # noqa: SLF001
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    subscription: Subscription
+
+    def matches(self, message: aiomqtt.Message) -> bool:
+        return message.topic.matches(self.subscription.topic)
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        config: MqttConfig,
+        store: Store,
+        resolve: PersonResolver,
+        site_tz: ZoneInfo,
+        max_batch: int,
+        on_stored: StoredCallback,
+    ):
+        self._config = config
+        self._store = store
+        self._resolve = resolve
+        self._site_tz = site_tz
+        self._max_batch = max_batch
+        self._on_stored = on_stored
+        self._routes = [_Route(sub) for sub in config.subscriptions]
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Connect, consume, and reconnect forever with capped backoff."""
+        delay = 1.0
+        failing_since: str | None = None
+        while True:
+            try:
+                async with new_client(self._config) as client:
+                    for route in self._routes:
+                        await client.subscribe(route.subscription.topic, qos=1)
+                    self.connected.set()
+                    delay = 1.0
+                    failing_since = None
+                    log.info("mqtt.connected", host=self._config.host, port=self._config.port)
+                    await self._consume(client)
+            except aiomqtt.MqttError as err:
+                reason = str(err)
+                if self.connected.is_set():
+                    self.connected.clear()
+                    log.warning("mqtt.disconnected", error=reason)
+                elif failing_since is None:
+                    log.warning("mqtt.unreachable", error=reason, host=self._config.host)
+                else:
+                    log.debug("mqtt.retry", error=reason, retry_in=delay)
+                failing_since = failing_since or reason
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._config.reconnect_max_seconds)
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        messages = client.messages
+        while True:
+            batch = [await anext(messages)]
+            # Group commit: whatever else has already arrived joins this transaction.
+            while len(messages) and len(batch) < self._max_batch:
+                batch.append(await anext(messages))
+            parsed = [self._parse(message) for message in batch]
+            results = await self._store.ingest(
+                [item for item in parsed if item is not None],
+                resolve=self._resolve,
+                received_at=datetime.now(UTC),
+            )
+            for message in batch:
+                acknowledge(client, message)
+            await self._on_stored(results)
+
+    def _parse(self, message: aiomqtt.Message) -> Incoming | Rejection | None:
+        received_at = datetime.now(UTC)
+        topic = message.topic.value
+        raw = message.payload
+        payload = bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode()
+        route = next((r for r in self._routes if r.matches(message)), None)
+        if route is None:  # the broker sent a topic we did not ask for
+            return Rejection(topic, "unknown", payload, "no subscription matches", received_at)
+        fmt = route.subscription.format
+        try:
+            event = parse_event(
+                topic,
+                payload,
+                fmt,
+                pattern=route.subscription.topic,
+                site_tz=self._site_tz,
+                received_at=received_at,
+            )
+        except PayloadError as err:
+            return Rejection(topic, fmt.value, payload, str(err), received_at)
+        return None if event is None else Incoming(event, topic)

@@ -1,0 +1,59 @@
+"""Numbered schema migrations. Append only: a released migration is never edited, so a later
+release upgrades an existing gateway's database in place (PRAGMA user_version = applied count).
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: events, their deliveries (one per sink) and rejected payloads.
+    """
+    CREATE TABLE events (
+        id              INTEGER PRIMARY KEY,
+        key             TEXT NOT NULL UNIQUE,      -- layer 1 duplicate detection
+        terminal        TEXT NOT NULL,
+        subject         TEXT NOT NULL,             -- badge:<uid> or user:<id>
+        badge           TEXT,
+        user_id         TEXT,
+        action          TEXT NOT NULL,
+        action_inferred INTEGER NOT NULL,
+        event_time      TEXT NOT NULL,             -- UTC, fixed width, sorts as time
+        local_day       TEXT NOT NULL,             -- site-local date, for in/out inference
+        time_given      INTEGER NOT NULL,
+        received_at     TEXT NOT NULL,
+        status          TEXT NOT NULL,             -- accepted | unmapped | duplicate
+        duplicate_of    INTEGER REFERENCES events(id),
+        topic           TEXT NOT NULL,
+        job             TEXT,
+        lat             REAL,
+        lon             REAL,
+        note            TEXT
+    );
+    CREATE INDEX events_subject_time ON events(subject, event_time);
+
+    CREATE TABLE deliveries (
+        id              INTEGER PRIMARY KEY,
+        event_id        INTEGER NOT NULL REFERENCES events(id),
+        sink            TEXT NOT NULL,
+        person          TEXT,                      -- the person's id at this sink; NULL: unmapped
+        event_time      TEXT NOT NULL,             -- copied from the event: the order key
+        state           TEXT NOT NULL,             -- unmapped | pending | inflight | delivered | dead
+        outcome         TEXT,                      -- delivered | duplicate, once settled
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,             -- unix seconds
+        created_at      REAL NOT NULL,
+        settled_at      REAL,
+        last_error      TEXT,
+        UNIQUE (event_id, sink)
+    );
+    CREATE INDEX deliveries_due ON deliveries(sink, state, next_attempt_at);
+    CREATE INDEX deliveries_person ON deliveries(sink, person, state, event_time);
+
+    CREATE TABLE rejected (
+        id              INTEGER PRIMARY KEY,
+        received_at     TEXT NOT NULL,
+        topic           TEXT NOT NULL,
+        format          TEXT NOT NULL,
+        payload         BLOB NOT NULL,
+        payload_size    INTEGER NOT NULL,
+        reason          TEXT NOT NULL
+    );
+    """,
+)
