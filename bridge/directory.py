@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from bridge.events import PayloadError, normalise_badge
+from bridge.events import PayloadError, normalise_badge, show
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -135,9 +135,10 @@ def _header(cells: list[str]) -> list[str]:
 
 
 def _person(number: int, cells: list[str], header: list[str], problems: list[str]) -> Person | None:
-    if len(cells) > len(header):  # an unquoted comma in a name shifts every column after it
+    if any(cells[len(header) :]):  # an unquoted comma in a name shifts the columns after it
         problems.append(f"line {number}: {len(cells)} fields, the header names {len(header)}")
         return None
+    cells = cells[: len(header)]  # a spreadsheet's trailing empty cells are harmless
     row = dict(zip(header, cells + [""] * (len(header) - len(cells)), strict=True))
     try:
         badge = normalise_badge(row["badge"])
@@ -146,6 +147,9 @@ def _person(number: int, cells: list[str], header: list[str], problems: list[str
         return None
     if not row["userid"]:
         problems.append(f"line {number}: badge {badge} has no userid")
+        return None
+    if not row["userid"].isprintable():
+        problems.append(f"line {number}: userid {show(row['userid'])} has non-printable characters")
         return None
     extra = {name: value for name, value in row.items() if name and name not in _KNOWN}
     return Person(badge, row["userid"], row.get("name", ""), MappingProxyType(extra))

@@ -145,19 +145,19 @@ def parse_time(value: str, site_tz: ZoneInfo) -> datetime:
     except ValueError:
         pass
     else:
-        msg = f"time {show(value)} has no time of day"
+        msg = f"{show(value)} has no time of day"
         raise PayloadError(msg)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        msg = f"time {show(value)} is not an ISO-8601 date and time"
+        msg = f"{show(value)} is not an ISO-8601 date and time"
         raise PayloadError(msg) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=site_tz)
     try:
         return parsed.astimezone(UTC)
     except OverflowError:  # year 1 or 9999 shifted out of datetime's range
-        msg = f"time {show(value)} is out of range"
+        msg = f"{show(value)} is out of range"
         raise PayloadError(msg) from None
 
 

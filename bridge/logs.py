@@ -20,8 +20,8 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 MASK = "***"
 
 # Key names whose values are never logged: password, passwd, secret, token, api_key, apikey,
-# authorization, and anything ending in _key.
-_SECRET_KEY = re.compile(r"passw(or)?d|secret|token|api_?key|authorization|_key$", re.IGNORECASE)
+# authorization, private_key; not event_key, which names an event and must stay readable.
+_SECRET_KEY = re.compile(r"passw(or)?d|secret|token|api_?key|authorization|private_?key", re.IGNORECASE)
 
 _secrets: set[str] = set()
 _handler: logging.Handler | None = None  # ours on the root logger, replaced on reconfigure
@@ -121,7 +121,7 @@ def _rendering(fmt: str, *, colors: bool) -> list[Processor]:
 
 
 def _route_stdlib(stream: TextIO, fmt: str, level: int, *, colors: bool) -> None:
-    global _handler  # noqa: PLW0603 - one handler per process, swapped on reconfigure
+    global _handler  # one handler of ours per process, swapped on reconfigure
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared()],
         processors=[

@@ -32,7 +32,7 @@ MIGRATIONS: tuple[str, ...] = (
         id              INTEGER PRIMARY KEY,
         event_id        INTEGER NOT NULL REFERENCES events(id),
         sink            TEXT NOT NULL,
-        person          TEXT,                      -- the person's id at this sink; NULL: unmapped
+        person          TEXT,                      -- the person's id at this sink, NULL while unmapped
         event_time      TEXT NOT NULL,             -- copied from the event: the order key
         state           TEXT NOT NULL,             -- unmapped | pending | inflight | delivered | dead
         outcome         TEXT,                      -- delivered | duplicate, once settled

@@ -70,7 +70,9 @@ def parse_utc_text(text: str) -> datetime:
 
 
 def _split_sql(script: str) -> list[str]:
-    return [part.strip() for part in script.split(";") if part.strip()]
+    """Statements of a migration script, comments dropped (a ';' in a comment is harmless)."""
+    code = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    return [part.strip() for part in code.split(";") if part.strip()]
 
 
 _CLAIM_SQL = """

@@ -28,6 +28,9 @@ class Mosquitto:
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # Started as root (CI), mosquitto would switch to its own user and then could not
+            # write its persistence file in our temporary directory.
+            "user root\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
             # Save the session store on every change, so a SIGKILLed broker keeps its queue.

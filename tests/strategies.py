@@ -25,18 +25,27 @@ fuzz_settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)  # json.dumps writes NaN/Infinity: rejected
-    | st.text(max_size=30)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=12,
-)
+
+def _json(*, finite: bool) -> st.SearchStrategy[Any]:
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**70), max_value=2**70)
+        | st.floats(allow_nan=not finite, allow_infinity=not finite)
+        | st.text(max_size=30)
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+
+
+json_values = _json(finite=False)  # json.dumps writes NaN/Infinity, which the parser rejects
+valid_json_values = _json(finite=True)
+
 
 CANONICAL_KEYS = ("id", "badge", "user", "action", "time", "job", "lat", "lon", "note", "terminal")
 TASMOTA_READERS = ("PN532", "RC522", "RDM6300", "Wiegand")
@@ -124,5 +133,7 @@ def valid_canonical(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
         expect["naive"] = moment
     if draw(st.booleans()):
         payload["id"] = draw(identifiers)
-    payload.update(draw(st.dictionaries(st.sampled_from(["extra", "vendor", "x"]), json_values)))
+    payload.update(
+        draw(st.dictionaries(st.sampled_from(["extra", "vendor", "x"]), valid_json_values))
+    )
     return payload, expect

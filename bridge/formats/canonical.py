@@ -47,11 +47,12 @@ def _text(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
         msg = f"must be a string or an integer, not a JSON {json_kind(value)}"
         raise ValueError(msg)  # pydantic reports a ValueError as this field's problem
-    text = value.strip()
     if not text:
         msg = "must not be empty"
     elif len(text) > MAX_TEXT_CHARS:
@@ -115,7 +116,11 @@ def parse(
     if payload.time is None:
         when, given = received_at, False
     else:
-        when, given = parse_time(payload.time, site_tz), True
+        try:
+            when, given = parse_time(payload.time, site_tz), True
+        except PayloadError as err:
+            msg = f"time: {err}"
+            raise PayloadError(msg) from None
     event = ClockEvent(
         key="",
         terminal=payload.terminal or terminal,

@@ -63,4 +63,8 @@ def _time(value: object, site_tz: ZoneInfo, received_at: datetime) -> tuple[date
     if not isinstance(value, str):
         msg = "Time: must be an ISO-8601 string"
         raise PayloadError(msg)
-    return parse_time(value, site_tz), True
+    try:
+        return parse_time(value, site_tz), True
+    except PayloadError as err:
+        msg = f"Time: {err}"
+        raise PayloadError(msg) from None
