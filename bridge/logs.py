@@ -20,8 +20,10 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 MASK = "***"
 
 # Key names whose values are never logged: password, passwd, secret, token, api_key, apikey,
-# authorization, private_key; not event_key, which names an event and must stay readable.
-_SECRET_KEY = re.compile(r"passw(or)?d|secret|token|api_?key|authorization|private_?key", re.IGNORECASE)
+# authorization, api/private/session/access/signing keys; not event_key, which names an event.
+_SECRET_KEY = re.compile(
+    r"passw(or)?d|secret|token|authorization|(api|private|session|access|signing)_?key", re.IGNORECASE
+)
 
 _secrets: set[str] = set()
 _handler: logging.Handler | None = None  # ours on the root logger, replaced on reconfigure

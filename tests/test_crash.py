@@ -50,6 +50,8 @@ async def test_sigkill_while_streaming_loses_and_doubles_nothing(
         )
         log = tmp_path / "bridge.log"
         process = await _start_bridge(config, log)
+        # The broker keeps messages for the bridge's session only once it has subscribed.
+        await wait_until(_logged(log, "bridge.ready"), timeout=20, what="first bridge ready")
         streaming = asyncio.create_task(_stream(broker.port))
         for _ in range(KILLS):
             await asyncio.sleep(rng.uniform(0.8, 2.0))
@@ -70,6 +72,13 @@ async def test_sigkill_while_streaming_loses_and_doubles_nothing(
     # recognised by the vendor's duplicate check: layer 3 is used, and only that much.
     assert fake.duplicate_answers <= KILLS * CONCURRENCY
     assert code == 0, log.read_text()[-3000:]
+
+
+def _logged(log: Path, event: str):  # noqa: ANN202
+    async def predicate() -> bool:
+        return f'"event": "{event}"' in log.read_text(errors="replace")
+
+    return predicate
 
 
 def _quiet(fake: FakeGo2Clock):  # noqa: ANN202

@@ -97,10 +97,12 @@ def test_bound_contextvars_appear(out: io.StringIO) -> None:
     ],
 )
 def test_secret_named_keys_are_masked(out: io.StringIO, key: str) -> None:
-    get_logger("t").info("http.request", **{key: "plain-value-9"}, key="evt-1", badge="04A1")
+    get_logger("t").info(
+        "http.request", **{key: "plain-value-9"}, key="evt-1", event_key="gate/1", badge="04A1"
+    )
     [line] = lines(out)
     assert line[key] == "***"
-    assert (line["key"], line["badge"]) == ("evt-1", "04A1")  # not secrets
+    assert (line["key"], line["event_key"], line["badge"]) == ("evt-1", "gate/1", "04A1")
     assert "plain-value-9" not in out.getvalue()
 
 
