@@ -37,7 +37,9 @@ class Dispatcher:
         self._in_flight: set[asyncio.Task[None]] = set()
         self.paused_since: float | None = None
         self._next_probe_at = 0.0
-        self.counts: dict[str, int] = {"delivered": 0, "duplicate": 0, "retry": 0, "dead": 0}
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("delivered", "duplicate", "retry", "dead", "held"), 0
+        )
 
     def wake(self) -> None:
         """New work may be due (an event was stored, a person was mapped)."""
@@ -143,6 +145,9 @@ class Dispatcher:
         elif outcome is Outcome.DUPLICATE:
             self.counts["duplicate"] += 1
             log.info("delivery.sent", vendor_duplicate=True, detail=result.detail)
+        elif outcome is Outcome.HELD:
+            self.counts["held"] += 1
+            log.warning("delivery.held", reason=result.detail)
         elif outcome is Outcome.RETRY_LATER:
             self.counts["retry"] += 1
             log.warning("delivery.retry", error=result.detail, retry_in=round(delay, 1))

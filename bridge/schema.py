@@ -56,4 +56,15 @@ MIGRATIONS: tuple[str, ...] = (
         reason          TEXT NOT NULL
     );
     """,
+    # 2: what a stateful sink knows of each person (McTime's clock, TimeTrack's open shift),
+    # written in the same transaction as the delivery outcome that changed it.
+    """
+    CREATE TABLE person_state (
+        sink            TEXT NOT NULL,
+        person          TEXT NOT NULL,
+        state           TEXT NOT NULL,             -- JSON object
+        updated_at      REAL NOT NULL,
+        PRIMARY KEY (sink, person)
+    );
+    """,
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,8 +95,9 @@ RETURNING id
 
 _JOB_SQL = """
 SELECT d.id, d.sink, d.person, d.attempts, e.key, e.action, e.event_time, e.terminal,
-       e.job, e.lat, e.lon, e.note
+       e.job, e.lat, e.lon, e.note, p.state
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
+LEFT JOIN person_state AS p ON p.sink = d.sink AND p.person = d.person
 WHERE d.id = ?
 """
 
@@ -334,13 +336,20 @@ class Store:
             delivery_id=row["id"], event_key=row["key"], sink=row["sink"], person=row["person"],
             action=Action(row["action"]), time=parse_utc_text(row["event_time"]),
             terminal=row["terminal"], attempt=row["attempts"], job=row["job"], lat=row["lat"],
-            lon=row["lon"], note=row["note"],
+            lon=row["lon"], note=row["note"], state=json.loads(row["state"] or "{}"),
         )
 
     async def settle(self, job: Job, result: Result, *, retry_at: float, now: float) -> str:
         """Record a send's result; return the delivery's new state."""
         detail = result.detail[:500] or None
         async with self._transaction() as db:
+            if result.state is not None:
+                await db.execute(
+                    "INSERT INTO person_state (sink, person, state, updated_at) VALUES (?,?,?,?)"
+                    " ON CONFLICT (sink, person) DO UPDATE SET state = excluded.state,"
+                    " updated_at = excluded.updated_at",
+                    (job.sink, job.person, json.dumps(dict(result.state)), now),
+                )
             if result.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
                 await db.execute(
                     "UPDATE deliveries SET state = 'delivered', outcome = ?, settled_at = ?,"
@@ -350,6 +359,14 @@ class Store:
                 return "delivered"
             if result.outcome is Outcome.PERMANENT_FAILURE:
                 return await self._dead(db, job, detail, now)
+            if result.outcome is Outcome.HELD:
+                # Waits for an operator (complete or drop); does not block later punches.
+                await db.execute(
+                    "UPDATE deliveries SET state = 'held', settled_at = ?, last_error = ?"
+                    " WHERE id = ?",
+                    (now, detail, job.delivery_id),
+                )
+                return "held"
             if result.outcome is Outcome.PAUSED:
                 # Not the event's fault: give the attempt back and keep it first in line.
                 await db.execute(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.events import Action
 
@@ -16,6 +17,7 @@ class Outcome(enum.StrEnum):
     RETRY_LATER = "retry_later"
     PERMANENT_FAILURE = "permanent_failure"
     PAUSED = "paused"  # credentials refused: stop the sink, keep the events
+    HELD = "held"  # cannot be sent without a person deciding (e.g. an `out` with no open shift)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,26 +25,39 @@ class Result:
     outcome: Outcome
     detail: str = ""
     retry_after: float | None = None  # seconds, when the vendor said (429 Retry-After)
+    # The person's new state at this sink (a running clock, an open shift), saved in the same
+    # transaction as the outcome; None leaves the saved state as it is.
+    state: Mapping[str, Any] | None = None
 
     @classmethod
-    def delivered(cls, detail: str = "") -> Result:
-        return cls(Outcome.DELIVERED, detail)
+    def delivered(cls, detail: str = "", *, state: Mapping[str, Any] | None = None) -> Result:
+        return cls(Outcome.DELIVERED, detail, state=state)
 
     @classmethod
-    def duplicate(cls, detail: str = "") -> Result:
-        return cls(Outcome.DUPLICATE, detail)
+    def duplicate(cls, detail: str = "", *, state: Mapping[str, Any] | None = None) -> Result:
+        return cls(Outcome.DUPLICATE, detail, state=state)
 
     @classmethod
-    def retry(cls, detail: str, retry_after: float | None = None) -> Result:
-        return cls(Outcome.RETRY_LATER, detail, retry_after)
+    def retry(
+        cls,
+        detail: str,
+        retry_after: float | None = None,
+        *,
+        state: Mapping[str, Any] | None = None,
+    ) -> Result:
+        return cls(Outcome.RETRY_LATER, detail, retry_after, state)
 
     @classmethod
-    def dead(cls, detail: str) -> Result:
-        return cls(Outcome.PERMANENT_FAILURE, detail)
+    def dead(cls, detail: str, *, state: Mapping[str, Any] | None = None) -> Result:
+        return cls(Outcome.PERMANENT_FAILURE, detail, state=state)
 
     @classmethod
     def paused(cls, detail: str) -> Result:
         return cls(Outcome.PAUSED, detail)
+
+    @classmethod
+    def held(cls, detail: str, *, state: Mapping[str, Any] | None = None) -> Result:
+        return cls(Outcome.HELD, detail, state=state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +76,8 @@ class Job:
     lat: float | None = None
     lon: float | None = None
     note: str | None = None
+    # The person's saved state at this sink when the job was claimed ({} when none yet).
+    state: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Sink(Protocol):
