@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 import aiohttp
 import structlog
 
+from bridge import systemd
 from bridge.config import Settings
-from bridge.directory import Directory, DirectoryError, DirectoryFile
+from bridge.directory import Directory, DirectoryError, DirectoryFile, Person
 from bridge.dispatch import Dispatcher
 from bridge.events import ClockEvent
 from bridge.ingest import Ingest
@@ -26,26 +27,42 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 
 def build_sinks(settings: Settings, session: aiohttp.ClientSession) -> list[Sink]:
     sinks: list[Sink] = []
-    if settings.sinks.go2clock.enabled:
+    config, site_tz = settings.sinks, settings.site.tz
+    if config.go2clock.enabled:
         sinks.append(
-            Go2ClockSink(
-                session=session, config=settings.sinks.go2clock, account_tz=settings.go2clock_tz
-            )
+            Go2ClockSink(session=session, config=config.go2clock, account_tz=settings.go2clock_tz)
         )
+    if config.mctime.enabled:
+        from bridge.sinks.mctime import McTimeSink  # noqa: PLC0415 - TODO top level once landed
+
+        sinks.append(McTimeSink(session=session, config=config.mctime, site_tz=site_tz))
+    if config.timetrack.enabled:
+        from bridge.sinks.timetrack import TimeTrackSink  # noqa: PLC0415 - TODO top level
+
+        sinks.append(TimeTrackSink(session=session, config=config.timetrack, site_tz=site_tz))
     return sinks
 
 
-def make_resolver(sink_names: Sequence[str], directory: DirectoryFile | None) -> PersonResolver:
-    """The person's id at each sink: the event's own `user`, else the directory's entry."""
+def make_resolver(columns: Mapping[str, str], directory: DirectoryFile | None) -> PersonResolver:
+    """The person's id at each sink (sink name -> directory column holding it): the event's
+    own `user` when the terminal sent one, else the directory's entry for the badge."""
 
     def resolve(event: ClockEvent) -> Mapping[str, str | None]:
-        person: str | None = event.user
-        if person is None and event.badge is not None and directory is not None:
+        if event.user is not None:
+            return dict.fromkeys(columns, event.user)
+        entry = None
+        if event.badge is not None and directory is not None:
             entry = directory.current.lookup(event.badge)
-            person = entry.userid if entry else None
-        return dict.fromkeys(sink_names, person)
+        return {sink: _person_id(entry, column) for sink, column in columns.items()}
 
     return resolve
+
+
+def _person_id(entry: Person | None, column: str) -> str | None:
+    if entry is None:
+        return None
+    value = entry.userid if column == "userid" else entry.extra.get(column)
+    return value or None
 
 
 class Bridge:
@@ -84,12 +101,15 @@ class Bridge:
                 sink.name: Dispatcher(
                     sink=sink,
                     store=store,
-                    concurrency=getattr(settings.sinks, sink.name).concurrency,
+                    concurrency=settings.sinks.enabled()[sink.name].concurrency,
                     retry=settings.retry,
                 )
                 for sink in sinks
             }
-            resolve = make_resolver(list(self.dispatchers), directory)
+            enabled = settings.sinks.enabled()
+            resolve = make_resolver(
+                {name: enabled[name].directory_column for name in self.dispatchers}, directory
+            )
             await self._release_unmapped(resolve)
             self.ingest = Ingest(
                 config=settings.mqtt,
@@ -120,8 +140,14 @@ class Bridge:
                         self._watch_directory(directory, resolve), name="directory"
                     )
                 tg.create_task(self._announce_ready(), name="ready")
+                pings = None
+                if (interval := systemd.watchdog_interval()) is not None:
+                    pings = tg.create_task(systemd.watchdog_pings(interval), name="watchdog")
                 await self._stop.wait()
                 log.info("bridge.stopping")
+                systemd.notify("STOPPING=1")
+                if pings is not None:
+                    pings.cancel()
                 # Ingest stops first: whatever it had not committed is redelivered by the broker.
                 ingest.cancel()
                 if watcher is not None:
@@ -135,6 +161,7 @@ class Bridge:
         assert self.ingest is not None
         await self.ingest.connected.wait()
         self.ready.set()
+        systemd.notify("READY=1")
         log.info("bridge.ready", sinks=list(self.dispatchers))
 
     async def _on_stored(self, results: Sequence[Stored]) -> None:

@@ -69,6 +69,7 @@ class SiteConfig(_Section):
 class Subscription(_Section):
     topic: str
     format: PayloadFormat = PayloadFormat.CANONICAL
+    sinks: list[str] | None = None  # where its events go; default: every enabled sink
 
 
 class MqttConfig(_Section):
@@ -274,6 +275,19 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the file (passed as init values), as operators expect.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _routes_name_enabled_sinks(self) -> Settings:
+        enabled = self.sinks.enabled()
+        for number, subscription in enumerate(self.mqtt.subscriptions):
+            unknown = set(subscription.sinks or ()) - set(enabled)
+            if unknown:
+                msg = (
+                    f"mqtt.subscriptions.{number}.sinks names {sorted(unknown)}, which are not"
+                    f" enabled sinks (enabled: {sorted(enabled) or 'none'})"
+                )
+                raise ValueError(msg)
+        return self
 
     @property
     def go2clock_tz(self) -> ZoneInfo:

@@ -145,4 +145,7 @@ class Ingest:
             )
         except PayloadError as err:
             return Rejection(topic, fmt.value, payload, str(err), received_at)
-        return None if event is None else Incoming(event, topic)
+        if event is None:
+            return None
+        routed = route.subscription.sinks
+        return Incoming(event, topic, None if routed is None else frozenset(routed))

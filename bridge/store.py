@@ -37,6 +37,7 @@ class Incoming:
 
     event: ClockEvent
     topic: str
+    sinks: frozenset[str] | None = None  # the subscription's routing; None: every sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +224,8 @@ class Store:
             )
         duplicate_of = await self._double_swipe(db, event.subject, action, event.time)
         people = {} if duplicate_of is not None else dict(resolve(event))
+        if item.sinks is not None:
+            people = {sink: who for sink, who in people.items() if sink in item.sinks}
         if duplicate_of is not None:
             status = "duplicate"
         elif all(person is not None for person in people.values()):

@@ -1,0 +1,29 @@
+# clockin-bridge in a container: non-root, database on a volume, config mounted read-only.
+#   docker build -t clockin-bridge .
+#   docker run -v clockin-data:/var/lib/clockin-bridge \
+#              -v $PWD/config.yaml:/etc/clockin-bridge/config.yaml:ro clockin-bridge
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    CLOCKIN_CONFIG=/etc/clockin-bridge/config.yaml \
+    CLOCKIN_STORE__PATH=/var/lib/clockin-bridge/clockin-bridge.db
+
+WORKDIR /opt/clockin-bridge
+COPY pyproject.toml constraints.txt README.md ./
+COPY bridge ./bridge
+RUN pip install -c constraints.txt . \
+ && useradd --system --home-dir /var/lib/clockin-bridge --shell /usr/sbin/nologin clockin \
+ && mkdir -p /var/lib/clockin-bridge /etc/clockin-bridge \
+ && chown clockin:clockin /var/lib/clockin-bridge
+
+USER clockin
+VOLUME ["/var/lib/clockin-bridge"]
+
+# Healthy while the database opens and answers (the HTTP health endpoint comes with issue 4).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
+    CMD ["clockin-bridge", "status", "--json"]
+
+ENTRYPOINT ["clockin-bridge"]
+CMD ["run"]
