@@ -118,6 +118,7 @@ class Bridge:
                 site_tz=settings.site.tz,
                 max_batch=settings.store.max_batch,
                 on_stored=self._on_stored,
+                max_clock_skew_seconds=settings.site.max_clock_skew_seconds,
             )
             await self._serve(directory, resolve)
 

@@ -50,6 +50,7 @@ def _read_secret_file(path: Path, key: str) -> SecretStr:
 
 class SiteConfig(_Section):
     timezone: str = "UTC"
+    max_clock_skew_seconds: float = Field(300.0, gt=0)
 
     @field_validator("timezone")
     @classmethod

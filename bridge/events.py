@@ -46,6 +46,8 @@ class ClockEvent:
     action: Action | None  # None: infer in/out from the person's previous event
     time: datetime  # aware, UTC
     time_given: bool  # False when the payload had no time and the receive time was used
+    # Set when a site-local time fell in a DST change: the ambiguous hour or the skipped one.
+    time_warning: str | None = None
     job: str | None = None
     lat: float | None = None
     lon: float | None = None
@@ -159,6 +161,31 @@ def parse_time(value: str, site_tz: ZoneInfo) -> datetime:
     except OverflowError:  # year 1 or 9999 shifted out of datetime's range
         msg = f"{show(value)} is out of range"
         raise PayloadError(msg) from None
+
+
+def wall_clock_warning(value: str, site_tz: ZoneInfo) -> str | None:
+    """Why a site-local time (no offset) needs a second look, or None.
+
+    In the fall-back hour the wall time happens twice: parse_time takes the first occurrence.
+    In the spring-forward gap it never happens: parse_time moves it forward by the gap.
+    """
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        return None
+    first = parsed.replace(tzinfo=site_tz, fold=0)
+    second = parsed.replace(tzinfo=site_tz, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return None
+    round_trip = first.astimezone(UTC).astimezone(site_tz).replace(tzinfo=None)
+    if round_trip == parsed:
+        return f"{parsed.isoformat()} happens twice in {site_tz.key}: took the first (earlier)"
+    return (
+        f"{parsed.isoformat()} does not exist in {site_tz.key} (clocks went forward):"
+        f" taken as {round_trip.isoformat()}"
+    )
 
 
 def derived_key(event: ClockEvent) -> str:

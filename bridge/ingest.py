@@ -19,6 +19,7 @@ import structlog
 
 from bridge.config import MqttConfig, Subscription
 from bridge.events import PayloadError, parse_event
+from bridge.skew import ClockSkewWatch
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored
 
 log = structlog.get_logger("bridge.ingest")
@@ -71,6 +72,7 @@ class Ingest:
         site_tz: ZoneInfo,
         max_batch: int,
         on_stored: StoredCallback,
+        max_clock_skew_seconds: float = 300.0,
     ):
         self._config = config
         self._store = store
@@ -80,6 +82,7 @@ class Ingest:
         self._on_stored = on_stored
         self._routes = [_Route(sub) for sub in config.subscriptions]
         self.connected = asyncio.Event()
+        self.skew = ClockSkewWatch(max_skew_seconds=max_clock_skew_seconds)
 
     async def run(self) -> None:
         """Connect, consume, and reconnect forever with capped backoff."""
@@ -147,5 +150,8 @@ class Ingest:
             return Rejection(topic, fmt.value, payload, str(err), received_at)
         if event is None:
             return None
+        if event.time_warning:
+            log.warning("event.time_adjusted", terminal=event.terminal, warning=event.time_warning)
+        self.skew.check(event, received_at=received_at)
         routed = route.subscription.sinks
         return Incoming(event, topic, None if routed is None else frozenset(routed))

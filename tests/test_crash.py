@@ -72,6 +72,7 @@ async def test_sigkill_while_streaming_loses_and_doubles_nothing(
     # recognised by the vendor's duplicate check: layer 3 is used, and only that much.
     assert fake.duplicate_answers <= KILLS * CONCURRENCY
     assert code == 0, log.read_text()[-3000:]
+    assert API_KEY not in log.read_text()
 
 
 def _logged(log: Path, event: str):  # noqa: ANN202

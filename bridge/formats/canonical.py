@@ -29,6 +29,7 @@ from bridge.events import (
     json_kind,
     normalise_badge,
     parse_time,
+    wall_clock_warning,
     show,
 )
 
@@ -129,6 +130,7 @@ def parse(
         action=payload.action,
         time=when,
         time_given=given,
+        time_warning=wall_clock_warning(payload.time, site_tz) if payload.time else None,
         job=payload.job,
         lat=payload.lat,
         lon=payload.lon,

@@ -13,7 +13,14 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from bridge.events import ClockEvent, PayloadError, derived_key, normalise_badge, parse_time
+from bridge.events import (
+    ClockEvent,
+    PayloadError,
+    derived_key,
+    normalise_badge,
+    parse_time,
+    wall_clock_warning,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -53,6 +60,7 @@ def parse(
         action=None,  # a reader has no in/out buttons: the store infers it
         time=when,
         time_given=given,
+        time_warning=wall_clock_warning(data["Time"], site_tz) if given else None,
     )
     return dataclasses.replace(event, key=derived_key(event))
 
