@@ -17,7 +17,7 @@ demo: $(VENV)/.installed-demo
 	$(PY) -m bridge demo
 
 test: $(VENV)/.installed-test
-	bash scripts/ensure-mosquitto.sh
+	bash scripts/ensure-test-tools.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

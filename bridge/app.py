@@ -10,12 +10,13 @@ from collections.abc import Mapping, Sequence
 import aiohttp
 import structlog
 
-from bridge import systemd
+from bridge import systemd, web
 from bridge.config import Settings
 from bridge.directory import Directory, DirectoryError, DirectoryFile, Person
 from bridge.dispatch import Dispatcher
 from bridge.events import ClockEvent
 from bridge.ingest import Ingest
+from bridge.metrics import Metrics
 from bridge.sinks.base import Sink
 from bridge.sinks.go2clock import Go2ClockSink
 from bridge.store import PersonResolver, Store, Stored
@@ -75,6 +76,8 @@ class Bridge:
         self.ingest: Ingest | None = None
         self.store: Store | None = None
         self.ready = asyncio.Event()
+        self.metrics = Metrics()
+        self.http_port: int | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -93,6 +96,10 @@ class Bridge:
             recovered = await store.recover_inflight()
             if recovered:
                 log.warning("delivery.recovered", count=recovered)
+            if settings.http.enabled:
+                self.http_port = await stack.enter_async_context(
+                    web.serving(self, host=settings.http.host, port=settings.http.port)
+                )
             session = await stack.enter_async_context(aiohttp.ClientSession())
             sinks = build_sinks(settings, session)
             if not sinks:
@@ -103,6 +110,7 @@ class Bridge:
                     store=store,
                     concurrency=settings.sinks.enabled()[sink.name].concurrency,
                     retry=settings.retry,
+                    metrics=self.metrics,
                 )
                 for sink in sinks
             }
@@ -118,6 +126,7 @@ class Bridge:
                 site_tz=settings.site.tz,
                 max_batch=settings.store.max_batch,
                 on_stored=self._on_stored,
+                metrics=self.metrics,
                 max_clock_skew_seconds=settings.site.max_clock_skew_seconds,
             )
             await self._serve(directory, resolve)

@@ -194,6 +194,8 @@ class McTimeConfig(_SinkSection):
     # The docs list flat organizationId/organizationName; client code nests `organization`.
     organization_form: Literal["flat", "nested"] = "flat"
     rate_per_second: float = Field(10.0, gt=0, le=1000)
+    # GET /clock pages: the docs do not say whether the first `page` is 0 or 1.
+    clock_first_page: int = Field(1, ge=0, le=1)
 
 
 class TimeTrackFields(_Section):
@@ -230,6 +232,30 @@ class SinksConfig(_Section):
         return {name: section for name, section in sections.items() if section.enabled}
 
 
+class HttpConfig(_Section):
+    """Health, readiness, metrics and the status page."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:9108"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            msg = "must be HOST:PORT, e.g. 127.0.0.1:9108"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class LogConfig(_Section):
     level: str = "info"
     format: str = "auto"  # json | console | auto (console on a terminal, json otherwise)
@@ -264,6 +290,7 @@ class Settings(BaseSettings):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -15,10 +15,14 @@ import time
 import structlog
 
 from bridge.config import RetryConfig
+from bridge.metrics import Metrics
 from bridge.sinks.base import Job, Outcome, Result, Sink
-from bridge.store import Store
+from bridge.store import Store, StoreWriteError
 
 log = structlog.get_logger("bridge.dispatch")
+
+STORE_RETRY_SECONDS = 2.0
+SETTLE_ATTEMPTS = 30
 
 
 def backoff_seconds(attempt: int, *, initial: float, maximum: float) -> float:
@@ -28,11 +32,14 @@ def backoff_seconds(attempt: int, *, initial: float, maximum: float) -> float:
 
 
 class Dispatcher:
-    def __init__(self, *, sink: Sink, store: Store, concurrency: int, retry: RetryConfig):
+    def __init__(
+        self, *, sink: Sink, store: Store, concurrency: int, retry: RetryConfig, metrics: Metrics
+    ):
         self.sink = sink
         self._store = store
         self._concurrency = concurrency
         self._retry = retry
+        self._metrics = metrics
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self.paused_since: float | None = None
@@ -62,12 +69,21 @@ class Dispatcher:
                 free = 1 if probe_due else 0
                 if probe_due:
                     self._next_probe_at = time.monotonic() + self._retry.pause_probe_seconds
-            if free > 0:
-                for job in await self._store.claim(self.sink.name, limit=free, now=time.time()):
-                    task = sends.create_task(self._deliver(job), name=f"send[{self.sink.name}]")
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._on_send_done)
-            await self._sleep(stop, await self._sleep_seconds())
+            try:
+                if free > 0:
+                    for job in await self._store.claim(
+                        self.sink.name, limit=free, now=time.time()
+                    ):
+                        task = sends.create_task(
+                            self._deliver(job), name=f"send[{self.sink.name}]"
+                        )
+                        self._in_flight.add(task)
+                        task.add_done_callback(self._on_send_done)
+                pause = await self._sleep_seconds()
+            except StoreWriteError as err:
+                log.error("store.write_failed", sink=self.sink.name, error=str(err))
+                pause = STORE_RETRY_SECONDS
+            await self._sleep(stop, pause)
 
     async def _sleep_seconds(self) -> float | None:
         if self.paused_since is not None:
@@ -110,7 +126,20 @@ class Dispatcher:
                 log.exception("delivery.error")
                 result = Result.retry(f"internal error: {type(err).__name__}")
             # Settling must finish even if shutdown cancels us now: the vendor already has it.
-            await asyncio.shield(self._settle(job, result))
+            await asyncio.shield(self._settle_until_written(job, result))
+
+    async def _settle_until_written(self, job: Job, result: Result) -> None:
+        """A settle that fails to write (disk full) is tried again; if it never succeeds the
+        delivery stays 'inflight', is sent again at the next start, and the vendor's duplicate
+        check keeps that harmless."""
+        for attempt in range(1, SETTLE_ATTEMPTS + 1):
+            try:
+                await self._settle(job, result)
+            except StoreWriteError as err:
+                log.error("store.write_failed", error=str(err), settle_attempt=attempt)
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+            else:
+                return
 
     async def _settle(self, job: Job, result: Result) -> None:
         now = time.time()
@@ -126,6 +155,9 @@ class Dispatcher:
                 job.attempt, initial=self._retry.initial_seconds, maximum=self._retry.max_seconds
             )
         await self._store.settle(job, result, retry_at=now + delay, now=now)
+        self._metrics.deliveries.labels(self.sink.name, result.outcome.value).inc()
+        if result.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
+            self._metrics.latency.labels(self.sink.name).observe(max(0.0, now - job.stored_at))
         self._note(result, delay)
 
     def _note(self, result: Result, delay: float) -> None:
@@ -134,10 +166,12 @@ class Dispatcher:
             if self.paused_since is None:
                 self.paused_since = time.time()
                 self._next_probe_at = time.monotonic() + self._retry.pause_probe_seconds
+                self._metrics.sink_paused.labels(self.sink.name).set(1)
                 log.error("sink.paused", reason=result.detail)
             return
         if self.paused_since is not None:
             self.paused_since = None
+            self._metrics.sink_paused.labels(self.sink.name).set(0)
             log.warning("sink.resumed")
         if outcome is Outcome.DELIVERED:
             self.counts["delivered"] += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,9 +19,10 @@ import aiomqtt
 import structlog
 
 from bridge.config import MqttConfig, Subscription
-from bridge.events import PayloadError, parse_event
+from bridge.events import PayloadError, parse_event, terminal_from_topic
+from bridge.metrics import Metrics
 from bridge.skew import ClockSkewWatch
-from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored
+from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreWriteError
 
 log = structlog.get_logger("bridge.ingest")
 
@@ -72,6 +74,7 @@ class Ingest:
         site_tz: ZoneInfo,
         max_batch: int,
         on_stored: StoredCallback,
+        metrics: Metrics,
         max_clock_skew_seconds: float = 300.0,
     ):
         self._config = config
@@ -82,7 +85,10 @@ class Ingest:
         self._on_stored = on_stored
         self._routes = [_Route(sub) for sub in config.subscriptions]
         self.connected = asyncio.Event()
+        self.disconnected_since: float | None = time.time()
+        self.last_error: str | None = None
         self.skew = ClockSkewWatch(max_skew_seconds=max_clock_skew_seconds)
+        self._metrics = metrics
 
     async def run(self) -> None:
         """Connect, consume, and reconnect forever with capped backoff."""
@@ -94,12 +100,26 @@ class Ingest:
                     for route in self._routes:
                         await client.subscribe(route.subscription.topic, qos=1)
                     self.connected.set()
+                    self.disconnected_since = None
+                    self._metrics.mqtt_connected.set(1)
                     delay = 1.0
                     failing_since = None
                     log.info("mqtt.connected", host=self._config.host, port=self._config.port)
                     await self._consume(client)
+            except StoreWriteError as err:
+                # Nothing of the batch was acknowledged: drop the connection so the broker keeps
+                # (and later redelivers) every message, and try again once writes work.
+                self._metrics.mqtt_connected.set(0)
+                self.connected.clear()
+                self.disconnected_since = self.disconnected_since or time.time()
+                self.last_error = f"database: {err}"
+                log.error("store.write_failed", error=str(err), retry_in=delay)
             except aiomqtt.MqttError as err:
                 reason = str(err)
+                self.last_error = reason
+                if self.disconnected_since is None:
+                    self.disconnected_since = time.time()
+                self._metrics.mqtt_connected.set(0)
                 if self.connected.is_set():
                     self.connected.clear()
                     log.warning("mqtt.disconnected", error=reason)
@@ -119,14 +139,22 @@ class Ingest:
             while len(messages) and len(batch) < self._max_batch:
                 batch.append(await anext(messages))
             parsed = [self._parse(message) for message in batch]
+            items = [item for item in parsed if item is not None]
             results = await self._store.ingest(
-                [item for item in parsed if item is not None],
-                resolve=self._resolve,
-                received_at=datetime.now(UTC),
+                items, resolve=self._resolve, received_at=datetime.now(UTC)
             )
             for message in batch:
                 acknowledge(client, message)
+            self._count(items, results)
             await self._on_stored(results)
+
+    def _count(self, items: Sequence[Incoming | Rejection], results: Sequence[Stored]) -> None:
+        for item, stored in zip(items, results, strict=True):
+            if isinstance(item, Rejection):
+                self._metrics.events.labels(item.terminal, item.format, "rejected").inc()
+            else:
+                terminal = item.event.terminal
+                self._metrics.events.labels(terminal, item.format, stored.status).inc()
 
     def _parse(self, message: aiomqtt.Message) -> Incoming | Rejection | None:
         received_at = datetime.now(UTC)
@@ -135,7 +163,9 @@ class Ingest:
         payload = bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode()
         route = next((r for r in self._routes if r.matches(message)), None)
         if route is None:  # the broker sent a topic we did not ask for
-            return Rejection(topic, "unknown", payload, "no subscription matches", received_at)
+            return Rejection(
+                topic, "unknown", payload, "no subscription matches", received_at, topic
+            )
         fmt = route.subscription.format
         try:
             event = parse_event(
@@ -147,11 +177,14 @@ class Ingest:
                 received_at=received_at,
             )
         except PayloadError as err:
-            return Rejection(topic, fmt.value, payload, str(err), received_at)
+            terminal = terminal_from_topic(route.subscription.topic, topic)
+            return Rejection(topic, fmt.value, payload, str(err), received_at, terminal)
         if event is None:
             return None
         if event.time_warning:
             log.warning("event.time_adjusted", terminal=event.terminal, warning=event.time_warning)
-        self.skew.check(event, received_at=received_at)
+        if self.skew.check(event, received_at=received_at):
+            self._metrics.clock_skew.labels(event.terminal).inc()
         routed = route.subscription.sinks
-        return Incoming(event, topic, None if routed is None else frozenset(routed))
+        sinks = None if routed is None else frozenset(routed)
+        return Incoming(event, topic, sinks, fmt.value)

@@ -24,9 +24,10 @@ class ClockSkewWatch:
         self.skewed_events: Counter[str] = Counter()
         self._skewed_terminals: set[str] = set()
 
-    def check(self, event: ClockEvent, *, received_at: datetime) -> None:
+    def check(self, event: ClockEvent, *, received_at: datetime) -> bool:
+        """True when the event's time is further off than allowed."""
         if not event.time_given:
-            return
+            return False
         skew = (event.time - received_at).total_seconds()
         terminal = event.terminal
         if abs(skew) > self._max:
@@ -37,6 +38,8 @@ class ClockSkewWatch:
                     "terminal.clock_skew", terminal=terminal, skew_seconds=round(skew, 1),
                     limit_seconds=self._max,
                 )
-        elif terminal in self._skewed_terminals:
+            return True
+        if terminal in self._skewed_terminals:
             self._skewed_terminals.discard(terminal)
             log.info("terminal.clock_ok", terminal=terminal, skew_seconds=round(skew, 1))
+        return False

@@ -31,6 +31,10 @@ class StoreError(Exception):
     """The database cannot be used (not SQLite, failed integrity check, newer schema)."""
 
 
+class StoreWriteError(Exception):
+    """A write failed (disk full, I/O error); nothing of it was committed. Try again later."""
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """A parsed event to store, with the topic it came on."""
@@ -38,6 +42,7 @@ class Incoming:
     event: ClockEvent
     topic: str
     sinks: frozenset[str] | None = None  # the subscription's routing; None: every sink
+    format: str = "canonical"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,7 @@ class Rejection:
     payload: bytes
     reason: str
     received_at: datetime
+    terminal: str = ""  # as far as the topic tells
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +101,7 @@ RETURNING id
 """
 
 _JOB_SQL = """
-SELECT d.id, d.sink, d.person, d.attempts, e.key, e.action, e.event_time, e.terminal,
+SELECT d.id, d.sink, d.person, d.attempts, d.created_at, e.key, e.action, e.event_time, e.terminal,
        e.job, e.lat, e.lon, e.note, p.state
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
 LEFT JOIN person_state AS p ON p.sink = d.sink AND p.person = d.person
@@ -109,6 +115,8 @@ class Store:
         self._lock = asyncio.Lock()
         self._site_tz = site_tz
         self._window = window_seconds
+        # The last write that failed (disk full, I/O error) and since when; None once one works.
+        self.write_error: tuple[str, float] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -159,13 +167,20 @@ class Store:
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                await asyncio.shield(self._db.execute("ROLLBACK"))
-                raise
-            await asyncio.shield(self._db.execute("COMMIT"))
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:
+                        await asyncio.shield(self._db.execute("ROLLBACK"))
+                    raise
+                await asyncio.shield(self._db.execute("COMMIT"))
+            except aiosqlite.OperationalError as err:
+                if self.write_error is None:
+                    self.write_error = (str(err), time.time())
+                raise StoreWriteError(str(err)) from err
+            self.write_error = None
 
     # --- ingest ----------------------------------------------------------------------------
 
@@ -340,6 +355,7 @@ class Store:
             action=Action(row["action"]), time=parse_utc_text(row["event_time"]),
             terminal=row["terminal"], attempt=row["attempts"], job=row["job"], lat=row["lat"],
             lon=row["lon"], note=row["note"], state=json.loads(row["state"] or "{}"),
+            stored_at=row["created_at"],
         )
 
     async def settle(self, job: Job, result: Result, *, retry_at: float, now: float) -> str:
@@ -410,6 +426,23 @@ class Store:
         return rows[0][0]
 
     # --- inspection ------------------------------------------------------------------------
+
+    async def recent_events(self, limit: int = 20) -> list[dict[str, object]]:
+        rows = await self._db.execute_fetchall(
+            "SELECT key, terminal, subject, action, event_time, status FROM events"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(row) for row in rows]
+
+    async def recent_errors(self, limit: int = 10) -> list[dict[str, object]]:
+        rows = await self._db.execute_fetchall(
+            "SELECT d.sink, d.state, d.attempts, d.last_error, e.key FROM deliveries AS d"
+            " JOIN events AS e ON e.id = d.event_id WHERE d.last_error IS NOT NULL"
+            " AND d.state IN ('pending', 'dead', 'held') ORDER BY d.id DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(row) for row in rows]
 
     async def status(self, *, now: float) -> dict[str, object]:
         sinks: dict[str, dict[str, object]] = {}

@@ -39,6 +39,7 @@ def write_config(
             }
         },
         "log": {"level": "info", "format": "json"},
+        "http": {"listen": "127.0.0.1:0"},
     }
     _merge(config, extra or {})
     directory = tmp_path / "directory.csv"

@@ -78,6 +78,7 @@ class Job:
     note: str | None = None
     # The person's saved state at this sink when the job was claimed ({} when none yet).
     state: Mapping[str, Any] = field(default_factory=dict)
+    stored_at: float = 0.0  # unix time the delivery was queued, for the latency histogram
 
 
 class Sink(Protocol):

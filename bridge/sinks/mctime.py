@@ -1,0 +1,197 @@
+"""McTime: POST {base_url}/clock with header API_KEY, one clock action per punch.
+
+`break` toggles on the server and nothing is idempotent (no idempotency keys), so a resend
+after a lost answer could end a break instead of starting one, or start a second clock. The sink
+therefore never repeats a send blindly: the person's clock (off / running / on_break) is kept as
+the sink state (bridge.sinks.mctime_rules), actions that would not change it are dropped as
+duplicates, and whenever the bridge's view may be wrong (a lost answer, a refusal, an unknown
+clock before a `break`) it reads GET {base_url}/clock first and goes by what the server shows.
+
+Every request (POST and GET) passes one RateLimiter per sink instance: McTime allows 10 per
+second and answers 429 above that.
+"""
+
+from __future__ import annotations
+
+import re
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from bridge.config import McTimeConfig
+from bridge.sinks.base import Job, Outcome, Result
+from bridge.sinks.mctime_rules import (
+    DETAIL_MAX,
+    PAGE_SIZE,
+    TARGET,
+    Clock,
+    Reply,
+    Step,
+    build_clock_body,
+    classify_mctime_reply,
+    clock_state,
+    find_clock,
+    item_messages,
+    parse_reply,
+    plan,
+    read_state,
+    reconcile_refusal,
+    short,
+    unverified_state,
+)
+from bridge.sinks.ratelimit import RateLimiter
+
+MAX_CLOCK_PAGES = 200  # 4000 running clocks
+RATE_WINDOW_MARGIN = 0.05  # seconds added to the 1 s window for network jitter
+_REDACTED = "<redacted>"
+
+# Raised before the request left: the server cannot have acted on it.
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+class McTimeSink:
+    name = "mctime"
+
+    def __init__(
+        self, *, session: aiohttp.ClientSession, config: McTimeConfig, site_tz: ZoneInfo
+    ) -> None:
+        if config.api_key is None or not config.api_key.get_secret_value():
+            msg = "mctime sink needs an api_key"
+            raise ValueError(msg)
+        self._api_key = config.api_key  # SecretStr: unwrapped only where it is used
+        self._session = session
+        self._config = config
+        self._site_tz = site_tz
+        self._url = f"{config.base_url}/clock"
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
+        self.limiter = RateLimiter.per_second(config.rate_per_second, margin=RATE_WINDOW_MARGIN)
+
+    async def send(self, job: Job) -> Result:
+        result = await self._send(job)
+        return Result(
+            result.outcome, self._redact(result.detail), result.retry_after, result.state
+        )
+
+    async def _send(self, job: Job) -> Result:
+        saved = read_state(job.state)
+        base, verified = saved.clock, False
+        if saved.unverified is not None:
+            # The last send for this person may or may not have been applied: look first.
+            server = await self.server_clock(job.person)
+            if isinstance(server, Result):
+                return server  # state None: the marker stays for the next attempt
+            same = saved.delivery in (None, job.delivery_id) and saved.unverified is job.action
+            if same and server is TARGET[job.action]:
+                detail = f"McTime already shows {job.action.value} (the earlier answer was lost)"
+                return Result.duplicate(detail, state=clock_state(server))
+            base, verified = server, True
+        decision = plan(base, job.action, verified=verified)
+        if decision.step is Step.VERIFY:
+            server = await self.server_clock(job.person)
+            if isinstance(server, Result):
+                return server
+            base, verified = server, True
+            decision = plan(base, job.action, verified=True)
+        if decision.step is Step.DUPLICATE:
+            return Result.duplicate(decision.reason, state=_state(base))
+        if decision.step is Step.DEAD:
+            return Result.dead(decision.reason, state=_state(base))
+        return await self._post(job, base, verified=verified)
+
+    async def _post(self, job: Job, base: Clock | None, *, verified: bool) -> Result:
+        body = build_clock_body(job, site_tz=self._site_tz, config=self._config)
+        keep = _state(base) if verified else None  # a checked clock replaces any stale marker
+        await self.limiter.acquire()
+        try:
+            async with self._session.post(
+                self._url,
+                json=body,
+                headers={"API_KEY": self._api_key.get_secret_value()},
+                timeout=self._timeout,
+                allow_redirects=False,  # a redirect would carry the API_KEY header elsewhere
+            ) as response:
+                raw = await response.read()
+                status, retry_after = response.status, response.headers.get("Retry-After")
+        except _NOT_SENT as err:
+            return Result.retry(self._describe(err), state=keep)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            # Sent, answer lost: maybe applied. CancelledError (a BaseException) passes through.
+            detail = f"{self._describe(err)}; {body['action']} unverified, checked before a resend"
+            return Result.retry(short(detail), state=unverified_state(base, job))
+        raw = self._redact(raw.decode("utf-8", errors="replace"), limit=None).encode()
+        answer = classify_mctime_reply(status, raw, retry_after)
+        if answer.reply is Reply.APPLIED:
+            return Result.delivered(answer.detail, state=clock_state(TARGET[job.action]))
+        if answer.reply is Reply.PAUSED:
+            return Result.paused(answer.detail)
+        if answer.reply is Reply.NOT_APPLIED:
+            if status == 429:
+                self.limiter.hold(answer.retry_after or 1.0)
+            return Result.retry(answer.detail, answer.retry_after, state=keep)
+        if answer.reply is Reply.AMBIGUOUS:
+            return Result.retry(answer.detail, state=unverified_state(base, job))
+        # REFUSED: is the server's clock not what the bridge thought?
+        server = await self.server_clock(job.person)
+        if isinstance(server, Result):
+            if server.outcome is Outcome.PAUSED:
+                return server
+            detail = short(f"{answer.detail}; then {server.detail}")
+            return Result.retry(detail, server.retry_after, state=keep)
+        return reconcile_refusal(job.action, server, answer.detail)
+
+    async def server_clock(self, person: str) -> Clock | Result:
+        """The person's clock as GET /clock shows it (pages of 20 running clocks), or the
+        Result to return when it cannot be read (never a guess)."""
+        page, previous = self._config.clock_first_page, None
+        for _ in range(MAX_CLOCK_PAGES):
+            await self.limiter.acquire()
+            try:
+                async with self._session.get(
+                    self._url,
+                    params={"page": str(page)},
+                    headers={"API_KEY": self._api_key.get_secret_value()},
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                ) as response:
+                    raw = await response.read()
+                    status, retry_after = response.status, response.headers.get("Retry-After")
+            except (aiohttp.ClientError, TimeoutError) as err:
+                return Result.retry(short(f"GET /clock: {self._describe(err)}"))
+            raw = self._redact(raw.decode("utf-8", errors="replace"), limit=None).encode()
+            answer = parse_reply(raw)
+            if status != 200 or answer is None or answer.get("valid") is False:
+                return self._clock_read_failed(status, raw, retry_after)
+            found, count, users = find_clock(answer, person)
+            if found is not None:
+                return found
+            if count < PAGE_SIZE:
+                return Clock.OFF
+            if users == previous:
+                detail = f"GET /clock repeats page {page}; check sinks.mctime.clock_first_page"
+                return Result.retry(detail)
+            page, previous = page + 1, users
+        return Result.retry(f"GET /clock: person not found in {MAX_CLOCK_PAGES} pages")
+
+    def _clock_read_failed(self, status: int, raw: bytes, retry_after: str | None) -> Result:
+        answer = classify_mctime_reply(status, raw, retry_after)
+        if answer.reply is Reply.PAUSED:
+            return Result.paused(f"GET /clock: {answer.detail}")
+        if status == 429:
+            self.limiter.hold(answer.retry_after or 1.0)
+        text = item_messages(parse_reply(raw)) if 200 <= status < 300 else ""
+        detail = f"GET /clock: {text}" if text else f"GET /clock: {answer.detail}"
+        return Result.retry(short(detail), answer.retry_after)
+
+    def _describe(self, err: BaseException) -> str:
+        if isinstance(err, TimeoutError) and not str(err):
+            return f"{type(err).__name__}: no answer within {self._config.timeout_seconds:g}s"
+        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+    def _redact(self, text: str, limit: int | None = DETAIL_MAX) -> str:
+        secret = re.escape(self._api_key.get_secret_value())
+        text = re.sub(secret, _REDACTED, text, flags=re.IGNORECASE)
+        return text if limit is None else short(text, limit)
+
+
+def _state(clock: Clock | None) -> dict[str, str] | None:
+    return None if clock is None else clock_state(clock)

@@ -1,0 +1,355 @@
+"""TimeTrack Enterprise: one attendance (from, to, break minutes) per shift.
+
+POST {base_url}/api/v2/ext/attendances with headers X-TimeTrack-Api-Key / -Secret, JSON
+(seed timetrack-attendances-api.txt). The per-person shift state machine is pure and lives in
+timetrack_shift.py; this module does the HTTP and maps answers to outcomes.
+
+TimeTrack documents no duplicate signal, so a create whose answer was lost (timeout, dropped
+connection, 5xx from a proxy) leaves the state marked "unverified": the next attempt first
+lists the person's attendances around the shift and only creates when none starts at the same
+second. A search that fails or cannot be read never leads to a create.
+
+Timestamps: UTC by default; with `timestamps: local` the site's wall time, still written with
+the `.000Z` suffix, because the vendor's timer docs say to send local time "in the same timezone
+like you are currently" in this very format. Around the autumn clock change that local time is
+ambiguous; TimeTrack cannot be told which 02:30 is meant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from bridge.config import TimeTrackConfig
+from bridge.events import Action
+from bridge.sinks.base import Job, Outcome, Result, classify_http_status
+from bridge.sinks.timetrack_shift import (
+    Attendance,
+    ShiftStateError,
+    build_attendance_body,
+    closed_attendance,
+    find_recent_end,
+    find_same_start,
+    format_timestamp,
+    plan_job,
+    read_state,
+    show_time,
+)
+
+DETAIL_MAX = 300
+EXCERPT_MAX = 120
+SEARCH_LIMIT = 1000  # the documented maximum page size
+SEARCH_MAX_PAGES = 10  # beyond that the answer is inconclusive: retry, never create
+SEARCH_MARGIN = timedelta(days=1)  # the vendor's from/to filter semantics are undocumented
+_REDACTED = "<redacted>"
+_LIST_KEYS = ("data", "items", "results", "attendances", "entries", "content")
+
+
+def _short(text: str, limit: int = DETAIL_MAX) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _excerpt(body: bytes) -> str:
+    text = body[: EXCERPT_MAX * 4].decode("utf-8", errors="replace")
+    return _short(text, EXCERPT_MAX) or "(empty)"
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def error_text(body: bytes) -> str:
+    """The `errors[].detail` texts (else titles) of `{"errors":[{title,status,code,detail}]}`,
+    or an excerpt of the body."""
+    answer = _json(body)
+    errors = answer.get("errors") if isinstance(answer, dict) else None
+    if isinstance(errors, list):
+        texts = []
+        for error in errors:
+            if not isinstance(error, dict):
+                continue
+            text = error.get("detail") or error.get("title")
+            if text:
+                code = error.get("code")
+                texts.append(f"{text} (code {code})" if code not in (None, "") else str(text))
+        if texts:
+            return "; ".join(texts)
+    return _excerpt(body)
+
+
+def classify_timetrack_reply(status: int, body: bytes, retry_after: str | None) -> Result:
+    """Map one TimeTrack answer (HTTP status, raw body, Retry-After header) to a Result."""
+    if 200 <= status < 300:
+        return Result.delivered(f"HTTP {status}")
+    if (by_status := classify_http_status(status, retry_after)) is not None:
+        return by_status
+    if status in (401, 403):
+        # 403 as well: a key without the rights fails every event alike; keep them, stop
+        return Result.paused(
+            _short(f"TimeTrack refused the API key/secret: HTTP {status}: {error_text(body)}")
+        )
+    if 300 <= status < 400:
+        # redirects are not followed (the key headers must not travel): base_url is wrong
+        return Result.paused(f"HTTP {status}: redirected; check sinks.timetrack.base_url")
+    return Result.dead(_short(f"TimeTrack HTTP {status}: {error_text(body)}"))
+
+
+def entries_of(body: bytes) -> list[dict[str, Any]] | None:
+    """Attendance entries from a list answer (a JSON array, or an object holding one)."""
+    answer = _json(body)
+    if isinstance(answer, dict):
+        answer = next(
+            (answer[key] for key in _LIST_KEYS if isinstance(answer.get(key), list)), None
+        )
+    if not isinstance(answer, list):
+        return None
+    return [entry for entry in answer if isinstance(entry, dict)]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+class TimeTrackSink:
+    name = "timetrack"
+
+    def __init__(
+        self, *, session: aiohttp.ClientSession, config: TimeTrackConfig, site_tz: ZoneInfo
+    ) -> None:
+        key, secret = config.api_key, config.api_secret
+        if key is None or not key.get_secret_value():
+            msg = "timetrack sink needs an api_key"
+            raise ValueError(msg)
+        if secret is None or not secret.get_secret_value():
+            msg = "timetrack sink needs an api_secret"
+            raise ValueError(msg)
+        self._key, self._secret = key, secret  # SecretStr: unwrapped only where it is used
+        self._session = session
+        self._config = config
+        self._site_tz = site_tz
+        self._url = f"{config.base_url}/api/v2/ext/attendances"
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
+        self._max_shift = timedelta(hours=config.max_shift_hours)
+
+    async def send(self, job: Job) -> Result:
+        result = await self._send(job)
+        return dataclasses.replace(result, detail=self._redact(result.detail))
+
+    async def _send(self, job: Job) -> Result:
+        state: Mapping[str, Any] = job.state
+        prefix = ""
+        try:
+            closed = closed_attendance(state, username=job.person)
+        except ShiftStateError as err:
+            return Result.held(f"saved TimeTrack state unreadable ({err}); reset it to {{}}")
+        if closed is not None:
+            # an operator closed the shift (complete_shift): record it before this job
+            flushed = await self._record(closed, state, after={}, done="closed shift recorded")
+            if flushed.outcome is Outcome.PERMANENT_FAILURE:
+                return Result.held(
+                    _short(f"the operator-closed shift was refused: {flushed.detail}")
+                )
+            if flushed.outcome not in (Outcome.DELIVERED, Outcome.DUPLICATE):
+                return flushed
+            if job.action is Action.OUT and job.time == closed.end:
+                return Result.delivered(_short(f"{flushed.detail} ({closed.describe()})"), state={})
+            state, prefix = {}, f"{flushed.detail}; "
+        result = await self._apply(job, state)
+        if prefix:
+            # the closed shift is recorded: whatever this job did, it must not be sent again
+            result = dataclasses.replace(
+                result,
+                detail=_short(prefix + result.detail),
+                state={} if result.state is None else result.state,
+            )
+        return result
+
+    async def _apply(self, job: Job, state: Mapping[str, Any]) -> Result:
+        try:
+            plan = plan_job(state, job, max_shift=self._max_shift)
+        except ShiftStateError as err:
+            return Result.held(f"saved TimeTrack state unreadable ({err}); reset it to {{}}")
+        if plan.result is not None:
+            return plan.result
+        if plan.find_repeat_out:
+            return await self._repeat_out(job)
+        if plan.attendance is None:  # a Plan holds a result, an attendance, or a search
+            msg = f"empty plan for delivery {job.delivery_id}"
+            raise RuntimeError(msg)
+        return await self._record(plan.attendance, state, after=plan.after, done=plan.done)
+
+    # -- create, searching first when an earlier create may have landed ------------------------
+
+    async def _record(
+        self,
+        attendance: Attendance,
+        state: Mapping[str, Any],
+        *,
+        after: dict[str, Any],
+        done: str,
+    ) -> Result:
+        _, unverified = read_state(state)
+        if unverified:
+            found = await self._search(
+                attendance.username,
+                attendance.start,
+                attendance.end,
+                lambda entries: find_same_start(entries, attendance, **self._match_args()),
+            )
+            if isinstance(found, Result):
+                return found
+            if found is not None:
+                return Result.duplicate(
+                    _short(
+                        f"TimeTrack already holds it (id {found.get('id', '?')}, "
+                        f"{attendance.describe()})"
+                    ),
+                    state=after,
+                )
+        body = build_attendance_body(
+            attendance,
+            fields=self._config.fields,
+            mode=self._config.timestamps,
+            site_tz=self._site_tz,
+        )
+        answer = await self._request("POST", self._url, json=body)
+        if isinstance(answer, BaseException):
+            if isinstance(answer, aiohttp.ClientConnectorError):
+                return Result.retry(self._describe(answer))  # never connected: nothing sent
+            return Result.retry(
+                _short(f"{self._describe(answer)}; search before creating again"),
+                state={**state, "unverified": True},
+            )
+        result = classify_timetrack_reply(answer.status, answer.body, answer.retry_after)
+        if result.outcome is Outcome.DELIVERED:
+            created = _json(answer.body)
+            ident = created.get("id") if isinstance(created, dict) else None
+            suffix = f", id {ident}" if ident is not None else ""
+            return Result.delivered(_short(f"{done}{suffix}"), state=after)
+        if result.outcome is Outcome.RETRY_LATER and answer.status >= 500:
+            # a 5xx (a 504 from a proxy) may come after the entry was stored
+            return dataclasses.replace(result, state={**state, "unverified": True})
+        if result.outcome is Outcome.PERMANENT_FAILURE:
+            # the attendance as built is refused: keeping the shift would only poison the
+            # person's next shifts; the dead delivery keeps the interval and the reason
+            detail = _short(f"{result.detail} [{attendance.describe()}]")
+            return Result.dead(detail, state={})
+        return result
+
+    async def _repeat_out(self, job: Job) -> Result:
+        """An `out` with no open shift: a resent `out` (TimeTrack holds an attendance ending
+        then) is a duplicate; anything else is held, nothing guessed."""
+        found = await self._search(
+            job.person,
+            job.time - self._max_shift,
+            job.time,
+            lambda entries: find_recent_end(
+                entries, username=job.person, at=job.time, **self._match_args()
+            ),
+        )
+        if isinstance(found, Result):
+            return found
+        if found is not None:
+            return Result.duplicate(
+                _short(
+                    f"no open shift; TimeTrack already holds the attendance ending "
+                    f"{found.get(self._config.fields.to, found.get('to', '?'))} "
+                    f"(id {found.get('id', '?')})"
+                )
+            )
+        return Result.held(
+            f"out at {show_time(job.time)} with no open shift (a missed in?); nothing sent: "
+            f"start_shift, then requeue, or drop"
+        )
+
+    def _match_args(self) -> dict[str, Any]:
+        return {
+            "fields": self._config.fields,
+            "mode": self._config.timestamps,
+            "site_tz": self._site_tz,
+        }
+
+    async def _search(
+        self, username: str, start: datetime, end: datetime, match: Any
+    ) -> Mapping[str, Any] | Result | None:
+        """Page through the person's attendances around [start, end]; the first match, None,
+        or a Result (retry/paused/dead) when the search could not be completed."""
+        mode, zone = self._config.timestamps, self._site_tz
+        params = {
+            "username": username,
+            "user": username,  # the docs' table says user, their example username
+            "from": format_timestamp(start - SEARCH_MARGIN, mode=mode, site_tz=zone),
+            "to": format_timestamp(end + SEARCH_MARGIN, mode=mode, site_tz=zone),
+            "limit": str(SEARCH_LIMIT),
+        }
+        for page in range(SEARCH_MAX_PAGES):
+            answer = await self._request(
+                "GET", self._url, params={**params, "page_number": str(page)}
+            )
+            if isinstance(answer, BaseException):
+                return Result.retry(_short(f"search: {self._describe(answer)}"))
+            result = classify_timetrack_reply(answer.status, answer.body, answer.retry_after)
+            if result.outcome is not Outcome.DELIVERED:
+                if result.outcome is Outcome.PERMANENT_FAILURE:
+                    # cannot tell whether it exists: never create blindly, never drop it
+                    return Result.retry(_short(f"search failed: {result.detail}"))
+                return dataclasses.replace(result, detail=_short(f"search: {result.detail}"))
+            entries = entries_of(answer.body)
+            if entries is None:
+                return Result.retry(f"search: unreadable answer: {_excerpt(answer.body)}")
+            if (found := match(entries)) is not None:
+                return found
+            if len(entries) < SEARCH_LIMIT:
+                return None
+        return Result.retry(f"search inconclusive after {SEARCH_MAX_PAGES} pages")
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> _Answer | Exception:
+        headers = {
+            "X-TimeTrack-Api-Key": self._key.get_secret_value(),
+            "X-TimeTrack-Api-Secret": self._secret.get_secret_value(),
+            "Accept": "application/json",
+        }
+        try:
+            async with self._session.request(
+                method,
+                url,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # a redirect would carry the key headers elsewhere
+                **kwargs,
+            ) as response:
+                body = await response.read()
+                status, retry_after = response.status, response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as err:
+            # CancelledError is a BaseException and passes through untouched
+            return err
+        # redact before anything is excerpted, so no part of an echoed secret survives a cut
+        text = self._redact(body.decode("utf-8", errors="replace"), limit=None)
+        return _Answer(status, text.encode(), retry_after)
+
+    def _describe(self, err: BaseException) -> str:
+        if isinstance(err, TimeoutError) and not str(err):
+            return f"{type(err).__name__}: no answer within {self._config.timeout_seconds:g}s"
+        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+    def _redact(self, text: str, limit: int | None = DETAIL_MAX) -> str:
+        for secret in (self._key, self._secret):
+            pattern = re.escape(secret.get_secret_value())
+            text = re.sub(pattern, _REDACTED, text, flags=re.IGNORECASE)
+        return text if limit is None else _short(text, limit)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# What the test suite needs from Debian: mosquitto (required: the tests start their own brokers)
+# and chromium (the status-page test loads the page in it; skipped, saying why, without it).
+set -euo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+missing=()
+have mosquitto || missing+=(mosquitto mosquitto-clients)
+have chromium || missing+=(chromium)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing with apt-get: ${missing[*]} (the tests start their own mosquitto brokers)"
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "WARNING: cannot install ${missing[*]} here (need root and apt-get)." >&2
+else
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || echo "WARNING: apt-get update failed" >&2
+    for package in "${missing[@]}"; do
+        apt-get install -y -qq "$package" >/dev/null || echo "WARNING: could not install $package" >&2
+    done
+fi
+
+if ! have mosquitto; then
+    echo "ERROR: mosquitto is not installed, and the broker tests cannot run without it." >&2
+    echo "       Install it, e.g. 'sudo apt-get install mosquitto mosquitto-clients'." >&2
+    exit 1
+fi
+have chromium || echo "NOTE: chromium is missing: the status-page browser test will be skipped." >&2
+# Debian's mosquitto package may start a system broker on 1883; the tests use their own ports.
+exit 0

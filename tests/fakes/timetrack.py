@@ -1,0 +1,10 @@
+"""The fake TimeTrack lives in bridge.simulators so a demo can serve it too."""
+
+from bridge.simulators.timetrack import (
+    EXAMPLE_FIELDS,
+    FakeTimeTrack,
+    make_app,
+    running_fake_timetrack,
+)
+
+__all__ = ["EXAMPLE_FIELDS", "FakeTimeTrack", "make_app", "running_fake_timetrack"]
