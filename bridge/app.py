@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 import structlog
@@ -17,7 +17,7 @@ from bridge.dispatch import Dispatcher
 from bridge.events import ClockEvent
 from bridge.ingest import Ingest
 from bridge.metrics import Metrics
-from bridge.sinks.base import Sink
+from bridge.sinks.base import Job, Sink
 from bridge.sinks.go2clock import Go2ClockSink
 from bridge.store import PersonResolver, Store, Stored
 
@@ -66,6 +66,18 @@ def _person_id(entry: Person | None, column: str) -> str | None:
     return value or None
 
 
+def make_name_lookup(directory: DirectoryFile | None) -> Callable[[ClockEvent], str | None]:
+    """The person's name for terminal feedback ("Good morning, Ana")."""
+
+    def name_of(event: ClockEvent) -> str | None:
+        if directory is None or event.badge is None:
+            return None
+        entry = directory.current.lookup(event.badge)
+        return entry.name if entry and entry.name else None
+
+    return name_of
+
+
 class Bridge:
     """The running daemon. `stop()` (or SIGTERM/SIGINT) ends `run()` cleanly."""
 
@@ -111,6 +123,7 @@ class Bridge:
                     concurrency=settings.sinks.enabled()[sink.name].concurrency,
                     retry=settings.retry,
                     metrics=self.metrics,
+                    on_settled=self._on_settled,
                 )
                 for sink in sinks
             }
@@ -128,6 +141,7 @@ class Bridge:
                 on_stored=self._on_stored,
                 metrics=self.metrics,
                 max_clock_skew_seconds=settings.site.max_clock_skew_seconds,
+                name_of=make_name_lookup(directory),
             )
             await self._serve(directory, resolve)
 
@@ -173,6 +187,16 @@ class Bridge:
         self.ready.set()
         systemd.notify("READY=1")
         log.info("bridge.ready", sinks=list(self.dispatchers))
+
+    def _on_settled(self, job: Job, state: str) -> None:
+        if self.ingest is None or not self.settings.mqtt.ack_delivery:
+            return
+        if state in ("delivered", "dead", "held"):
+            self.ingest.feedback.send(
+                job.terminal,
+                {"id": job.source_id, "status": state, "sink": job.sink,
+                 "action": job.action.value},
+            )
 
     async def _on_stored(self, results: Sequence[Stored]) -> None:
         woke = False

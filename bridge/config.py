@@ -73,6 +73,27 @@ class Subscription(_Section):
     sinks: list[str] | None = None  # where its events go; default: every enabled sink
 
 
+class MqttTls(_Section):
+    """TLS to the broker; a client certificate is optional."""
+
+    ca_file: Path | None = None  # None: the system's trusted CAs
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False  # skip host name verification (a test broker on an IP address)
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> MqttTls:
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                msg = f"{name}: no such file {path}"
+                raise ValueError(msg)
+        if (self.cert_file is None) != (self.key_file is None):
+            msg = "cert_file and key_file go together"
+            raise ValueError(msg)
+        return self
+
+
 class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
@@ -85,6 +106,20 @@ class MqttConfig(_Section):
     subscriptions: list[Subscription] = Field(
         default_factory=lambda: [Subscription(topic="clockin/+/events")], min_length=1
     )
+    # Feedback to the terminal after each stored event ({terminal} is filled in); null: none.
+    ack_topic: str | None = "clockin/{terminal}/ack"
+    ack_delivery: bool = False  # a second message when the delivery succeeds or dies
+    # The bridge's availability, retained: "online", and "offline" as its MQTT last will.
+    status_topic: str = "clockin/bridge/status"
+    tls: MqttTls | None = None
+
+    @field_validator("ack_topic")
+    @classmethod
+    def _ack_topic_names_terminal(cls, value: str | None) -> str | None:
+        if value is not None and "{terminal}" not in value:
+            msg = "must contain {terminal}, e.g. clockin/{terminal}/ack"
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _password_from_file(self) -> MqttConfig:

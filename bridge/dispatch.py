@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -20,6 +21,9 @@ from bridge.sinks.base import Job, Outcome, Result, Sink
 from bridge.store import Store, StoreWriteError
 
 log = structlog.get_logger("bridge.dispatch")
+
+# Told the delivery's new state (delivered, pending, dead, held) after each settle.
+SettledCallback = Callable[[Job, str], None]
 
 STORE_RETRY_SECONDS = 2.0
 SETTLE_ATTEMPTS = 30
@@ -33,13 +37,21 @@ def backoff_seconds(attempt: int, *, initial: float, maximum: float) -> float:
 
 class Dispatcher:
     def __init__(
-        self, *, sink: Sink, store: Store, concurrency: int, retry: RetryConfig, metrics: Metrics
+        self,
+        *,
+        sink: Sink,
+        store: Store,
+        concurrency: int,
+        retry: RetryConfig,
+        metrics: Metrics,
+        on_settled: SettledCallback = lambda _job, _state: None,
     ):
         self.sink = sink
         self._store = store
         self._concurrency = concurrency
         self._retry = retry
         self._metrics = metrics
+        self._on_settled = on_settled
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self.paused_since: float | None = None
@@ -148,13 +160,15 @@ class Dispatcher:
         ):
             self.counts["dead"] += 1
             log.error("delivery.dead", reason="too old", last_error=result.detail)
+            self._on_settled(job, "dead")
             return
         delay = result.retry_after
         if delay is None:
             delay = backoff_seconds(
                 job.attempt, initial=self._retry.initial_seconds, maximum=self._retry.max_seconds
             )
-        await self._store.settle(job, result, retry_at=now + delay, now=now)
+        state = await self._store.settle(job, result, retry_at=now + delay, now=now)
+        self._on_settled(job, state)
         self._metrics.deliveries.labels(self.sink.name, result.outcome.value).inc()
         if result.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
             self._metrics.latency.labels(self.sink.name).observe(max(0.0, now - job.stored_at))

@@ -48,6 +48,7 @@ class ClockEvent:
     time_given: bool  # False when the payload had no time and the receive time was used
     # Set when a site-local time fell in a DST change: the ambiguous hour or the skipped one.
     time_warning: str | None = None
+    source_id: str | None = None  # the terminal's own id for the event, echoed in feedback
     job: str | None = None
     lat: float | None = None
     lon: float | None = None

@@ -67,4 +67,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sink, person)
     );
     """,
+    # 3: the terminal's own event id, echoed back to it in delivery feedback.
+    """
+    ALTER TABLE events ADD COLUMN source_id TEXT;
+    """,
 )

@@ -101,7 +101,7 @@ RETURNING id
 """
 
 _JOB_SQL = """
-SELECT d.id, d.sink, d.person, d.attempts, d.created_at, e.key, e.action, e.event_time, e.terminal,
+SELECT d.id, d.sink, d.person, d.attempts, d.created_at, e.key, e.source_id, e.action, e.event_time, e.terminal,
        e.job, e.lat, e.lon, e.note, p.state
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
 LEFT JOIN person_state AS p ON p.sink = d.sink AND p.person = d.person
@@ -214,7 +214,7 @@ class Store:
                 item.reason,
             ),
         )
-        return Stored(key="", status="rejected", reason=item.reason)
+        return Stored(key="", status="rejected", terminal=item.terminal, reason=item.reason)
 
     async def _insert_event(
         self,
@@ -251,11 +251,12 @@ class Store:
         cursor = await db.execute(
             "INSERT INTO events (key, terminal, subject, badge, user_id, action, action_inferred,"
             " event_time, local_day, time_given, received_at, status, duplicate_of, topic,"
-            " job, lat, lon, note) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " job, lat, lon, note, source_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 event.key, event.terminal, event.subject, event.badge, event.user, action.value,
                 event.action is None, when, local_day, event.time_given, utc_text(received_at),
                 status, duplicate_of, item.topic, event.job, event.lat, event.lon, event.note,
+                event.source_id,
             ),
         )
         event_id = cursor.lastrowid
@@ -355,7 +356,7 @@ class Store:
             action=Action(row["action"]), time=parse_utc_text(row["event_time"]),
             terminal=row["terminal"], attempt=row["attempts"], job=row["job"], lat=row["lat"],
             lon=row["lon"], note=row["note"], state=json.loads(row["state"] or "{}"),
-            stored_at=row["created_at"],
+            stored_at=row["created_at"], source_id=row["source_id"],
         )
 
     async def settle(self, job: Job, result: Result, *, retry_at: float, now: float) -> str:

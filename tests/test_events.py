@@ -210,6 +210,7 @@ def test_the_documented_example() -> None:
         action=Action.IN,
         time=utc(2026, 11, 22, 7, 0, 5),
         time_given=True,
+        source_id="gate1-000123",
     )
     assert event.subject == "badge:04A1B2C3"
 

@@ -255,6 +255,8 @@ async def test_layer1_same_key_twice_is_one_event(tmp_path: Path) -> None:
         (Action.IN, Action.IN, WINDOW + 1, "accepted"),
         (Action.IN, Action.OUT, 10, "accepted"),
         (Action.BREAK_START, Action.BREAK_START, 30, "duplicate"),
+        (Action.IN, Action.IN, -10, "duplicate"),  # arrived late: 10 s before the first
+        (Action.IN, Action.IN, -WINDOW - 1, "accepted"),
     ],
 )
 async def test_layer2_double_swipe(
@@ -695,10 +697,10 @@ async def test_concurrent_ingest_claim_settle_lose_nothing(tmp_path: Path) -> No
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: Store._transaction awaits BEGIN IMMEDIATE outside its try; a task cancelled"
-    " there (app stop cancels ingest) leaves the shared connection inside a transaction with"
-    " the lock released, so every later write fails 'cannot start a transaction within a"
-    " transaction'",
+    reason="BUG: Store._transaction awaits BEGIN IMMEDIATE before the try that rolls back; a"
+    " task cancelled there (app stop cancels ingest) leaves the shared connection inside a"
+    " transaction with the lock released, so every later write fails 'cannot start a"
+    " transaction within a transaction'",
 )
 async def test_a_cancelled_write_leaves_the_store_usable(tmp_path: Path) -> None:
     path = tmp_path / "q.db"

@@ -138,7 +138,8 @@ def parse(
     )
     if payload.id is None:
         return dataclasses.replace(event, key=derived_key(event))
-    return dataclasses.replace(event, key=f"{event.terminal}/{payload.id}")
+    key = f"{event.terminal}/{payload.id}"
+    return dataclasses.replace(event, key=key, source_id=payload.id)
 
 
 def _reason(err: ValidationError) -> str:

@@ -37,11 +37,37 @@ from aiohttp import web
 PAGE_SIZE = 20
 RATE_LIMIT = 10  # requests in any 1 s window
 TIME_TYPES = frozenset(
-    "work parental_leave worked_rest_period clocking statutory_leave public_holiday_abroad "
-    "medical_leave bad_weather company_vacation unpaid_vacation care_leave out_office "
-    "work_accident_sickness military_exercize flextime unpaid_time_off home_office study_leave "
-    "paid_time_off other_leave vacation_abroad travel sick military_service jubilee_day "
-    "vacation move special_leave free_time".split()
+    [
+        "work",
+        "parental_leave",
+        "worked_rest_period",
+        "clocking",
+        "statutory_leave",
+        "public_holiday_abroad",
+        "medical_leave",
+        "bad_weather",
+        "company_vacation",
+        "unpaid_vacation",
+        "care_leave",
+        "out_office",
+        "work_accident_sickness",
+        "military_exercize",
+        "flextime",
+        "unpaid_time_off",
+        "home_office",
+        "study_leave",
+        "paid_time_off",
+        "other_leave",
+        "vacation_abroad",
+        "travel",
+        "sick",
+        "military_service",
+        "jubilee_day",
+        "vacation",
+        "move",
+        "special_leave",
+        "free_time",
+    ]
 )
 ACTIONS = frozenset({"start", "break", "stop", "cancel", "update"})
 
@@ -101,7 +127,8 @@ class FakeMcTime:
         return [
             r
             for r in self.requests
-            if r["method"] == "POST" and (action is None or (r["body"] or {}).get("action") == action)
+            if r["method"] == "POST"
+            and (action is None or (r["body"] or {}).get("action") == action)
         ]
 
     def gets(self, path: str = "/clock") -> list[dict[str, Any]]:

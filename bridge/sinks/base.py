@@ -79,6 +79,7 @@ class Job:
     # The person's saved state at this sink when the job was claimed ({} when none yet).
     state: Mapping[str, Any] = field(default_factory=dict)
     stored_at: float = 0.0  # unix time the delivery was queued, for the latency histogram
+    source_id: str | None = None  # the terminal's own id for the event
 
 
 class Sink(Protocol):

@@ -68,9 +68,7 @@ class McTimeSink:
 
     async def send(self, job: Job) -> Result:
         result = await self._send(job)
-        return Result(
-            result.outcome, self._redact(result.detail), result.retry_after, result.state
-        )
+        return Result(result.outcome, self._redact(result.detail), result.retry_after, result.state)
 
     async def _send(self, job: Job) -> Result:
         saved = read_state(job.state)

@@ -246,7 +246,9 @@ def classify_mctime_reply(status: int, body: bytes, retry_after: str | None) -> 
     messages = item_messages(answer)
     said = messages or excerpt(body)
     if status == 429:
-        return Answer(Reply.NOT_APPLIED, short(f"McTime 429: {said}"), parse_retry_after(retry_after))
+        return Answer(
+            Reply.NOT_APPLIED, short(f"McTime 429: {said}"), parse_retry_after(retry_after)
+        )
     if status == 503:  # the docs: could not connect within 60 s, try again
         return Answer(Reply.NOT_APPLIED, short(f"McTime 503: {said}"))
     if status >= 500:  # 504: the answer took over 60 s; the work may still have been done

@@ -18,9 +18,8 @@ ambiguous; TimeTrack cannot be told which 02:30 is meant.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,92 +28,29 @@ import aiohttp
 
 from bridge.config import TimeTrackConfig
 from bridge.events import Action
-from bridge.sinks.base import Job, Outcome, Result, classify_http_status
-from bridge.sinks.timetrack_shift import (
+from bridge.sinks.base import Job, Outcome, Result
+from bridge.sinks.timetrack_shift import ShiftStateError, closed_attendance, plan_job, read_state
+from bridge.sinks.timetrack_wire import (
+    DETAIL_MAX,
     Attendance,
-    ShiftStateError,
     build_attendance_body,
-    closed_attendance,
+    classify_timetrack_reply,
+    entries_of,
+    excerpt,
     find_recent_end,
     find_same_start,
     format_timestamp,
-    plan_job,
-    read_state,
+    parse_json,
+    short,
     show_time,
 )
 
-DETAIL_MAX = 300
-EXCERPT_MAX = 120
 SEARCH_LIMIT = 1000  # the documented maximum page size
 SEARCH_MAX_PAGES = 10  # beyond that the answer is inconclusive: retry, never create
 SEARCH_MARGIN = timedelta(days=1)  # the vendor's from/to filter semantics are undocumented
 _REDACTED = "<redacted>"
-_LIST_KEYS = ("data", "items", "results", "attendances", "entries", "content")
 
-
-def _short(text: str, limit: int = DETAIL_MAX) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _excerpt(body: bytes) -> str:
-    text = body[: EXCERPT_MAX * 4].decode("utf-8", errors="replace")
-    return _short(text, EXCERPT_MAX) or "(empty)"
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def error_text(body: bytes) -> str:
-    """The `errors[].detail` texts (else titles) of `{"errors":[{title,status,code,detail}]}`,
-    or an excerpt of the body."""
-    answer = _json(body)
-    errors = answer.get("errors") if isinstance(answer, dict) else None
-    if isinstance(errors, list):
-        texts = []
-        for error in errors:
-            if not isinstance(error, dict):
-                continue
-            text = error.get("detail") or error.get("title")
-            if text:
-                code = error.get("code")
-                texts.append(f"{text} (code {code})" if code not in (None, "") else str(text))
-        if texts:
-            return "; ".join(texts)
-    return _excerpt(body)
-
-
-def classify_timetrack_reply(status: int, body: bytes, retry_after: str | None) -> Result:
-    """Map one TimeTrack answer (HTTP status, raw body, Retry-After header) to a Result."""
-    if 200 <= status < 300:
-        return Result.delivered(f"HTTP {status}")
-    if (by_status := classify_http_status(status, retry_after)) is not None:
-        return by_status
-    if status in (401, 403):
-        # 403 as well: a key without the rights fails every event alike; keep them, stop
-        return Result.paused(
-            _short(f"TimeTrack refused the API key/secret: HTTP {status}: {error_text(body)}")
-        )
-    if 300 <= status < 400:
-        # redirects are not followed (the key headers must not travel): base_url is wrong
-        return Result.paused(f"HTTP {status}: redirected; check sinks.timetrack.base_url")
-    return Result.dead(_short(f"TimeTrack HTTP {status}: {error_text(body)}"))
-
-
-def entries_of(body: bytes) -> list[dict[str, Any]] | None:
-    """Attendance entries from a list answer (a JSON array, or an object holding one)."""
-    answer = _json(body)
-    if isinstance(answer, dict):
-        answer = next(
-            (answer[key] for key in _LIST_KEYS if isinstance(answer.get(key), list)), None
-        )
-    if not isinstance(answer, list):
-        return None
-    return [entry for entry in answer if isinstance(entry, dict)]
+Matcher = Callable[[list[dict[str, Any]]], Mapping[str, Any] | None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -161,19 +97,19 @@ class TimeTrackSink:
             flushed = await self._record(closed, state, after={}, done="closed shift recorded")
             if flushed.outcome is Outcome.PERMANENT_FAILURE:
                 return Result.held(
-                    _short(f"the operator-closed shift was refused: {flushed.detail}")
+                    short(f"the operator-closed shift was refused: {flushed.detail}")
                 )
             if flushed.outcome not in (Outcome.DELIVERED, Outcome.DUPLICATE):
                 return flushed
             if job.action is Action.OUT and job.time == closed.end:
-                return Result.delivered(_short(f"{flushed.detail} ({closed.describe()})"), state={})
+                return Result.delivered(short(f"{flushed.detail} ({closed.describe()})"), state={})
             state, prefix = {}, f"{flushed.detail}; "
         result = await self._apply(job, state)
         if prefix:
             # the closed shift is recorded: whatever this job did, it must not be sent again
             result = dataclasses.replace(
                 result,
-                detail=_short(prefix + result.detail),
+                detail=short(prefix + result.detail),
                 state={} if result.state is None else result.state,
             )
         return result
@@ -214,7 +150,7 @@ class TimeTrackSink:
                 return found
             if found is not None:
                 return Result.duplicate(
-                    _short(
+                    short(
                         f"TimeTrack already holds it (id {found.get('id', '?')}, "
                         f"{attendance.describe()})"
                     ),
@@ -231,22 +167,22 @@ class TimeTrackSink:
             if isinstance(answer, aiohttp.ClientConnectorError):
                 return Result.retry(self._describe(answer))  # never connected: nothing sent
             return Result.retry(
-                _short(f"{self._describe(answer)}; search before creating again"),
+                short(f"{self._describe(answer)}; search before creating again"),
                 state={**state, "unverified": True},
             )
         result = classify_timetrack_reply(answer.status, answer.body, answer.retry_after)
         if result.outcome is Outcome.DELIVERED:
-            created = _json(answer.body)
+            created = parse_json(answer.body)
             ident = created.get("id") if isinstance(created, dict) else None
             suffix = f", id {ident}" if ident is not None else ""
-            return Result.delivered(_short(f"{done}{suffix}"), state=after)
+            return Result.delivered(short(f"{done}{suffix}"), state=after)
         if result.outcome is Outcome.RETRY_LATER and answer.status >= 500:
             # a 5xx (a 504 from a proxy) may come after the entry was stored
             return dataclasses.replace(result, state={**state, "unverified": True})
         if result.outcome is Outcome.PERMANENT_FAILURE:
             # the attendance as built is refused: keeping the shift would only poison the
             # person's next shifts; the dead delivery keeps the interval and the reason
-            detail = _short(f"{result.detail} [{attendance.describe()}]")
+            detail = short(f"{result.detail} [{attendance.describe()}]")
             return Result.dead(detail, state={})
         return result
 
@@ -265,7 +201,7 @@ class TimeTrackSink:
             return found
         if found is not None:
             return Result.duplicate(
-                _short(
+                short(
                     f"no open shift; TimeTrack already holds the attendance ending "
                     f"{found.get(self._config.fields.to, found.get('to', '?'))} "
                     f"(id {found.get('id', '?')})"
@@ -284,7 +220,7 @@ class TimeTrackSink:
         }
 
     async def _search(
-        self, username: str, start: datetime, end: datetime, match: Any
+        self, username: str, start: datetime, end: datetime, match: Matcher
     ) -> Mapping[str, Any] | Result | None:
         """Page through the person's attendances around [start, end]; the first match, None,
         or a Result (retry/paused/dead) when the search could not be completed."""
@@ -301,16 +237,16 @@ class TimeTrackSink:
                 "GET", self._url, params={**params, "page_number": str(page)}
             )
             if isinstance(answer, BaseException):
-                return Result.retry(_short(f"search: {self._describe(answer)}"))
+                return Result.retry(short(f"search: {self._describe(answer)}"))
             result = classify_timetrack_reply(answer.status, answer.body, answer.retry_after)
             if result.outcome is not Outcome.DELIVERED:
                 if result.outcome is Outcome.PERMANENT_FAILURE:
                     # cannot tell whether it exists: never create blindly, never drop it
-                    return Result.retry(_short(f"search failed: {result.detail}"))
-                return dataclasses.replace(result, detail=_short(f"search: {result.detail}"))
+                    return Result.retry(short(f"search failed: {result.detail}"))
+                return dataclasses.replace(result, detail=short(f"search: {result.detail}"))
             entries = entries_of(answer.body)
             if entries is None:
-                return Result.retry(f"search: unreadable answer: {_excerpt(answer.body)}")
+                return Result.retry(f"search: unreadable answer: {excerpt(answer.body)}")
             if (found := match(entries)) is not None:
                 return found
             if len(entries) < SEARCH_LIMIT:
@@ -352,4 +288,4 @@ class TimeTrackSink:
         for secret in (self._key, self._secret):
             pattern = re.escape(secret.get_secret_value())
             text = re.sub(pattern, _REDACTED, text, flags=re.IGNORECASE)
-        return text if limit is None else _short(text, limit)
+        return text if limit is None else short(text, limit)

@@ -1,4 +1,4 @@
-"""TimeTrack shifts, pure: the per-person state machine, the attendance body, operator helpers.
+"""TimeTrack shifts, pure: the per-person state machine and the operator helpers.
 
 TimeTrack stores attendances (from, to, break minutes), not punches, so the sink keeps each
 person's open shift in the store's person_state (saved with the outcome, in one transaction):
@@ -11,36 +11,23 @@ max-age check no longer applies), "to": iso (an end an operator supplied with co
 the shift is closed and waits to be recorded), and, beside "shift", "unverified": true (a create
 may have reached TimeTrack without its answer reaching us: search before creating again).
 
-Nothing here guesses: where an event cannot be placed (an `out` with no shift, a shift open
-longer than max_shift_hours) the plan is HELD with the reason and the state is left as it was,
-so nothing is lost and an operator decides (complete_shift / start_shift, then requeue).
-No I/O in this module.
+Nothing here guesses: where an event cannot be placed (a shift open longer than
+max_shift_hours, an `out` with no shift that TimeTrack does not already hold) the job is HELD with
+the reason and the state is left as it was, so nothing is lost and an operator decides
+(complete_shift / start_shift, then requeue). Break events that cannot apply (no shift, no open
+break) change nothing that would be sent and are ignored with the reason. No I/O here.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from typing import Any
 
-from bridge.config import TimeTrackFields
 from bridge.events import Action
 from bridge.sinks.base import Job, Result
-
-TimestampMode = Literal["utc", "local"]
-# The docs: "YYYY-MM-DDTHH:MM:SS.fffZ". Punches are whole seconds, so milliseconds are 000.
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"
-# An `out` with no open shift is a resent/double `out` when TimeTrack already holds an
-# attendance of that person ending at most this long before it.
-REPEAT_OUT_WINDOW = timedelta(minutes=5)
-NOTES_SEPARATOR = "; "
-
-_VENDOR_TIME = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.\d+)?(Z|[+-]\d{2}:?\d{2})?"
-)
+from bridge.sinks.timetrack_wire import Attendance, aware_utc, show_time
 
 
 class ShiftStateError(ValueError):
@@ -51,11 +38,10 @@ class ShiftStateError(ValueError):
 
 
 def _aware(moment: datetime, what: str) -> datetime:
-    if moment.tzinfo is None:
-        # astimezone() would silently take a naive time as the host's local time
-        msg = f"{what} is a naive datetime"
-        raise ShiftStateError(msg)
-    return moment.astimezone(UTC)
+    try:
+        return aware_utc(moment, what)
+    except ValueError as err:
+        raise ShiftStateError(str(err)) from None
 
 
 def _iso(moment: datetime) -> str:
@@ -71,42 +57,6 @@ def _parse_iso(value: object, what: str) -> datetime:
     except ValueError:
         msg = f"{what} is not a timestamp: {value!r}"
         raise ShiftStateError(msg) from None
-
-
-def show_time(moment: datetime) -> str:
-    """A UTC instant as details show it: 2024-07-01T06:00:00Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def vendor_wall_time(moment: datetime, *, mode: TimestampMode, site_tz: ZoneInfo) -> datetime:
-    """The naive wall time TimeTrack sees for an instant: UTC, or the site's local time."""
-    zone = UTC if mode == "utc" else site_tz
-    return _aware(moment, "timestamp").astimezone(zone).replace(tzinfo=None, microsecond=0)
-
-
-def format_timestamp(moment: datetime, *, mode: TimestampMode, site_tz: ZoneInfo) -> str:
-    """`YYYY-MM-DDTHH:MM:SS.000Z`: UTC, or (mode "local") the site's wall time with the same
-    `.000Z` suffix, because the vendor's timer docs say to send local time in this format."""
-    return vendor_wall_time(moment, mode=mode, site_tz=site_tz).strftime(TIMESTAMP_FORMAT)
-
-
-def parse_vendor_time(value: object, *, mode: TimestampMode, site_tz: ZoneInfo) -> datetime | None:
-    """A timestamp from a TimeTrack answer as a naive wall time comparable with what we send.
-
-    `Z` (or no suffix) is taken as "the same clock we send"; an explicit offset is converted.
-    """
-    if not isinstance(value, str) or not (match := _VENDOR_TIME.fullmatch(value.strip())):
-        return None
-    try:
-        naive = datetime.fromisoformat(f"{match[1]}T{match[2]}")
-    except ValueError:
-        return None
-    suffix = match[3]
-    if suffix is None or suffix == "Z":
-        return naive
-    offset = suffix if ":" in suffix else f"{suffix[:3]}:{suffix[3:]}"
-    aware = datetime.fromisoformat(f"{match[1]}T{match[2]}{offset}")
-    return vendor_wall_time(aware, mode=mode, site_tz=site_tz)
 
 
 # -- the shift ---------------------------------------------------------------------------------
@@ -205,18 +155,6 @@ def shift_state(shift: Shift | None, *, unverified: bool = False) -> dict[str, A
 # -- the attendance ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Attendance:
-    username: str
-    start: datetime  # aware
-    end: datetime  # aware
-    break_minutes: int
-    notes: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        return f"{show_time(self.start)}..{show_time(self.end)}, break {self.break_minutes} min"
-
-
 def attendance_of(shift: Shift, *, username: str, end: datetime) -> Attendance:
     closed = shift.close_break(end)
     return Attendance(
@@ -226,25 +164,6 @@ def attendance_of(shift: Shift, *, username: str, end: datetime) -> Attendance:
         break_minutes=closed.break_minutes,
         notes=closed.notes,
     )
-
-
-def build_attendance_body(
-    attendance: Attendance,
-    *,
-    fields: TimeTrackFields,
-    mode: TimestampMode,
-    site_tz: ZoneInfo,
-) -> dict[str, Any]:
-    """The POST body; names come from config (the docs' table and example disagree)."""
-    body: dict[str, Any] = {
-        fields.username: attendance.username,
-        fields.from_: format_timestamp(attendance.start, mode=mode, site_tz=site_tz),
-        fields.to: format_timestamp(attendance.end, mode=mode, site_tz=site_tz),
-        fields.break_minutes: attendance.break_minutes,
-    }
-    if attendance.notes:
-        body[fields.notes] = NOTES_SEPARATOR.join(attendance.notes)
-    return body
 
 
 # -- the state machine -------------------------------------------------------------------------
@@ -352,73 +271,6 @@ def _plan_break(
             f"break ended; {ended.break_minutes} min so far", state=shift_state(ended, **keep)
         )
     )
-
-
-# -- matching what TimeTrack already holds -----------------------------------------------------
-
-
-def _entry_user(entry: Mapping[str, Any], fields: TimeTrackFields) -> str | None:
-    for key in ("user", "username", fields.username):
-        value = entry.get(key)
-        if isinstance(value, Mapping):
-            value = value.get("username")
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            return str(value)
-    return None
-
-
-def _entry_time(
-    entry: Mapping[str, Any], keys: tuple[str, ...], mode: TimestampMode, site_tz: ZoneInfo
-) -> datetime | None:
-    for key in keys:
-        if (parsed := parse_vendor_time(entry.get(key), mode=mode, site_tz=site_tz)) is not None:
-            return parsed
-    return None
-
-
-def find_same_start(
-    entries: list[Mapping[str, Any]],
-    attendance: Attendance,
-    *,
-    fields: TimeTrackFields,
-    mode: TimestampMode,
-    site_tz: ZoneInfo,
-) -> Mapping[str, Any] | None:
-    """The entry recording this attendance: same person, same start (to the second).
-
-    The start alone identifies a shift: a retry may close it at another time than the lost
-    attempt did (a dead `out` requeued), and must still find it.
-    """
-    wanted = vendor_wall_time(attendance.start, mode=mode, site_tz=site_tz)
-    for entry in entries:
-        user = _entry_user(entry, fields)
-        if user is not None and user != attendance.username:
-            continue
-        if _entry_time(entry, (fields.from_, "from"), mode, site_tz) == wanted:
-            return entry
-    return None
-
-
-def find_recent_end(
-    entries: list[Mapping[str, Any]],
-    *,
-    username: str,
-    at: datetime,
-    fields: TimeTrackFields,
-    mode: TimestampMode,
-    site_tz: ZoneInfo,
-) -> Mapping[str, Any] | None:
-    """An entry of this person ending at `at` or up to REPEAT_OUT_WINDOW before it."""
-    latest = vendor_wall_time(at, mode=mode, site_tz=site_tz)
-    earliest = vendor_wall_time(at - REPEAT_OUT_WINDOW, mode=mode, site_tz=site_tz)
-    for entry in entries:
-        user = _entry_user(entry, fields)
-        if user is not None and user != username:
-            continue
-        end = _entry_time(entry, (fields.to, "to"), mode, site_tz)
-        if end is not None and earliest <= end <= latest:
-            return entry
-    return None
 
 
 # -- operator helpers (the commands calling them live elsewhere) -------------------------------

@@ -1,14 +1,9 @@
-"""MQTT ingest: the only module that imports aiomqtt.
-
-Messages are stored first and acknowledged after: the PUBACK for a QoS 1 message goes out only
-once the SQLite transaction holding it has committed, in arrival order. Until then the broker
-keeps the message and redelivers it when the bridge reconnects.
-"""
+"""The ingest loop: connect, consume in batches, store, acknowledge, reconnect forever."""
 
 from __future__ import annotations
 
 import asyncio
-import ssl
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +14,9 @@ import aiomqtt
 import structlog
 
 from bridge.config import MqttConfig, Subscription
-from bridge.events import PayloadError, parse_event, terminal_from_topic
+from bridge.events import ClockEvent, PayloadError, parse_event, terminal_from_topic
+from bridge.ingest.client import OFFLINE, ONLINE, acknowledge, new_client
+from bridge.ingest.feedback import Feedback
 from bridge.metrics import Metrics
 from bridge.skew import ClockSkewWatch
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreWriteError
@@ -27,33 +24,16 @@ from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, Sto
 log = structlog.get_logger("bridge.ingest")
 
 StoredCallback = Callable[[Sequence[Stored]], Awaitable[None]]
+NameLookup = Callable[[ClockEvent], str | None]
 
-
-def new_client(config: MqttConfig, *, tls_context: ssl.SSLContext | None = None) -> aiomqtt.Client:
-    """A client with a persistent session and manual acknowledgement.
-
-    aiomqtt 2.5 acknowledges a QoS 1 message as soon as it reaches its in-memory queue, which
-    would lose it in a crash before the commit; paho's manual ack (aiomqtt issue 345) fixes that.
-    """
-    client = aiomqtt.Client(
-        hostname=config.host,
-        port=config.port,
-        identifier=config.client_id,
-        clean_session=False,
-        keepalive=config.keepalive,
-        username=config.username,
-        password=config.password.get_secret_value() if config.password else None,
-        tls_context=tls_context,
-    )
-    client._client.manual_ack_set(True)  # noqa: SLF001 - the one place we reach into paho
-    return client
-
-
-def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-    """Send the PUBACK for a message whose event is committed. On a connection that has since
-    dropped this does nothing, and the broker redelivers (which the store recognises)."""
-    if message.qos > 0:
-        client._client.ack(message.mid, message.qos)  # noqa: SLF001
+# What a terminal is told about its swipe (redeliveries are duplicates to a person).
+FEEDBACK_STATUS = {
+    "accepted": "accepted",
+    "unmapped": "unmapped",
+    "duplicate": "duplicate",
+    "redelivered": "duplicate",
+    "rejected": "rejected",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +56,7 @@ class Ingest:
         on_stored: StoredCallback,
         metrics: Metrics,
         max_clock_skew_seconds: float = 300.0,
+        name_of: NameLookup = lambda _event: None,
     ):
         self._config = config
         self._store = store
@@ -89,47 +70,67 @@ class Ingest:
         self.last_error: str | None = None
         self.skew = ClockSkewWatch(max_skew_seconds=max_clock_skew_seconds)
         self._metrics = metrics
+        self._name_of = name_of
+        self.feedback = Feedback(ack_topic=config.ack_topic)
 
     async def run(self) -> None:
         """Connect, consume, and reconnect forever with capped backoff."""
         delay = 1.0
-        failing_since: str | None = None
+        reported = False  # one line per outage, not one per attempt
         while True:
             try:
                 async with new_client(self._config) as client:
-                    for route in self._routes:
-                        await client.subscribe(route.subscription.topic, qos=1)
-                    self.connected.set()
-                    self.disconnected_since = None
-                    self._metrics.mqtt_connected.set(1)
-                    delay = 1.0
-                    failing_since = None
-                    log.info("mqtt.connected", host=self._config.host, port=self._config.port)
-                    await self._consume(client)
+                    await self._serve(client)
             except StoreWriteError as err:
                 # Nothing of the batch was acknowledged: drop the connection so the broker keeps
                 # (and later redelivers) every message, and try again once writes work.
-                self._metrics.mqtt_connected.set(0)
-                self.connected.clear()
-                self.disconnected_since = self.disconnected_since or time.time()
-                self.last_error = f"database: {err}"
+                self._lost(f"database: {err}")
                 log.error("store.write_failed", error=str(err), retry_in=delay)
             except aiomqtt.MqttError as err:
-                reason = str(err)
-                self.last_error = reason
-                if self.disconnected_since is None:
-                    self.disconnected_since = time.time()
-                self._metrics.mqtt_connected.set(0)
-                if self.connected.is_set():
-                    self.connected.clear()
-                    log.warning("mqtt.disconnected", error=reason)
-                elif failing_since is None:
-                    log.warning("mqtt.unreachable", error=reason, host=self._config.host)
+                was_connected = self.connected.is_set()
+                self._lost(str(err))
+                if was_connected:
+                    log.warning("mqtt.disconnected", error=str(err))
+                    delay, reported = 1.0, True
+                elif not reported:
+                    log.warning("mqtt.unreachable", error=str(err), host=self._config.host)
+                    reported = True
                 else:
-                    log.debug("mqtt.retry", error=reason, retry_in=delay)
-                failing_since = failing_since or reason
+                    log.debug("mqtt.retry", error=str(err), retry_in=delay)
+            else:
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._config.reconnect_max_seconds)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        for route in self._routes:
+            await client.subscribe(route.subscription.topic, qos=1)
+        await client.publish(self._config.status_topic, ONLINE, qos=1, retain=True)
+        self.connected.set()
+        self.disconnected_since = None
+        self._metrics.mqtt_connected.set(1)
+        log.info("mqtt.connected", host=self._config.host, port=self._config.port)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.feedback.publish_forever(client), name="feedback")
+                await self._consume(client)
+        except BaseExceptionGroup as group:
+            # Surface the first real cause (an MqttError, a store failure) to run()'s handlers.
+            raise group.exceptions[0] from None
+        except asyncio.CancelledError:
+            # A clean stop: say so now, rather than leaving it to the last will.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    client.publish(self._config.status_topic, OFFLINE, qos=1, retain=True), 1.0
+                )
+            self._lost("stopped")
+            raise
+
+    def _lost(self, reason: str) -> None:
+        self.last_error = reason
+        self.connected.clear()
+        self.disconnected_since = self.disconnected_since or time.time()
+        self._metrics.mqtt_connected.set(0)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         messages = client.messages
@@ -146,6 +147,7 @@ class Ingest:
             for message in batch:
                 acknowledge(client, message)
             self._count(items, results)
+            self._tell_terminals(items, results)
             await self._on_stored(results)
 
     def _count(self, items: Sequence[Incoming | Rejection], results: Sequence[Stored]) -> None:
@@ -155,6 +157,26 @@ class Ingest:
             else:
                 terminal = item.event.terminal
                 self._metrics.events.labels(terminal, item.format, stored.status).inc()
+
+    def _tell_terminals(
+        self, items: Sequence[Incoming | Rejection], results: Sequence[Stored]
+    ) -> None:
+        if not self.feedback.enabled:
+            return
+        for item, stored in zip(items, results, strict=True):
+            if isinstance(item, Rejection):
+                message = {"id": None, "status": "rejected", "person": None, "action": None,
+                           "reason": item.reason}
+                self.feedback.send(item.terminal, message)
+                continue
+            event = item.event
+            self.feedback.send(event.terminal, {
+                "id": event.source_id,
+                "status": FEEDBACK_STATUS[stored.status],
+                "person": self._name_of(event),
+                "action": stored.action.value if stored.action else None,
+                "reason": stored.reason,
+            })
 
     def _parse(self, message: aiomqtt.Message) -> Incoming | Rejection | None:
         received_at = datetime.now(UTC)

@@ -1,0 +1,10 @@
+"""MQTT ingest: the only package that imports aiomqtt.
+
+Messages are stored first and acknowledged after: the PUBACK for a QoS 1 message goes out only
+once the SQLite transaction holding it has committed, in arrival order.
+"""
+
+from bridge.ingest.client import acknowledge, new_client
+from bridge.ingest.consumer import Ingest
+
+__all__ = ["Ingest", "acknowledge", "new_client"]

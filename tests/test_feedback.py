@@ -1,0 +1,114 @@
+"""What terminals and dashboards hear back over MQTT: per-swipe feedback and availability."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiomqtt
+
+from tests.broker import Mosquitto
+from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
+from tests.harness import (
+    API_KEY,
+    canonical,
+    event_time,
+    publish,
+    running_bridge,
+    settings_from,
+    wait_until,
+    write_config,
+)
+
+TOPIC = "clockin/kiosk1/events"
+
+
+async def _collect(port: int, topic: str, into: list[tuple[str, bytes]], ready: asyncio.Event):
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe(topic, qos=1)
+        ready.set()
+        async for message in client.messages:
+            into.append((message.topic.value, bytes(message.payload)))
+
+
+async def test_each_swipe_gets_feedback_and_deliveries_too(broker: Mosquitto, tmp_path: Path):
+    (tmp_path / "directory.csv").write_text("badge,userid,name\n04A1,1,Ana\n04B2,2,Ben\n")
+    fake = FakeGo2Clock(api_key=API_KEY)
+    heard: list[tuple[str, bytes]] = []
+    ready = asyncio.Event()
+    listener = asyncio.create_task(_collect(broker.port, "clockin/+/ack", heard, ready))
+    await ready.wait()
+    when = event_time(0).isoformat()
+    swipes = [
+        {"id": "s1", "badge": "04A1", "action": "in", "time": when},
+        {"id": "s2", "badge": "04A1", "action": "in", "time": when},  # double swipe
+        {"id": "s3", "badge": "0FFF", "action": "in", "time": when},  # unknown badge
+    ]
+    try:
+        async with running_fake_go2clock(fake) as url:
+            config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url,
+                                  extra={"mqtt": {"ack_delivery": True}})
+            async with running_bridge(settings_from(config)):
+                messages = [(TOPIC, json.dumps(s).encode()) for s in swipes]
+                await publish(broker.port, [*messages, (TOPIC, b"\xff not json")])
+                await wait_until(_count_at_least(heard, 5), timeout=10, what="5 feedback messages")
+    finally:
+        listener.cancel()
+    assert all(topic == "clockin/kiosk1/ack" for topic, _ in heard)
+    replies = [json.loads(payload) for _, payload in heard]
+    by_status = {(r.get("id"), r["status"]): r for r in replies}
+    accepted = by_status[("s1", "accepted")]
+    assert (accepted["person"], accepted["action"]) == ("Ana", "in")
+    assert by_status[("s2", "duplicate")]["reason"] == "double swipe"
+    assert by_status[("s3", "unmapped")]["person"] is None
+    assert "not UTF-8" in by_status[(None, "rejected")]["reason"]
+    assert by_status[("s1", "delivered")]["sink"] == "go2clock"
+
+
+def _count_at_least(items: list, count: int):  # noqa: ANN202
+    async def predicate() -> bool:
+        return len(items) >= count
+
+    return predicate
+
+
+async def _retained_status(port: int) -> bytes:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe("clockin/bridge/status", qos=1)
+        async with asyncio.timeout(5):
+            async for message in client.messages:
+                return bytes(message.payload)
+    raise AssertionError("no retained status")
+
+
+async def test_availability_is_retained_with_a_last_will(broker: Mosquitto, tmp_path: Path):
+    fake = FakeGo2Clock(api_key=API_KEY)
+    async with running_fake_go2clock(fake) as url:
+        config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url)
+        async with running_bridge(settings_from(config)):
+            assert await _retained_status(broker.port) == b"online"
+        assert await _retained_status(broker.port) == b"offline"  # said on a clean stop
+
+        # Killed outright, the bridge cannot say it: the broker's last will does.
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "run", "--config", str(config),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ},
+        )
+        try:
+            await wait_until(_status_is(broker.port, b"online"), timeout=20, what="online")
+        finally:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        await wait_until(_status_is(broker.port, b"offline"), timeout=10, what="last will")
+
+
+def _status_is(port: int, expected: bytes):  # noqa: ANN202
+    async def predicate() -> bool:
+        return await _retained_status(port) == expected
+
+    return predicate
