@@ -19,7 +19,7 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, *, port: int | None = None):
+    def __init__(self, workdir: Path, *, port: int | None = None, listener_extra: str = ""):
         self.workdir = workdir
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -27,7 +27,8 @@ class Mosquitto:
         self.config = workdir / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{listener_extra}"
+            f"allow_anonymous {'false' if 'password_file' in listener_extra else 'true'}\n"
             # Started as root (CI), mosquitto would switch to its own user and then could not
             # write its persistence file in our temporary directory.
             "user root\n"
