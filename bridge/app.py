@@ -19,6 +19,8 @@ from bridge.ingest import Ingest
 from bridge.metrics import Metrics
 from bridge.sinks.base import Job, Sink
 from bridge.sinks.go2clock import Go2ClockSink
+from bridge.sinks.mctime import McTimeSink
+from bridge.sinks.timetrack import TimeTrackSink
 from bridge.store import PersonResolver, Store, Stored
 
 log = structlog.get_logger("bridge.app")
@@ -34,12 +36,8 @@ def build_sinks(settings: Settings, session: aiohttp.ClientSession) -> list[Sink
             Go2ClockSink(session=session, config=config.go2clock, account_tz=settings.go2clock_tz)
         )
     if config.mctime.enabled:
-        from bridge.sinks.mctime import McTimeSink  # noqa: PLC0415 - TODO top level once landed
-
         sinks.append(McTimeSink(session=session, config=config.mctime, site_tz=site_tz))
     if config.timetrack.enabled:
-        from bridge.sinks.timetrack import TimeTrackSink  # noqa: PLC0415 - TODO top level
-
         sinks.append(TimeTrackSink(session=session, config=config.timetrack, site_tz=site_tz))
     return sinks
 
@@ -163,7 +161,7 @@ class Bridge:
                     watcher = tg.create_task(
                         self._watch_directory(directory, resolve), name="directory"
                     )
-                tg.create_task(self._announce_ready(), name="ready")
+                announce = tg.create_task(self._announce_ready(), name="ready")
                 pings = None
                 if (interval := systemd.watchdog_interval()) is not None:
                     pings = tg.create_task(systemd.watchdog_pings(interval), name="watchdog")
@@ -174,6 +172,7 @@ class Bridge:
                     pings.cancel()
                 # Ingest stops first: whatever it had not committed is redelivered by the broker.
                 ingest.cancel()
+                announce.cancel()  # never connected: nothing left to announce
                 if watcher is not None:
                     watcher.cancel()
         finally:

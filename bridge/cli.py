@@ -65,7 +65,7 @@ def _age(seconds: object) -> str:
 
 
 def _print_status_table(status: dict[str, object]) -> None:
-    states = ("pending", "inflight", "unmapped", "delivered", "dead")
+    states = ("pending", "inflight", "unmapped", "held", "delivered", "dead")
     print(f"{'sink':<12}" + "".join(f"{s:>11}" for s in states) + f"{'oldest':>10}")
     sinks = status["sinks"]
     assert isinstance(sinks, dict)
@@ -76,7 +76,7 @@ def _print_status_table(status: dict[str, object]) -> None:
     events = status["events"]
     assert isinstance(events, dict)
     print()
-    print("events: " + ", ".join(f"{k} {v}" for k, v in sorted(events.items())) or "none")
+    print("events: " + (", ".join(f"{k} {v}" for k, v in sorted(events.items())) or "none"))
     print(f"rejected payloads: {status['rejected']}")
     print(f"deliveries retried: {status['retried']}")
 

@@ -18,12 +18,16 @@ from bridge.config import (
     DedupeConfig,
     DirectoryConfig,
     Go2ClockConfig,
+    HttpConfig,
     LogConfig,
+    McTimeConfig,
     MqttConfig,
     RetryConfig,
     Settings,
     SiteConfig,
     StoreConfig,
+    TimeTrackConfig,
+    TimeTrackFields,
     load_settings,
 )
 from bridge.events import Action
@@ -38,6 +42,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "dedupe": DedupeConfig,
     "retry": RetryConfig,
     "log": LogConfig,
+    "http": HttpConfig,
 }
 
 
@@ -257,7 +262,12 @@ def test_the_shipped_config_yaml_lists_every_key() -> None:
     assert set(data) == set(Settings.model_fields)
     for name, model in SECTIONS.items():
         assert set(data[name]) == set(model.model_fields), name
-    assert set(data["sinks"]["go2clock"]) == set(Go2ClockConfig.model_fields)
+    sinks = {"go2clock": Go2ClockConfig, "mctime": McTimeConfig, "timetrack": TimeTrackConfig}
+    assert set(data["sinks"]) == set(sinks)
+    for name, model in sinks.items():
+        assert set(data["sinks"][name]) == set(model.model_fields), name
+    fields = data["sinks"]["timetrack"]["fields"]
+    assert set(fields) == {field.alias or name for name, field in TimeTrackFields.model_fields.items()}
 
 
 def test_the_shipped_directory_csv() -> None:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from bridge.events import Action, ClockEvent
 from bridge.schema import MIGRATIONS
 from bridge.sinks.base import Job, Result
-from bridge.store import Incoming, PersonResolver, Rejection, Store, StoreError, Stored
+from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SINK = "go2clock"
@@ -82,7 +82,9 @@ def everyone(event: ClockEvent) -> Mapping[str, str | None]:
 async def ingest(
     store: Store, *events: ClockEvent | Rejection, resolve: PersonResolver = everyone
 ) -> list[Stored]:
-    batch = [e if isinstance(e, Rejection) else Incoming(e, "clockin/door-1/events") for e in events]
+    batch = [
+        e if isinstance(e, Rejection) else Incoming(e, "clockin/door-1/events") for e in events
+    ]
     return await store.ingest(batch, resolve=resolve, received_at=datetime.now(UTC))
 
 
@@ -237,7 +239,8 @@ async def test_layer1_same_key_twice_is_one_event(tmp_path: Path) -> None:
         again = await ingest(store, swipe("k1", MORNING))
         # also within one batch (group commit): the second sees the first's uncommitted row
         batch = await ingest(
-            store, swipe("k2", MORNING + timedelta(hours=1), action=Action.OUT),
+            store,
+            swipe("k2", MORNING + timedelta(hours=1), action=Action.OUT),
             swipe("k2", MORNING + timedelta(hours=1), action=Action.OUT),
         )
     assert [s.status for s in first] == ["accepted"]
@@ -269,8 +272,9 @@ async def test_layer2_double_swipe(
     assert stored.status == expected
     wanted_deliveries = 0 if expected == "duplicate" else 1
     assert query(
-        path, "SELECT COUNT(*) FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-        " WHERE e.key = 'b'"
+        path,
+        "SELECT COUNT(*) FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+        " WHERE e.key = 'b'",
     ) == [(wanted_deliveries,)]
     if expected == "duplicate":
         assert stored.reason == "double swipe"
@@ -355,7 +359,9 @@ async def test_unmapped_then_released(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     async with opened(path) as store:
         stored = await ingest(
-            store, swipe("a", MORNING, badge="NEW"), swipe("b", MORNING, badge="OLD"),
+            store,
+            swipe("a", MORNING, badge="NEW"),
+            swipe("b", MORNING, badge="OLD"),
             resolve=people({"OLD": "p-old"}),
         )
         assert [s.status for s in stored] == ["unmapped", "accepted"]
@@ -387,8 +393,14 @@ async def test_rejections_are_kept_whole(tmp_path: Path) -> None:
     assert query(
         path, "SELECT topic, format, payload, payload_size, reason, received_at FROM rejected"
     ) == [
-        ("clockin/door-9/events", "tasmota", payload, len(payload), "not UTF-8",
-         "2026-11-23T07:00:01.000000Z")
+        (
+            "clockin/door-9/events",
+            "tasmota",
+            payload,
+            len(payload),
+            "not UTF-8",
+            "2026-11-23T07:00:01.000000Z",
+        )
     ]
     assert query(path, "SELECT COUNT(*) FROM events") == [(0,)]
 
@@ -416,7 +428,12 @@ async def test_job_carries_the_event(tmp_path: Path) -> None:
         await ingest(store, swipe("a", MORNING, action=Action.BREAK_START, note="dentist"))
         [job] = await claim(store)
     assert (job.event_key, job.sink, job.person, job.action, job.time, job.terminal) == (
-        "a", SINK, "p-B1", Action.BREAK_START, MORNING, "door-1"
+        "a",
+        SINK,
+        "p-B1",
+        Action.BREAK_START,
+        MORNING,
+        "door-1",
     )
     assert (job.note, job.state) == ("dentist", {})
 
@@ -424,8 +441,11 @@ async def test_job_carries_the_event(tmp_path: Path) -> None:
 async def test_per_person_only_the_oldest_pending_is_claimable(tmp_path: Path) -> None:
     """Stored newest first, so the event time and not the insertion order decides."""
     async with opened(tmp_path / "q.db") as store:
-        for hours, key, action in [(3, "c", Action.OUT), (2, "b", Action.BREAK_END),
-                                   (1, "a", Action.BREAK_START)]:
+        for hours, key, action in [
+            (3, "c", Action.OUT),
+            (2, "b", Action.BREAK_END),
+            (1, "a", Action.BREAK_START),
+        ]:
             await ingest(store, swipe(key, MORNING + timedelta(hours=hours), action=action))
         order = []
         while jobs := await claim(store):
@@ -438,8 +458,11 @@ async def test_per_person_only_the_oldest_pending_is_claimable(tmp_path: Path) -
 
 async def test_equal_times_go_in_id_order(tmp_path: Path) -> None:
     async with opened(tmp_path / "q.db") as store:
-        await ingest(store, swipe("first", MORNING, action=Action.IN),
-                     swipe("second", MORNING, action=Action.BREAK_START))
+        await ingest(
+            store,
+            swipe("first", MORNING, action=Action.IN),
+            swipe("second", MORNING, action=Action.BREAK_START),
+        )
         [job] = await claim(store)
         assert job.event_key == "first"
         await settle(store, job, Result.delivered())
@@ -448,9 +471,12 @@ async def test_equal_times_go_in_id_order(tmp_path: Path) -> None:
 
 async def test_a_retrying_delivery_blocks_the_persons_later_ones(tmp_path: Path) -> None:
     async with opened(tmp_path / "q.db") as store:
-        await ingest(store, swipe("a", MORNING, action=Action.IN),
-                     swipe("b", MORNING + timedelta(hours=8), action=Action.OUT),
-                     swipe("other", MORNING, badge="B2"))
+        await ingest(
+            store,
+            swipe("a", MORNING, action=Action.IN),
+            swipe("b", MORNING + timedelta(hours=8), action=Action.OUT),
+            swipe("other", MORNING, badge="B2"),
+        )
         first = await claim(store)
         assert sorted(keys(first)) == ["a", "other"]
         now = time.time()
@@ -500,17 +526,24 @@ async def test_settle_delivered(tmp_path: Path, result: Result) -> None:
     returned, row = await settled_one(tmp_path / "q.db", result)
     assert returned == "delivered"
     assert (row["state"], row["outcome"], row["last_error"]) == (
-        "delivered", result.outcome.value, None
+        "delivered",
+        result.outcome.value,
+        None,
     )
     assert row["settled_at"] is not None
 
 
 async def test_settle_retry(tmp_path: Path) -> None:
     retry_at = time.time() + 123.5
-    returned, row = await settled_one(tmp_path / "q.db", Result.retry("HTTP 502"), retry_at=retry_at)
+    returned, row = await settled_one(
+        tmp_path / "q.db", Result.retry("HTTP 502"), retry_at=retry_at
+    )
     assert returned == "pending"
     assert (row["state"], row["next_attempt_at"], row["last_error"], row["attempts"]) == (
-        "pending", retry_at, "HTTP 502", 1
+        "pending",
+        retry_at,
+        "HTTP 502",
+        1,
     )
 
 
@@ -529,7 +562,10 @@ async def test_settle_paused_gives_the_attempt_back(tmp_path: Path) -> None:
         state = await store.settle(job, Result.paused("HTTP 401"), retry_at=now + 500, now=now)
         row = delivery(path, "a")
         assert (state, row["state"], row["attempts"], row["next_attempt_at"]) == (
-            "pending", "pending", 0, now
+            "pending",
+            "pending",
+            0,
+            now,
         )
         [again] = await claim(store, now=now)  # due at once: first in line when resumed
         assert again.attempt == 1
@@ -541,8 +577,11 @@ async def test_held_or_dead_does_not_block_the_persons_later_punches(
 ) -> None:
     path = tmp_path / "q.db"
     async with opened(path) as store:
-        await ingest(store, swipe("a", MORNING, action=Action.OUT),
-                     swipe("b", MORNING + timedelta(hours=1), action=Action.IN))
+        await ingest(
+            store,
+            swipe("a", MORNING, action=Action.OUT),
+            swipe("b", MORNING + timedelta(hours=1), action=Action.IN),
+        )
         [job] = await claim(store)
         assert job.event_key == "a"
         returned = await settle(store, job, result)
@@ -550,16 +589,21 @@ async def test_held_or_dead_does_not_block_the_persons_later_punches(
     expected = "held" if result.outcome == "held" else "dead"
     assert returned == expected
     assert (delivery(path, "a")["state"], delivery(path, "a")["last_error"]) == (
-        expected, result.detail
+        expected,
+        result.detail,
     )
 
 
 async def test_person_state_round_trips_to_the_next_claim(tmp_path: Path) -> None:
     clock = {"running": True, "since": "2026-11-23T07:00:00Z", "breaks": [1, 2.5], "x": None}
     async with opened(tmp_path / "q.db") as store:
-        await ingest(store, swipe("a", MORNING), swipe("other", MORNING, badge="B2"),
-                     swipe("b", MORNING + timedelta(hours=2), action=Action.BREAK_START),
-                     swipe("c", MORNING + timedelta(hours=3), action=Action.BREAK_END))
+        await ingest(
+            store,
+            swipe("a", MORNING),
+            swipe("other", MORNING, badge="B2"),
+            swipe("b", MORNING + timedelta(hours=2), action=Action.BREAK_START),
+            swipe("c", MORNING + timedelta(hours=3), action=Action.BREAK_END),
+        )
         jobs = await claim(store)
         assert [job.state for job in jobs] == [{}, {}]
         job_a = next(job for job in jobs if job.event_key == "a")
@@ -597,8 +641,11 @@ async def test_expire_kills_only_old_events(tmp_path: Path) -> None:
     now = time.time()
     old_time = datetime.fromtimestamp(now, UTC) - timedelta(days=15)
     async with opened(path) as store:
-        await ingest(store, swipe("old", old_time),
-                     swipe("fresh", datetime.fromtimestamp(now, UTC) - timedelta(days=13), badge="B2"))
+        await ingest(
+            store,
+            swipe("old", old_time),
+            swipe("fresh", datetime.fromtimestamp(now, UTC) - timedelta(days=13), badge="B2"),
+        )
         jobs = {job.event_key: job for job in await claim(store)}
         assert await store.expire(jobs["old"], now=now, max_age_days=14) is True
         assert await store.expire(jobs["fresh"], now=now, max_age_days=14) is False
@@ -634,8 +681,7 @@ async def test_status_counts(tmp_path: Path) -> None:
         # jobs[5] stays inflight
         status = await store.status(now=after + 100)
     sink = status["sinks"][SINK]
-    assert sink["states"] == {"delivered": 2, "dead": 1, "inflight": 2, "pending": 1,
-                              "unmapped": 1}
+    assert sink["states"] == {"delivered": 2, "dead": 1, "inflight": 2, "pending": 1, "unmapped": 1}
     assert 100 <= sink["oldest_pending_seconds"] <= 100 + (after - before) + 0.01
     assert status["events"] == {"accepted": 6, "unmapped": 1, "duplicate": 1}
     assert (status["rejected"], status["retried"]) == (1, 1)
@@ -644,7 +690,10 @@ async def test_status_counts(tmp_path: Path) -> None:
 async def test_status_of_an_empty_store(tmp_path: Path) -> None:
     async with opened(tmp_path / "q.db") as store:
         assert await store.status(now=time.time()) == {
-            "events": {}, "rejected": 0, "retried": 0, "sinks": {}
+            "events": {},
+            "rejected": 0,
+            "retried": 0,
+            "sinks": {},
         }
 
 
@@ -659,8 +708,12 @@ async def test_concurrent_ingest_claim_settle_lose_nothing(tmp_path: Path) -> No
     async def produce(name: str) -> None:
         for start in range(0, per_producer, batch):
             events = [
-                swipe(f"{name}-{n}", MORNING + timedelta(minutes=n), badge=f"{name}{n % 7}",
-                      action=Action.IN if n % 2 else Action.OUT)
+                swipe(
+                    f"{name}-{n}",
+                    MORNING + timedelta(minutes=n),
+                    badge=f"{name}{n % 7}",
+                    action=Action.IN if n % 2 else Action.OUT,
+                )
                 for n in range(start, start + batch)
             ]
             await ingest(store, *events)
@@ -680,12 +733,11 @@ async def test_concurrent_ingest_claim_settle_lose_nothing(tmp_path: Path) -> No
                     delivered.append(job.event_key)
             await asyncio.sleep(0)
 
-    async with opened(path) as store:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(produce("P"))
-            tg.create_task(produce("Q"))
-            tg.create_task(dispatch(random.Random(1)))
-            tg.create_task(dispatch(random.Random(2)))
+    async with opened(path) as store, asyncio.TaskGroup() as tg:
+        tg.create_task(produce("P"))
+        tg.create_task(produce("Q"))
+        tg.create_task(dispatch(random.Random(1)))
+        tg.create_task(dispatch(random.Random(2)))
     expected = {f"{name}-{n}" for name in "PQ" for n in range(per_producer)}
     assert len(delivered) == len(set(delivered)), "a delivery was sent twice"
     assert set(delivered) == expected
@@ -695,13 +747,6 @@ async def test_concurrent_ingest_claim_settle_lose_nothing(tmp_path: Path) -> No
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Store._transaction awaits BEGIN IMMEDIATE before the try that rolls back; a"
-    " task cancelled there (app stop cancels ingest) leaves the shared connection inside a"
-    " transaction with the lock released, so every later write fails 'cannot start a"
-    " transaction within a transaction'",
-)
 async def test_a_cancelled_write_leaves_the_store_usable(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     async with opened(path) as store:
@@ -735,55 +780,85 @@ plans = st.lists(
 )
 
 
-async def drain_and_check(path: Path, events: list[tuple[str, int, Action | None]],
-                          plan: list[tuple[int, bool, bool]], batch_size: int) -> None:
+class QueueModel:
+    """What the store should hold, per delivery: its person, order key, state and due time."""
+
+    def __init__(self, rows: list[tuple[int, str, str]]) -> None:
+        self.person = {did: person for did, person, _ in rows}
+        self.order = {did: (when, did) for did, _, when in rows}  # by event time, then id
+        self.state = dict.fromkeys(self.person, "pending")
+        self.due = dict.fromkeys(self.person, 0.0)
+        self.claimed: dict[str, list[tuple[str, int]]] = {}  # person -> order keys as claimed
+
+    def drained(self) -> bool:
+        return all(state == "delivered" for state in self.state.values())
+
+    def claim(self, job: Job, now: float) -> None:
+        did = job.delivery_id
+        assert self.state[did] == "pending", "claimed a job that was not pending"
+        assert self.due[did] <= now, "claimed a job that was not due"
+        blocking = [
+            other
+            for other, person in self.person.items()
+            if person == job.person
+            and (
+                self.state[other] == "inflight"
+                or (self.state[other] == "pending" and self.order[other] < self.order[did])
+            )
+        ]
+        assert not blocking, f"{job.event_key} claimed while {blocking} pending or inflight"
+        self.claimed.setdefault(job.person, []).append(self.order[did])
+        self.state[did] = "inflight"
+
+    def settle(self, job: Job, state: str, due: float = 0.0) -> None:
+        self.state[job.delivery_id], self.due[job.delivery_id] = state, due
+
+
+async def drain_and_check(
+    path: Path,
+    events: list[tuple[str, int, Action | None]],
+    plan: list[tuple[int, bool, bool]],
+    batch_size: int,
+) -> None:
+    """Ingest everything, then claim and settle by `plan` until the queue is drained."""
     async with opened(path) as store:
-        swipes = [swipe(f"k{i}", MORNING + timedelta(minutes=m), badge=b, action=a)
-                  for i, (b, m, a) in enumerate(events)]
+        swipes = [
+            swipe(f"k{i}", MORNING + timedelta(minutes=m), badge=b, action=a)
+            for i, (b, m, a) in enumerate(events)
+        ]
         for start in range(0, len(swipes), batch_size):
             await ingest(store, *swipes[start : start + batch_size])
-        rows = query(path, "SELECT id, person, event_time FROM deliveries")
-        order = {row[0]: (row[2], row[0]) for row in rows}  # delivery id -> (time, id)
-        person = {row[0]: row[1] for row in rows}
-        state = dict.fromkeys(order, "pending")
-        due = dict.fromkeys(order, 0.0)
+        model = QueueModel(query(path, "SELECT id, person, event_time FROM deliveries"))
         now = time.time() + 1
-        claimed: dict[str, list[tuple[str, int]]] = {}
         unsettled: list[Job] = []
         steps = iter(plan)
-        for _ in range(len(plan) + 10 * len(order) + 10):
-            if all(s == "delivered" for s in state.values()):
+        for _ in range(len(plan) + 10 * len(model.state) + 10):
+            if model.drained():
                 break
-            limit, retry, keep = next(steps, (4, False, False))
+            limit, retry, keep_inflight = next(steps, (4, False, False))
             jobs = await claim(store, limit=limit, now=now)
             assert len(jobs) <= limit
             for job in jobs:
-                did = job.delivery_id
-                assert state[did] == "pending" and due[did] <= now, "claimed a job not due"
-                earlier = [o for o in order if person[o] == job.person and order[o] < order[did]
-                           and state[o] in ("pending", "inflight")]
-                assert not earlier, f"{job.event_key} claimed before {earlier}"
-                assert not any(state[o] == "inflight" for o in order if person[o] == job.person)
-                claimed.setdefault(job.person, []).append(order[did])
-                state[did] = "inflight"
-            settle_now, unsettled = (unsettled, jobs) if keep else (unsettled + jobs, [])
-            for job in settle_now:
+                model.claim(job, now)
+            to_settle, unsettled = (unsettled, jobs) if keep_inflight else (unsettled + jobs, [])
+            for job in to_settle:
                 if retry and job.attempt < 3:
                     await store.settle(job, Result.retry("503"), retry_at=now + 30, now=now)
-                    state[job.delivery_id], due[job.delivery_id] = "pending", now + 30
+                    model.settle(job, "pending", due=now + 30)
                 else:
                     await store.settle(job, Result.delivered(), retry_at=0, now=now)
-                    state[job.delivery_id] = "delivered"
+                    model.settle(job, "delivered")
             now += 10
-        assert all(s == "delivered" for s in state.values()), "the queue did not drain"
-    for person_order in claimed.values():
+        assert model.drained(), "the queue did not drain"
+    for person_order in model.claimed.values():
         assert person_order == sorted(person_order), "claim order per person went back in time"
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=punches, plan=plans, batch_size=st.integers(1, 5))
 def test_claims_follow_each_persons_event_order(
-    events: list[tuple[str, int, Action | None]], plan: list[tuple[int, bool, bool]],
+    events: list[tuple[str, int, Action | None]],
+    plan: list[tuple[int, bool, bool]],
     batch_size: int,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:

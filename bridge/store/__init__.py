@@ -1,0 +1,36 @@
+"""The durable queue: the only package that touches SQLite (through aiosqlite).
+
+One class, split by role: connection (open, migrate, transactions), intake (events in, with
+duplicate detection), queue (claim and settle deliveries), inspect (status views).
+"""
+
+from bridge.store.inspect import InspectMixin
+from bridge.store.intake import IntakeMixin
+from bridge.store.queue import QueueMixin
+from bridge.store.records import (
+    Incoming,
+    PersonResolver,
+    Rejection,
+    Stored,
+    StoreError,
+    StoreWriteError,
+    parse_utc_text,
+    utc_text,
+)
+
+
+class Store(IntakeMixin, QueueMixin, InspectMixin):
+    """The bridge's SQLite database; open it with `Store.open(path, site_tz=...)`."""
+
+
+__all__ = [
+    "Incoming",
+    "PersonResolver",
+    "Rejection",
+    "Store",
+    "StoreError",
+    "StoreWriteError",
+    "Stored",
+    "parse_utc_text",
+    "utc_text",
+]

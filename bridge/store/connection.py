@@ -1,0 +1,106 @@
+"""The connection: open, integrity check, migrations, and the one transaction helper.
+
+Every write runs in one `BEGIN IMMEDIATE` transaction behind an asyncio.Lock, because the one
+shared connection would otherwise interleave statements of different coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Self
+from zoneinfo import ZoneInfo
+
+import aiosqlite
+
+from bridge.schema import MIGRATIONS
+from bridge.store.records import StoreError, StoreWriteError
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration script, comments dropped (a ';' in a comment is harmless)."""
+    code = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    return [part.strip() for part in code.split(";") if part.strip()]
+
+
+class StoreBase:
+    def __init__(self, db: aiosqlite.Connection, *, site_tz: ZoneInfo, window_seconds: float):
+        self._db = db
+        self._lock = asyncio.Lock()
+        self._site_tz = site_tz
+        self._window = window_seconds
+        # The last write that failed (disk full, I/O error) and since when; None once one works.
+        self.write_error: tuple[str, float] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, path: Path, *, site_tz: ZoneInfo, window_seconds: float = 60.0
+    ) -> AsyncIterator[Self]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            db.row_factory = aiosqlite.Row
+            store = cls(db, site_tz=site_tz, window_seconds=window_seconds)
+            await store._check_integrity(path)
+            await db.execute("PRAGMA busy_timeout = 10000")
+            await db.execute("PRAGMA journal_mode = WAL")
+            # FULL: an event is acknowledged to the broker after its commit, so that commit
+            # must survive a power cut.
+            await db.execute("PRAGMA synchronous = FULL")
+            await store._migrate()
+            yield store
+        finally:
+            await db.close()
+
+    async def _check_integrity(self, path: Path) -> None:
+        try:
+            rows = await self._db.execute_fetchall("PRAGMA quick_check")
+        except aiosqlite.DatabaseError as err:
+            msg = f"{path} is not a usable SQLite database ({err}); it was left untouched"
+            raise StoreError(msg) from None
+        verdict = [row[0] for row in rows]
+        if verdict != ["ok"]:
+            msg = f"{path} fails the integrity check ({'; '.join(verdict[:3])}); left untouched"
+            raise StoreError(msg)
+
+    async def _migrate(self) -> None:
+        rows = await self._db.execute_fetchall("PRAGMA user_version")
+        version = rows[0][0]
+        if version > len(MIGRATIONS):
+            msg = f"database schema {version} is newer than this release knows ({len(MIGRATIONS)})"
+            raise StoreError(msg)
+        for number in range(version, len(MIGRATIONS)):
+            async with self._transaction() as db:
+                for statement in _split_sql(MIGRATIONS[number]):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number + 1}")
+
+    async def _rollback(self) -> None:
+        """Roll back whatever this transaction began. The connection's thread runs statements in
+        order, so this runs after a BEGIN that a cancellation interrupted, even one still queued;
+        when no transaction is open, SQLite's complaint is expected and ignored."""
+        with contextlib.suppress(aiosqlite.OperationalError):
+            await self._db.execute("ROLLBACK")
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            try:
+                try:
+                    await self._db.execute("BEGIN IMMEDIATE")
+                    yield self._db
+                except BaseException:
+                    await asyncio.shield(self._rollback())
+                    raise
+                await asyncio.shield(self._db.execute("COMMIT"))
+            except aiosqlite.OperationalError as err:
+                if self.write_error is None:
+                    self.write_error = (str(err), time.time())
+                raise StoreWriteError(str(err)) from err
+            self.write_error = None

@@ -1,0 +1,168 @@
+"""Ingest: store a batch of events in one transaction, with duplicate layers 1 and 2."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import aiosqlite
+
+from bridge.events import Action, ClockEvent
+from bridge.inference import infer_action
+from bridge.store.connection import StoreBase
+from bridge.store.records import (
+    Incoming,
+    PersonResolver,
+    Rejection,
+    Stored,
+    parse_utc_text,
+    utc_text,
+)
+
+
+class IntakeMixin(StoreBase):
+    async def ingest(
+        self,
+        batch: Sequence[Incoming | Rejection],
+        *,
+        resolve: PersonResolver,
+        received_at: datetime,
+    ) -> list[Stored]:
+        """Store a batch in one transaction (group commit); results in arrival order."""
+        results: list[Stored] = []
+        async with self._transaction() as db:
+            for item in batch:
+                if isinstance(item, Rejection):
+                    results.append(await self._insert_rejection(db, item))
+                else:
+                    results.append(await self._insert_event(db, item, resolve, received_at))
+        return results
+
+    async def _insert_rejection(self, db: aiosqlite.Connection, item: Rejection) -> Stored:
+        await db.execute(
+            "INSERT INTO rejected (received_at, topic, format, payload, payload_size, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                utc_text(item.received_at),
+                item.topic,
+                item.format,
+                item.payload[:65536],  # more than the 16 KiB limit, enough to inspect
+                len(item.payload),
+                item.reason,
+            ),
+        )
+        return Stored(key="", status="rejected", terminal=item.terminal, reason=item.reason)
+
+    async def _insert_event(
+        self,
+        db: aiosqlite.Connection,
+        item: Incoming,
+        resolve: PersonResolver,
+        received_at: datetime,
+    ) -> Stored:
+        event = item.event
+        rows = await db.execute_fetchall("SELECT action FROM events WHERE key = ?", (event.key,))
+        if rows:  # layer 1: the same event again (MQTT redelivery, a terminal resending)
+            return Stored(event.key, "redelivered", Action(rows[0][0]), event.terminal)
+
+        when = utc_text(event.time)
+        local_day = event.time.astimezone(self._site_tz).date().isoformat()
+        action = event.action
+        if action is None:
+            action = infer_action(
+                await self._previous(db, event.subject, local_day, when),
+                at=event.time,
+                window_seconds=self._window,
+            )
+        duplicate_of = await self._double_swipe(db, event.subject, action, event.time)
+        people = {} if duplicate_of is not None else dict(resolve(event))
+        if item.sinks is not None:
+            people = {sink: who for sink, who in people.items() if sink in item.sinks}
+        if duplicate_of is not None:
+            status = "duplicate"
+        elif all(person is not None for person in people.values()):
+            status = "accepted"
+        else:
+            status = "unmapped"
+
+        cursor = await db.execute(
+            "INSERT INTO events (key, terminal, subject, badge, user_id, action, action_inferred,"
+            " event_time, local_day, time_given, received_at, status, duplicate_of, topic,"
+            " job, lat, lon, note, source_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                event.key, event.terminal, event.subject, event.badge, event.user, action.value,
+                event.action is None, when, local_day, event.time_given, utc_text(received_at),
+                status, duplicate_of, item.topic, event.job, event.lat, event.lon, event.note,
+                event.source_id,
+            ),
+        )
+        event_id = cursor.lastrowid
+        now = time.time()
+        await db.executemany(
+            "INSERT INTO deliveries (event_id, sink, person, event_time, state, next_attempt_at,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (event_id, sink, person, when, "pending" if person else "unmapped", now, now)
+                for sink, person in people.items()
+            ],
+        )
+        reason = "double swipe" if duplicate_of is not None else None
+        return Stored(event.key, status, action, event.terminal, reason)
+
+    async def _previous(
+        self, db: aiosqlite.Connection, subject: str, local_day: str, when: str
+    ) -> tuple[Action, datetime] | None:
+        rows = await db.execute_fetchall(
+            "SELECT action, event_time FROM events WHERE subject = ? AND local_day = ?"
+            " AND event_time <= ? AND status != 'duplicate'"
+            " ORDER BY event_time DESC, id DESC LIMIT 1",
+            (subject, local_day, when),
+        )
+        if not rows:
+            return None
+        return Action(rows[0][0]), parse_utc_text(rows[0][1])
+
+    async def _double_swipe(
+        self, db: aiosqlite.Connection, subject: str, action: Action, at: datetime
+    ) -> int | None:
+        """Layer 2: the same person, the same action, within the window: the id it repeats."""
+        window = timedelta(seconds=self._window)
+        rows = await db.execute_fetchall(
+            "SELECT id FROM events WHERE subject = ? AND action = ? AND status != 'duplicate'"
+            " AND event_time BETWEEN ? AND ? ORDER BY event_time LIMIT 1",
+            (subject, action.value, utc_text(at - window), utc_text(at + window)),
+        )
+        return rows[0][0] if rows else None
+
+    async def release_unmapped(self, *, resolve: PersonResolver) -> int:
+        """Give unmapped deliveries their person once the directory knows them; count released."""
+        rows = await self._db.execute_fetchall(
+            "SELECT d.id, d.sink, e.key, e.terminal, e.badge, e.user_id, e.action, e.event_time"
+            " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+            " WHERE d.state = 'unmapped'"
+        )
+        updates = []
+        for row in rows:
+            event = ClockEvent(
+                key=row["key"], terminal=row["terminal"], badge=row["badge"],
+                user=row["user_id"], action=Action(row["action"]),
+                time=parse_utc_text(row["event_time"]), time_given=True,
+            )
+            person = resolve(event).get(row["sink"])
+            if person is not None:
+                updates.append((person, time.time(), row["id"]))
+        if not updates:
+            return 0
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE deliveries SET person = ?, state = 'pending', next_attempt_at = ?"
+                " WHERE id = ? AND state = 'unmapped'",
+                updates,
+            )
+            await db.execute(
+                "UPDATE events SET status = 'accepted' WHERE status = 'unmapped' AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id"
+                " AND d.state = 'unmapped')"
+            )
+        return len(updates)

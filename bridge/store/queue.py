@@ -1,0 +1,136 @@
+"""The delivery queue: claim due work in per-person order, settle outcomes, recover."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import aiosqlite
+
+from bridge.events import Action
+from bridge.sinks.base import Job, Outcome, Result
+from bridge.store.connection import StoreBase
+from bridge.store.records import parse_utc_text
+
+_CLAIM_SQL = """
+UPDATE deliveries SET state = 'inflight', attempts = attempts + 1
+WHERE id IN (
+    SELECT d.id FROM deliveries AS d
+    WHERE d.sink = :sink AND d.state = 'pending' AND d.next_attempt_at <= :now
+      -- per person, only the oldest undelivered punch may go, and only one at a time
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries AS e
+          WHERE e.sink = d.sink AND e.person = d.person AND e.id != d.id
+            AND (e.state = 'inflight'
+                 OR (e.state = 'pending' AND (e.event_time < d.event_time
+                     OR (e.event_time = d.event_time AND e.id < d.id)))))
+    ORDER BY d.next_attempt_at, d.event_time
+    LIMIT :limit)
+RETURNING id
+"""
+
+_JOB_SQL = """
+SELECT d.id, d.sink, d.person, d.attempts, d.created_at, e.key, e.source_id, e.action, e.event_time, e.terminal,
+       e.job, e.lat, e.lon, e.note, p.state
+FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
+LEFT JOIN person_state AS p ON p.sink = d.sink AND p.person = d.person
+WHERE d.id = ?
+"""
+
+
+class QueueMixin(StoreBase):
+    async def recover_inflight(self) -> int:
+        """At start: deliveries a crashed or killed run had in hand go out again."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?"
+                " WHERE state = 'inflight'",
+                (time.time(),),
+            )
+            return cursor.rowcount
+
+    async def claim(self, sink: str, *, limit: int, now: float) -> list[Job]:
+        """Claim due deliveries (the attempt is counted now, so a crash still uses one up)."""
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(_CLAIM_SQL, {"sink": sink, "now": now, "limit": limit})
+            jobs = [await self._job(db, row[0]) for row in rows]
+        return sorted(jobs, key=lambda job: (job.time, job.delivery_id))
+
+    async def _job(self, db: aiosqlite.Connection, delivery_id: int) -> Job:
+        rows = await db.execute_fetchall(_JOB_SQL, (delivery_id,))
+        row = rows[0]
+        return Job(
+            delivery_id=row["id"], event_key=row["key"], sink=row["sink"], person=row["person"],
+            action=Action(row["action"]), time=parse_utc_text(row["event_time"]),
+            terminal=row["terminal"], attempt=row["attempts"], job=row["job"], lat=row["lat"],
+            lon=row["lon"], note=row["note"], state=json.loads(row["state"] or "{}"),
+            stored_at=row["created_at"], source_id=row["source_id"],
+        )
+
+    async def settle(self, job: Job, result: Result, *, retry_at: float, now: float) -> str:
+        """Record a send's result; return the delivery's new state."""
+        detail = result.detail[:500] or None
+        async with self._transaction() as db:
+            if result.state is not None:
+                await db.execute(
+                    "INSERT INTO person_state (sink, person, state, updated_at) VALUES (?,?,?,?)"
+                    " ON CONFLICT (sink, person) DO UPDATE SET state = excluded.state,"
+                    " updated_at = excluded.updated_at",
+                    (job.sink, job.person, json.dumps(dict(result.state)), now),
+                )
+            if result.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
+                await db.execute(
+                    "UPDATE deliveries SET state = 'delivered', outcome = ?, settled_at = ?,"
+                    " last_error = NULL WHERE id = ?",
+                    (result.outcome.value, now, job.delivery_id),
+                )
+                return "delivered"
+            if result.outcome is Outcome.PERMANENT_FAILURE:
+                return await self._dead(db, job, detail, now)
+            if result.outcome is Outcome.HELD:
+                # Waits for an operator (complete or drop); does not block later punches.
+                await db.execute(
+                    "UPDATE deliveries SET state = 'held', settled_at = ?, last_error = ?"
+                    " WHERE id = ?",
+                    (now, detail, job.delivery_id),
+                )
+                return "held"
+            if result.outcome is Outcome.PAUSED:
+                # Not the event's fault: give the attempt back and keep it first in line.
+                await db.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = attempts - 1,"
+                    " next_attempt_at = ?, last_error = ? WHERE id = ?",
+                    (now, detail, job.delivery_id),
+                )
+                return "pending"
+            await db.execute(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_error = ?"
+                " WHERE id = ?",
+                (retry_at, detail, job.delivery_id),
+            )
+            return "pending"
+
+    async def _dead(
+        self, db: aiosqlite.Connection, job: Job, detail: str | None, now: float
+    ) -> str:
+        await db.execute(
+            "UPDATE deliveries SET state = 'dead', settled_at = ?, last_error = ? WHERE id = ?",
+            (now, detail, job.delivery_id),
+        )
+        return "dead"
+
+    async def expire(self, job: Job, *, now: float, max_age_days: float) -> bool:
+        """Kill a delivery whose event is older than the retry age limit; True when it was."""
+        if (datetime.fromtimestamp(now, UTC) - job.time).total_seconds() <= max_age_days * 86400:
+            return False
+        async with self._transaction() as db:
+            await self._dead(db, job, f"gave up: event older than {max_age_days:g} days", now)
+        return True
+
+    async def next_due(self, sink: str) -> float | None:
+        rows = await self._db.execute_fetchall(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE sink = ? AND state = 'pending'",
+            (sink,),
+        )
+        return rows[0][0]

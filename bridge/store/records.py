@@ -1,0 +1,62 @@
+"""What goes into and comes out of the store, and its time text format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bridge.events import Action, ClockEvent
+
+# Who a person is at each sink; None where the directory does not know them (yet).
+PersonResolver = Callable[[ClockEvent], Mapping[str, str | None]]
+
+
+class StoreError(Exception):
+    """The database cannot be used (not SQLite, failed integrity check, newer schema)."""
+
+
+class StoreWriteError(Exception):
+    """A write failed (disk full, I/O error); nothing of it was committed. Try again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A parsed event to store, with the topic it came on."""
+
+    event: ClockEvent
+    topic: str
+    sinks: frozenset[str] | None = None  # the subscription's routing; None: every sink
+    format: str = "canonical"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A payload that could not become an event: kept whole, with the reason."""
+
+    topic: str
+    format: str
+    payload: bytes
+    reason: str
+    received_at: datetime
+    terminal: str = ""  # as far as the topic tells
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What became of one incoming message."""
+
+    key: str
+    status: str  # accepted | unmapped | duplicate | redelivered | rejected
+    action: Action | None = None
+    terminal: str | None = None
+    reason: str | None = None
+
+
+def utc_text(moment: datetime) -> str:
+    """Fixed-width UTC text, so that string order is time order in SQL."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_utc_text(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
