@@ -26,6 +26,7 @@ log = structlog.get_logger("bridge.dispatch")
 SettledCallback = Callable[[Job, str], None]
 
 STORE_RETRY_SECONDS = 2.0
+RECHECK_SECONDS = 5.0
 SETTLE_ATTEMPTS = 30
 
 
@@ -103,9 +104,11 @@ class Dispatcher:
         if len(self._in_flight) >= self._concurrency:
             return None  # a finishing send wakes us
         due = await self._store.next_due(self.sink.name)
+        # Repair commands (dead retry, replay) change the queue from another process, which
+        # cannot wake us: look again after a few seconds at the latest. One indexed query.
         if due is None:
-            return None
-        return max(0.0, due - time.time())
+            return RECHECK_SECONDS
+        return min(RECHECK_SECONDS, max(0.0, due - time.time()))
 
     async def _sleep(self, stop: asyncio.Event, seconds: float | None) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
