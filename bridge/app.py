@@ -122,6 +122,7 @@ class Bridge:
                     retry=settings.retry,
                     metrics=self.metrics,
                     on_settled=self._on_settled,
+                    summary_seconds=settings.log.summary_seconds,
                 )
                 for sink in sinks
             }

@@ -1,4 +1,5 @@
-"""Command line: `clockin-bridge run|status|demo`. The only place logging is configured."""
+"""Command line: `clockin-bridge run|status|demo` and the operator commands (bridge.commands).
+The only place logging is configured."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge import __version__
+from bridge import commands as operator_commands
+from bridge.commands.table import format_table
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.directory import DirectoryError
 from bridge.logs import configure_logging
@@ -65,14 +68,15 @@ def _age(seconds: object) -> str:
 
 
 def _print_status_table(status: dict[str, object]) -> None:
-    states = ("pending", "inflight", "unmapped", "held", "delivered", "dead")
-    print(f"{'sink':<12}" + "".join(f"{s:>11}" for s in states) + f"{'oldest':>10}")
+    states = ("pending", "inflight", "unmapped", "held", "delivered", "dead", "dropped")
     sinks = status["sinks"]
     assert isinstance(sinks, dict)
-    for name, entry in sorted(sinks.items()):
-        counts = entry["states"]
-        row = "".join(f"{counts.get(s, 0):>11}" for s in states)
-        print(f"{name:<12}{row}{_age(entry['oldest_pending_seconds']):>10}")
+    rows = [
+        [name, *(entry["states"].get(s, 0) for s in states),
+         _age(entry["oldest_pending_seconds"])]
+        for name, entry in sorted(sinks.items())
+    ]
+    print(format_table(["sink", *states, "oldest"], rows))
     events = status["events"]
     assert isinstance(events, dict)
     print()
@@ -116,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="everything in one process, no set-up")
     demo.add_argument("--speed", type=float, default=1.0, help="time compression factor")
     demo.set_defaults(handler=cmd_demo)
+
+    operator_commands.register(commands)
     return parser
 
 

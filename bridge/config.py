@@ -294,6 +294,7 @@ class HttpConfig(_Section):
 class LogConfig(_Section):
     level: str = "info"
     format: str = "auto"  # json | console | auto (console on a terminal, json otherwise)
+    summary_seconds: float = Field(60.0, gt=0)  # how often an ongoing outage is summarised
 
     @field_validator("level")
     @classmethod

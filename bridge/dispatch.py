@@ -17,6 +17,7 @@ import structlog
 
 from bridge.config import RetryConfig
 from bridge.metrics import Metrics
+from bridge.sink_health import SinkHealth
 from bridge.sinks.base import Job, Outcome, Result, Sink
 from bridge.store import Store, StoreWriteError
 
@@ -46,6 +47,7 @@ class Dispatcher:
         retry: RetryConfig,
         metrics: Metrics,
         on_settled: SettledCallback = lambda _job, _state: None,
+        summary_seconds: float = 60.0,
     ):
         self.sink = sink
         self._store = store
@@ -55,11 +57,16 @@ class Dispatcher:
         self._on_settled = on_settled
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
-        self.paused_since: float | None = None
-        self._next_probe_at = 0.0
+        self.health = SinkHealth(
+            sink=sink.name, retry=retry, summary_seconds=summary_seconds, metrics=metrics
+        )
         self.counts: dict[str, int] = dict.fromkeys(
             ("delivered", "duplicate", "retry", "dead", "held"), 0
         )
+
+    @property
+    def paused_since(self) -> float | None:
+        return self.health.paused_since
 
     def wake(self) -> None:
         """New work may be due (an event was stored, a person was mapped)."""
@@ -75,13 +82,9 @@ class Dispatcher:
     async def _pump(self, sends: asyncio.TaskGroup, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
-            free = self._concurrency - len(self._in_flight)
-            if self.paused_since is not None:
-                # Credentials refused: one probe at a time, slowly, until the vendor accepts.
-                probe_due = not self._in_flight and time.monotonic() >= self._next_probe_at
-                free = 1 if probe_due else 0
-                if probe_due:
-                    self._next_probe_at = time.monotonic() + self._retry.pause_probe_seconds
+            free = self.health.claim_limit(
+                concurrency=self._concurrency, in_flight=len(self._in_flight)
+            )
             try:
                 if free > 0:
                     for job in await self._store.claim(
@@ -93,14 +96,17 @@ class Dispatcher:
                         self._in_flight.add(task)
                         task.add_done_callback(self._on_send_done)
                 pause = await self._sleep_seconds()
+                summary = await self.health.summarize_if_due(self._store)
+                if summary is not None:
+                    pause = summary if pause is None else min(pause, summary)
             except StoreWriteError as err:
                 log.error("store.write_failed", sink=self.sink.name, error=str(err))
                 pause = STORE_RETRY_SECONDS
             await self._sleep(stop, pause)
 
     async def _sleep_seconds(self) -> float | None:
-        if self.paused_since is not None:
-            return max(0.0, self._next_probe_at - time.monotonic())
+        if (probe := self.health.seconds_until_probe()) is not None:
+            return probe
         if len(self._in_flight) >= self._concurrency:
             return None  # a finishing send wakes us
         due = await self._store.next_due(self.sink.name)
@@ -178,18 +184,10 @@ class Dispatcher:
         self._note(result, delay)
 
     def _note(self, result: Result, delay: float) -> None:
+        self.health.record(result)
         outcome = result.outcome
         if outcome is Outcome.PAUSED:
-            if self.paused_since is None:
-                self.paused_since = time.time()
-                self._next_probe_at = time.monotonic() + self._retry.pause_probe_seconds
-                self._metrics.sink_paused.labels(self.sink.name).set(1)
-                log.error("sink.paused", reason=result.detail)
             return
-        if self.paused_since is not None:
-            self.paused_since = None
-            self._metrics.sink_paused.labels(self.sink.name).set(0)
-            log.warning("sink.resumed")
         if outcome is Outcome.DELIVERED:
             self.counts["delivered"] += 1
             log.info("delivery.sent")
@@ -201,7 +199,8 @@ class Dispatcher:
             log.warning("delivery.held", reason=result.detail)
         elif outcome is Outcome.RETRY_LATER:
             self.counts["retry"] += 1
-            log.warning("delivery.retry", error=result.detail, retry_in=round(delay, 1))
+            # Debug only: the outage lines (start, summaries, end) tell people on call.
+            log.debug("delivery.retry", error=result.detail, retry_in=round(delay, 1))
         else:
             self.counts["dead"] += 1
             log.error("delivery.dead", error=result.detail)

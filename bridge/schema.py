@@ -71,4 +71,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE events ADD COLUMN source_id TEXT;
     """,
+    # 4: operator repairs. A rejected payload that a later config or directory turned into an
+    # event is kept and marked (when, and the event key it became); a delivery replayed to its
+    # sink counts how often. Deliveries gain the terminal state 'dropped' (no column needed).
+    """
+    ALTER TABLE rejected ADD COLUMN reprocessed_at TEXT;
+    ALTER TABLE rejected ADD COLUMN reprocessed_as TEXT;
+    ALTER TABLE deliveries ADD COLUMN replayed INTEGER NOT NULL DEFAULT 0;
+    """,
 )

@@ -4,6 +4,7 @@ One class, split by role: connection (open, migrate, transactions), intake (even
 duplicate detection), queue (claim and settle deliveries), inspect (status views).
 """
 
+from bridge.store.admin import AdminMixin
 from bridge.store.inspect import InspectMixin
 from bridge.store.intake import IntakeMixin
 from bridge.store.queue import QueueMixin
@@ -19,7 +20,7 @@ from bridge.store.records import (
 )
 
 
-class Store(IntakeMixin, QueueMixin, InspectMixin):
+class Store(IntakeMixin, QueueMixin, InspectMixin, AdminMixin):
     """The bridge's SQLite database; open it with `Store.open(path, site_tz=...)`."""
 
 

@@ -48,12 +48,13 @@ class StoreBase:
             db.row_factory = aiosqlite.Row
             store = cls(db, site_tz=site_tz, window_seconds=window_seconds)
             await store._check_integrity(path)
+            version = await store._check_version()  # before anything changes the file
             await db.execute("PRAGMA busy_timeout = 10000")
             await db.execute("PRAGMA journal_mode = WAL")
             # FULL: an event is acknowledged to the broker after its commit, so that commit
             # must survive a power cut.
             await db.execute("PRAGMA synchronous = FULL")
-            await store._migrate()
+            await store._migrate(version)
             yield store
         finally:
             await db.close()
@@ -69,12 +70,15 @@ class StoreBase:
             msg = f"{path} fails the integrity check ({'; '.join(verdict[:3])}); left untouched"
             raise StoreError(msg)
 
-    async def _migrate(self) -> None:
+    async def _check_version(self) -> int:
         rows = await self._db.execute_fetchall("PRAGMA user_version")
-        version = rows[0][0]
+        version = int(rows[0][0])
         if version > len(MIGRATIONS):
             msg = f"database schema {version} is newer than this release knows ({len(MIGRATIONS)})"
             raise StoreError(msg)
+        return version
+
+    async def _migrate(self, version: int) -> None:
         for number in range(version, len(MIGRATIONS)):
             async with self._transaction() as db:
                 for statement in _split_sql(MIGRATIONS[number]):

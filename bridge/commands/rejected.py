@@ -1,0 +1,240 @@
+"""`clockin-bridge rejected list|show ID|reprocess [ID...|--all]`: payloads that were not events.
+
+Reprocess is for after a config or directory fix: the stored raw payload is parsed again with
+the current config's subscription for its topic, at the time it was first received, and stored
+through Store.ingest, so every duplicate layer applies (a payload reprocessed twice, or sent
+twice, is one event). The rejected row is kept and marked with the event it became; a payload
+that still fails is left as it was and its new reason reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.commands.common import (
+    EXIT_NOT_DONE,
+    EXIT_OK,
+    UsageError,
+    emit,
+    fail,
+    handler,
+    local_text,
+    opened_store,
+    settings_of,
+)
+from bridge.commands.progress import Progress
+from bridge.config import Settings, Subscription
+from bridge.directory import DirectoryError, DirectoryFile
+from bridge.events import PayloadError, parse_event
+from bridge.store import Incoming, PersonResolver, Store, parse_utc_text, utc_text
+
+PAYLOAD_SHOWN = 2000
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    rejected = commands.add_parser("rejected", help="payloads that could not become events")
+    actions = rejected.add_subparsers(dest="action", required=True)
+
+    listing = actions.add_parser("list", parents=[common], help="list rejected payloads")
+    listing.add_argument(
+        "--all", action="store_true", help="include those already reprocessed into events"
+    )
+    listing.set_defaults(handler=handler(cmd_list))
+
+    show = actions.add_parser("show", parents=[common], help="one rejected payload in full")
+    show.add_argument("id", type=int)
+    show.set_defaults(handler=handler(cmd_show))
+
+    reprocess = actions.add_parser(
+        "reprocess", parents=[common], help="parse again with the current config and directory"
+    )
+    reprocess.add_argument("ids", type=int, nargs="*", metavar="ID")
+    reprocess.add_argument("--all", action="store_true", help="every one not reprocessed yet")
+    reprocess.set_defaults(handler=handler(cmd_reprocess))
+
+
+# --- pure: which subscription, and parsing again ------------------------------------------
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """MQTT topic filter matching ('+' one level, '#' the rest; '$share/<group>/' ignored)."""
+    levels = pattern.split("/")
+    if levels[0] == "$share":
+        levels = levels[2:]
+    parts = topic.split("/")
+    for n, level in enumerate(levels):
+        if level == "#":
+            return True
+        if n >= len(parts) or (level not in ("+", parts[n])):
+            return False
+    return len(parts) == len(levels)
+
+
+def subscription_for(settings: Settings, topic: str) -> Subscription | None:
+    return next((s for s in settings.mqtt.subscriptions if topic_matches(s.topic, topic)), None)
+
+
+def reparse(row: dict[str, Any], settings: Settings) -> Incoming | str:
+    """The stored payload as an Incoming under the current config, or why it still fails."""
+    subscription = subscription_for(settings, row["topic"])
+    if subscription is None:
+        return "no subscription matches"
+    try:
+        event = parse_event(
+            row["topic"],
+            bytes(row["payload"]),
+            subscription.format,
+            pattern=subscription.topic,
+            site_tz=settings.site.tz,
+            received_at=parse_utc_text(row["received_at"]),
+        )
+    except PayloadError as err:
+        return str(err)
+    if event is None:
+        return f"not a clock event ({subscription.format.value} format)"
+    sinks = None if subscription.sinks is None else frozenset(subscription.sinks)
+    return Incoming(event, row["topic"], sinks, subscription.format.value)
+
+
+def resolver_for(settings: Settings) -> PersonResolver:
+    """The daemon's own badge → person mapping, from the current config and directory."""
+    from bridge.app import make_resolver  # the daemon's wiring, only needed here
+
+    path = settings.directory.path
+    try:
+        directory = DirectoryFile(path) if path else None
+    except DirectoryError as err:
+        msg = f"directory.path: {err}"
+        raise UsageError(msg) from None
+    enabled = settings.sinks.enabled()
+    return make_resolver({name: s.directory_column for name, s in enabled.items()}, directory)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def _summary(row: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    data = {key: value for key, value in row.items() if key != "payload"}
+    data["received_at"] = local_text(row["received_at"], settings.site.tz)
+    data["reprocessed_at"] = local_text(row["reprocessed_at"], settings.site.tz)
+    return data
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+
+    async def read() -> list[dict[str, Any]]:
+        async with opened_store(settings) as store:
+            return await store.rejected_rows(include_reprocessed=args.all)
+
+    rows = asyncio.run(read())
+    emit(
+        args,
+        [_summary(row, settings) for row in rows],
+        headers=("id", "received", "topic", "format", "bytes", "reason", "event"),
+        rows=[
+            [
+                row["id"], local_text(row["received_at"], settings.site.tz), row["topic"],
+                row["format"], row["payload_size"], row["reason"][:70], row["reprocessed_as"],
+            ]
+            for row in rows
+        ],
+        empty="no rejected payloads" + ("" if args.all else " waiting"),
+    )
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+
+    async def read() -> list[dict[str, Any]]:
+        async with opened_store(settings) as store:
+            return await store.rejected_rows(ids=[args.id])
+
+    rows = asyncio.run(read())
+    if not rows:
+        return fail(f"no rejected payload {args.id}", EXIT_NOT_DONE)
+    row = rows[0]
+    payload = bytes(row["payload"])
+    data = _summary(row, settings)
+    data["payload"] = payload.decode("utf-8", errors="replace")
+    data["payload_base64"] = base64.b64encode(payload).decode()
+    width = max(len(key) for key in data)
+    lines = [
+        f"{key.ljust(width)}  {'-' if value is None else value}"
+        for key, value in data.items()
+        if key not in ("payload", "payload_base64")
+    ]
+    shown = data["payload"][:PAYLOAD_SHOWN]
+    lines += ["payload:", shown + (" ..." if len(data["payload"]) > PAYLOAD_SHOWN else "")]
+    emit(args, data, footer=lines)
+    return EXIT_OK
+
+
+async def reprocess_rows(
+    store: Store, rows: list[dict[str, Any]], settings: Settings, resolve: PersonResolver
+) -> list[dict[str, Any]]:
+    """Reprocess each row; what became of each (result: event | rejected | done_before)."""
+    outcomes = []
+    with Progress("reprocess", len(rows)) as bar:
+        for row in rows:
+            outcomes.append(await _reprocess_one(store, row, settings, resolve))
+            bar.advance()
+    return outcomes
+
+
+async def _reprocess_one(
+    store: Store, row: dict[str, Any], settings: Settings, resolve: PersonResolver
+) -> dict[str, Any]:
+    outcome: dict[str, Any] = {"id": row["id"], "topic": row["topic"]}
+    if row["reprocessed_at"] is not None:
+        return {**outcome, "result": "done_before", "event": row["reprocessed_as"]}
+    parsed = reparse(row, settings)
+    if isinstance(parsed, str):
+        return {**outcome, "result": "rejected", "reason": parsed}
+    [stored] = await store.ingest(
+        [parsed], resolve=resolve, received_at=parse_utc_text(row["received_at"])
+    )
+    marked = await store.mark_reprocessed(
+        row["id"], event_key=stored.key, at=utc_text(datetime.now(UTC))
+    )
+    # Not marked: another reprocess got there first; the event exists once either way.
+    result = "event" if marked else "done_before"
+    return {**outcome, "result": result, "event": stored.key, "status": stored.status}
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.all):
+        msg = "rejected reprocess: give ids, or --all (not both)"
+        raise UsageError(msg)
+    settings = settings_of(args)
+    resolve = resolver_for(settings)
+
+    async def run() -> tuple[list[dict[str, Any]], list[int]]:
+        async with opened_store(settings) as store:
+            if args.all:
+                rows = await store.rejected_rows(include_reprocessed=False)
+            else:
+                rows = await store.rejected_rows(ids=args.ids)
+            missing = sorted(set(args.ids) - {row["id"] for row in rows})
+            return await reprocess_rows(store, rows, settings, resolve), missing
+
+    outcomes, missing = asyncio.run(run())
+    lines = []
+    for item in outcomes:
+        if item["result"] == "event":
+            lines.append(f"rejected {item['id']}: stored as {item['event']} ({item['status']})")
+        elif item["result"] == "done_before":
+            lines.append(f"rejected {item['id']}: already reprocessed as {item['event']}")
+        else:
+            lines.append(f"rejected {item['id']}: still rejected: {item['reason']}")
+    lines += [f"rejected {n}: no such rejected payload" for n in missing]
+    events = sum(item["result"] == "event" for item in outcomes)
+    lines.append(f"reprocessed: {events} of {len(outcomes) + len(missing)} became events")
+    emit(args, {"results": outcomes, "not_found": missing}, footer=lines)
+    failed = missing or any(item["result"] != "event" for item in outcomes)
+    return EXIT_NOT_DONE if failed else EXIT_OK

@@ -1,0 +1,121 @@
+"""Is a sink usable right now? ok, in an outage, or paused, and what to tell people about it.
+
+A failing vendor gets one probe at a time instead of every queued person's retry at once: in an
+outage the probe interval backs off like a retry; when paused (credentials refused) it is the
+slow `retry.pause_probe_seconds`. The logs say when an outage starts, summarise it every
+`log.summary_seconds` (backlog, oldest age, last error) and say when it ends: never a line per
+retry per event.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from bridge.config import RetryConfig
+from bridge.metrics import Metrics
+from bridge.sinks.base import Outcome, Result
+from bridge.store import Store
+
+log = structlog.get_logger("bridge.health")
+
+
+def _backoff(failures: int, retry: RetryConfig) -> float:
+    return min(retry.max_seconds, retry.initial_seconds * 2 ** min(failures - 1, 30))
+
+
+class SinkHealth:
+    def __init__(self, *, sink: str, retry: RetryConfig, summary_seconds: float, metrics: Metrics):
+        self._sink = sink
+        self._retry = retry
+        self._summary_seconds = summary_seconds
+        self._metrics = metrics
+        self.paused_since: float | None = None
+        self.outage_since: float | None = None
+        self._failures = 0  # consecutive failed probes of this outage
+        self._retries = 0  # failed attempts since the outage started
+        self._last_error = ""
+        self._gate_until = 0.0  # monotonic: no claims before this while failing
+        self._next_summary = 0.0
+
+    @property
+    def failing(self) -> bool:
+        return self.paused_since is not None or self.outage_since is not None
+
+    def claim_limit(self, *, concurrency: int, in_flight: int) -> int:
+        """How many deliveries may be claimed now: all free slots when healthy, else one probe
+        when the gate is open and nothing is in flight."""
+        if not self.failing:
+            return concurrency - in_flight
+        if in_flight or time.monotonic() < self._gate_until:
+            return 0
+        return 1
+
+    def seconds_until_probe(self) -> float | None:
+        if not self.failing:
+            return None
+        return max(0.0, self._gate_until - time.monotonic())
+
+    def record(self, result: Result) -> None:
+        """Note a send's outcome; log a change of state once."""
+        outcome = result.outcome
+        if outcome is Outcome.PAUSED:
+            self._pause(result.detail)
+        elif outcome is Outcome.RETRY_LATER:
+            self._fail(result.detail, result.retry_after)
+        else:  # the vendor answered and took a decision: the sink works
+            self._recover()
+
+    def _pause(self, reason: str) -> None:
+        self._gate_until = time.monotonic() + self._retry.pause_probe_seconds
+        if self.paused_since is None:
+            self.paused_since = time.time()
+            self._metrics.sink_paused.labels(self._sink).set(1)
+            log.error("sink.paused", sink=self._sink, reason=reason)
+
+    def _fail(self, error: str, retry_after: float | None) -> None:
+        self._failures += 1
+        self._retries += 1
+        self._last_error = error
+        wait = retry_after if retry_after is not None else _backoff(self._failures, self._retry)
+        self._gate_until = time.monotonic() + wait
+        if self.outage_since is None and self.paused_since is None:
+            self.outage_since = time.time()
+            self._next_summary = time.monotonic() + self._summary_seconds
+            log.warning("sink.outage_started", sink=self._sink, error=error)
+
+    def _recover(self) -> None:
+        if self.paused_since is not None:
+            self.paused_since = None
+            self._metrics.sink_paused.labels(self._sink).set(0)
+            log.warning("sink.resumed", sink=self._sink)
+        if self.outage_since is not None:
+            log.warning(
+                "sink.outage_ended", sink=self._sink,
+                lasted_seconds=round(time.time() - self.outage_since, 1),
+                failed_attempts=self._retries,
+            )
+            self.outage_since = None
+        self._failures = self._retries = 0
+        self._gate_until = 0.0
+
+    async def summarize_if_due(self, store: Store) -> float | None:
+        """Log the periodic outage summary when it is due; seconds until the next one."""
+        if self.outage_since is None:
+            return None
+        now = time.monotonic()
+        if now >= self._next_summary:
+            status = await store.status(now=time.time())
+            entry = status["sinks"].get(self._sink, {})  # type: ignore[union-attr]
+            states = entry.get("states", {})
+            oldest = entry.get("oldest_pending_seconds")
+            log.warning(
+                "sink.outage_summary", sink=self._sink,
+                backlog=states.get("pending", 0) + states.get("inflight", 0),
+                oldest_seconds=None if oldest is None else round(oldest),
+                failed_attempts=self._retries, last_error=self._last_error,
+                outage_seconds=round(time.time() - self.outage_since),
+            )
+            self._next_summary = now + self._summary_seconds
+        return max(0.0, self._next_summary - now)

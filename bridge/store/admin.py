@@ -1,0 +1,251 @@
+"""Operator repairs: inspect and move deliveries and rejected payloads by hand.
+
+Safe beside a running daemon: every change is one short `BEGIN IMMEDIATE` transaction, and every
+state change is an UPDATE guarded by the state the operator expects (`WHERE id = ? AND state =
+'dead'`), so a row the daemon moved in the meantime is reported, never clobbered. Nothing is
+deleted: a dropped delivery and a reprocessed payload stay for inspection.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.store.connection import StoreBase
+
+# Rows per UPDATE in bulk changes: each chunk is its own short transaction, so the daemon's
+# claims and settles get in between.
+CHUNK = 500
+
+_DELIVERY_SQL = """
+SELECT d.id, d.sink, d.state, d.person, d.attempts, d.last_error, d.outcome, d.replayed,
+       d.next_attempt_at, d.created_at, d.settled_at, e.key AS event_key, e.terminal,
+       e.badge, e.user_id, e.action, e.event_time, e.status AS event_status
+FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
+"""
+
+StateChange = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+@dataclass
+class Moved:
+    """What a guarded state change did: the ids changed, and the others with their state
+    (None: no such delivery)."""
+
+    changed: list[int] = field(default_factory=list)
+    refused: dict[int, str | None] = field(default_factory=dict)
+
+
+class AdminMixin(StoreBase):
+    # --- deliveries: read ------------------------------------------------------------------
+
+    async def deliveries_in(
+        self, state: str, *, sink: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = "WHERE d.state = ?", [state]
+        if sink is not None:
+            where += " AND d.sink = ?"
+            params.append(sink)
+        sql = f"{_DELIVERY_SQL} {where} ORDER BY d.event_time, d.id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = await self._db.execute_fetchall(sql, params)
+        return [dict(row) for row in rows]
+
+    async def delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        rows = await self._db.execute_fetchall(f"{_DELIVERY_SQL} WHERE d.id = ?", (delivery_id,))
+        return dict(rows[0]) if rows else None
+
+    async def person_state(self, sink: str, person: str | None) -> dict[str, Any]:
+        rows = await self._db.execute_fetchall(
+            "SELECT state FROM person_state WHERE sink = ? AND person = ?", (sink, person)
+        )
+        return json.loads(rows[0][0]) if rows else {}
+
+    # --- deliveries: guarded changes ---------------------------------------------------------
+
+    async def move(
+        self,
+        ids: Sequence[int],
+        *,
+        expect: str,
+        to: str,
+        reset_attempts: bool = False,
+        now: float | None = None,
+    ) -> Moved:
+        """Move the given deliveries from state `expect` to `to`; report those not in `expect`.
+
+        To 'pending' they are due now. A retry resets the attempts; last_error stays as history.
+        """
+        moved = Moved()
+        for start in range(0, len(ids), CHUNK):
+            chunk = list(ids[start : start + CHUNK])
+            changed = await self._move_chunk(
+                chunk, expect=expect, to=to, reset_attempts=reset_attempts, now=now
+            )
+            moved.changed += changed
+            moved.refused.update(await self._states_of(set(chunk) - set(changed)))
+        return moved
+
+    async def _move_chunk(
+        self,
+        ids: list[int],
+        *,
+        expect: str,
+        to: str,
+        reset_attempts: bool,
+        now: float | None,
+    ) -> list[int]:
+        at = time.time() if now is None else now
+        sets = ["state = :to"]
+        if to == "pending":
+            sets.append("next_attempt_at = :at")
+        else:
+            sets.append("settled_at = :at")
+        if reset_attempts:
+            sets.append("attempts = 0")
+        marks = ",".join(f":id{n}" for n in range(len(ids)))
+        params: dict[str, Any] = {"to": to, "at": at, "expect": expect}
+        params.update({f"id{n}": delivery_id for n, delivery_id in enumerate(ids)})
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                f"UPDATE deliveries SET {', '.join(sets)}"
+                f" WHERE id IN ({marks}) AND state = :expect RETURNING id",
+                params,
+            )
+        return sorted(row[0] for row in rows)
+
+    async def _states_of(self, ids: Iterable[int]) -> dict[int, str | None]:
+        wanted = sorted(ids)
+        found: dict[int, str | None] = dict.fromkeys(wanted)
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            rows = await self._db.execute_fetchall(
+                f"SELECT id, state FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update({row[0]: row[1] for row in rows})
+        return found
+
+    async def ids_in(self, state: str, *, sink: str | None = None) -> list[int]:
+        sql, params = "SELECT id FROM deliveries WHERE state = ?", [state]
+        if sink is not None:
+            sql += " AND sink = ?"
+            params.append(sink)
+        rows = await self._db.execute_fetchall(sql + " ORDER BY event_time, id", params)
+        return [row[0] for row in rows]
+
+    async def requeue_held(self, delivery_id: int, *, change: StateChange, now: float) -> str:
+        """Save the person's state as `change` makes it and put the held delivery back in line,
+        due now, in one transaction. Returns the new state as JSON text.
+
+        Raises LookupError (no such delivery, or not held) or whatever `change` raises (then
+        nothing is written).
+        """
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "SELECT sink, person, state FROM deliveries WHERE id = ?", (delivery_id,)
+            )
+            if not rows:
+                msg = f"no delivery {delivery_id}"
+                raise LookupError(msg)
+            sink, person, state = rows[0]
+            if state != "held":
+                msg = f"delivery {delivery_id} is {state}, not held"
+                raise LookupError(msg)
+            saved = await db.execute_fetchall(
+                "SELECT state FROM person_state WHERE sink = ? AND person = ?", (sink, person)
+            )
+            new_state = json.dumps(dict(change(json.loads(saved[0][0]) if saved else {})))
+            await db.execute(
+                "INSERT INTO person_state (sink, person, state, updated_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (sink, person) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                (sink, person, new_state, now),
+            )
+            cursor = await db.execute(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?"
+                " WHERE id = ? AND state = 'held'",
+                (now, delivery_id),
+            )
+            if cursor.rowcount != 1:  # cannot happen inside BEGIN IMMEDIATE; never write half
+                msg = f"delivery {delivery_id} changed while being requeued"
+                raise LookupError(msg)
+        return new_state
+
+    async def delivered_between(self, sink: str, *, since: str, until: str | None) -> list[int]:
+        """Ids of the sink's delivered deliveries with since <= event_time < until (UTC text)."""
+        sql = "SELECT id FROM deliveries WHERE sink = ? AND state = 'delivered' AND event_time >= ?"
+        params = [sink, since]
+        if until is not None:
+            sql += " AND event_time < ?"
+            params.append(until)
+        rows = await self._db.execute_fetchall(sql + " ORDER BY event_time, id", params)
+        return [row[0] for row in rows]
+
+    async def replay(self, ids: Sequence[int], *, now: float) -> Moved:
+        """Send delivered deliveries again: back to pending, due now, `replayed` counted. The
+        claim query's per-person order applies to them as to any pending delivery."""
+        moved = Moved()
+        for start in range(0, len(ids), CHUNK):
+            chunk = list(ids[start : start + CHUNK])
+            async with self._transaction() as db:
+                rows = await db.execute_fetchall(
+                    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?,"
+                    " replayed = replayed + 1"
+                    f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = 'delivered'"
+                    " RETURNING id",
+                    [now, *chunk],
+                )
+            changed = sorted(row[0] for row in rows)
+            moved.changed += changed
+            moved.refused.update(await self._states_of(set(chunk) - set(changed)))
+        return moved
+
+    # --- rejected payloads -------------------------------------------------------------------
+
+    async def rejected_rows(
+        self, *, include_reprocessed: bool = True, ids: Sequence[int] | None = None
+    ) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT id, received_at, topic, format, payload, payload_size, reason,"
+            " reprocessed_at, reprocessed_as FROM rejected WHERE 1 = 1"
+        )
+        params: list[Any] = []
+        if not include_reprocessed:
+            sql += " AND reprocessed_at IS NULL"
+        if ids is not None:
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            params += list(ids)
+        rows = await self._db.execute_fetchall(sql + " ORDER BY id", params)
+        return [dict(row) for row in rows]
+
+    async def mark_reprocessed(self, rejected_id: int, *, event_key: str, at: str) -> bool:
+        """Mark a rejected payload as turned into an event; False if it already was."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE rejected SET reprocessed_at = ?, reprocessed_as = ?"
+                " WHERE id = ? AND reprocessed_at IS NULL",
+                (at, event_key, rejected_id),
+            )
+            return cursor.rowcount == 1
+
+    # --- unmapped badges ---------------------------------------------------------------------
+
+    async def unmapped_badges(self) -> list[dict[str, Any]]:
+        rows = await self._db.execute_fetchall(
+            "SELECT COALESCE(e.badge, 'user:' || e.user_id) AS badge,"
+            " COUNT(DISTINCT e.id) AS events, MIN(e.event_time) AS first_seen,"
+            " MAX(e.event_time) AS last_seen, GROUP_CONCAT(DISTINCT d.sink) AS sinks"
+            " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+            " WHERE d.state = 'unmapped' GROUP BY 1 ORDER BY first_seen"
+        )
+        result = []
+        for row in rows:
+            entry = dict(row)
+            entry["sinks"] = sorted(str(entry["sinks"]).split(","))
+            result.append(entry)
+        return result

@@ -1,0 +1,57 @@
+"""People on call read the logs: an outage is one line when it starts, a summary every
+`log.summary_seconds`, one line when it ends, and never a line per retry per event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from tests.broker import Mosquitto, free_port
+from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
+from tests.harness import API_KEY, canonical, publish, running_bridge, settings_from, write_config
+
+EVENTS = 1000
+# Time is compressed 60:1: a 5-minute outage with 60-second summaries becomes 5 s with 1 s.
+OUTAGE_SECONDS = 5.0
+SUMMARY_SECONDS = 1.0
+
+
+async def test_a_five_minute_outage_with_a_thousand_events_logs_a_handful_of_lines(
+    broker: Mosquitto, tmp_path: Path
+):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    fake = FakeGo2Clock(api_key=API_KEY)
+    config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url, extra={
+        "log": {"summary_seconds": SUMMARY_SECONDS},
+        "retry": {"initial_seconds": 0.2, "max_seconds": 1.0},
+        "sinks": {"go2clock": {"concurrency": 16}},
+    })
+    with capture_logs() as logs:
+        async with running_bridge(settings_from(config)):
+            # Go2Clock is unreachable (connection refused) while 1,000 swipes come in.
+            await publish(broker.port, [("clockin/dock/events", canonical(n)) for n in range(EVENTS)])
+            await asyncio.sleep(OUTAGE_SECONDS)
+            async with running_fake_go2clock(fake, port=port):
+                await fake.wait_for_records(EVENTS, timeout=60)
+                await asyncio.sleep(0.5)
+    names = Counter(entry["event"] for entry in logs if entry["log_level"] != "debug")
+    assert names["sink.outage_started"] == 1
+    assert names["sink.outage_ended"] == 1
+    # one summary a second, give or take the first and last
+    assert OUTAGE_SECONDS - 2 <= names["sink.outage_summary"] <= OUTAGE_SECONDS + 2
+    assert names["delivery.retry"] == 0
+    summary = next(entry for entry in logs if entry["event"] == "sink.outage_summary")
+    assert summary["backlog"] == EVENTS
+    assert "ClientConnectorError" in summary["last_error"] or "connect" in summary["last_error"].lower()
+    # what is left is the ordinary line per event stored and per event delivered
+    outage_lines = sum(v for k, v in names.items() if k.startswith("sink."))
+    assert outage_lines <= OUTAGE_SECONDS + 4
+    assert len(fake.punches_by_key()) == EVENTS
+    # The failing sink was probed one request at a time (after the first wave of 16 requests
+    # in flight), not retried by each of the 200 people with queued punches.
+    attempts = sum(1 for entry in logs if entry["event"] == "delivery.retry")
+    assert attempts <= 16 + 2 * OUTAGE_SECONDS
