@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 import structlog
 
 from bridge import systemd, web
-from bridge.config import Settings
+from bridge.config import ConfigError, Settings, load_settings
 from bridge.directory import Directory, DirectoryError, DirectoryFile, Person
 from bridge.dispatch import Dispatcher
+from bridge.logs import register_secret, set_level
 from bridge.events import ClockEvent
 from bridge.ingest import Ingest
 from bridge.metrics import Metrics
@@ -79,8 +81,11 @@ def make_name_lookup(directory: DirectoryFile | None) -> Callable[[ClockEvent], 
 class Bridge:
     """The running daemon. `stop()` (or SIGTERM/SIGINT) ends `run()` cleanly."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, config_path: Path | None = None):
         self.settings = settings
+        self.config_path = config_path  # re-read on SIGHUP
+        self._reload_requested = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
         self.dispatchers: dict[str, Dispatcher] = {}
         self.ingest: Ingest | None = None
@@ -110,7 +115,7 @@ class Bridge:
                 self.http_port = await stack.enter_async_context(
                     web.serving(self, host=settings.http.host, port=settings.http.port)
                 )
-            session = await stack.enter_async_context(aiohttp.ClientSession())
+            self._session = session = await stack.enter_async_context(aiohttp.ClientSession())
             sinks = build_sinks(settings, session)
             if not sinks:
                 log.warning("sinks.none_enabled")
@@ -149,37 +154,68 @@ class Bridge:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
         try:
             async with asyncio.TaskGroup() as tg:
-                ingest = tg.create_task(self.ingest.run(), name="ingest")
                 for name, dispatcher in self.dispatchers.items():
                     tg.create_task(
                         dispatcher.run(self._stop, grace_seconds=SHUTDOWN_GRACE_SECONDS),
                         name=f"dispatch[{name}]",
                     )
-                watcher = None
+                # Ingest first: on stop, whatever it had not committed stays with the broker.
+                background = [
+                    tg.create_task(self.ingest.run(), name="ingest"),
+                    tg.create_task(self._announce_ready(), name="ready"),
+                    tg.create_task(self._reload_on_sighup(directory, resolve), name="reload"),
+                ]
                 if directory is not None:
-                    watcher = tg.create_task(
-                        self._watch_directory(directory, resolve), name="directory"
+                    background.append(
+                        tg.create_task(self._watch_directory(directory, resolve), name="directory")
                     )
-                announce = tg.create_task(self._announce_ready(), name="ready")
-                pings = None
                 if (interval := systemd.watchdog_interval()) is not None:
-                    pings = tg.create_task(systemd.watchdog_pings(interval), name="watchdog")
+                    background.append(
+                        tg.create_task(systemd.watchdog_pings(interval), name="watchdog")
+                    )
                 await self._stop.wait()
                 log.info("bridge.stopping")
                 systemd.notify("STOPPING=1")
-                if pings is not None:
-                    pings.cancel()
-                # Ingest stops first: whatever it had not committed is redelivered by the broker.
-                ingest.cancel()
-                announce.cancel()  # never connected: nothing left to announce
-                if watcher is not None:
-                    watcher.cancel()
+                for task in background:
+                    task.cancel()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         log.info("bridge.stopped")
+
+    async def _reload_on_sighup(
+        self, directory: DirectoryFile | None, resolve: PersonResolver
+    ) -> None:
+        """SIGHUP: re-read the directory, the credentials and the log level. Events are not
+        touched: nothing is lost or sent again. Other changes need a restart."""
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            systemd.notify("RELOADING=1")
+            try:
+                self._apply_reload()
+            except ConfigError as err:
+                log.error("config.reload_failed", error=str(err), kept="running configuration")
+            if directory is not None:
+                await self._reload_directory(directory, resolve)
+            systemd.notify("READY=1")
+
+    def _apply_reload(self) -> None:
+        if self.config_path is None:
+            return
+        fresh = load_settings(self.config_path)
+        for secret in fresh.secret_values():
+            register_secret(secret)
+        set_level(fresh.log.level)
+        assert self._session is not None
+        for sink in build_sinks(fresh, self._session):
+            dispatcher = self.dispatchers.get(sink.name)
+            if dispatcher is not None:
+                dispatcher.replace_sink(sink)  # new credentials; a paused sink probes at once
+        log.info("config.reloaded", applied=["credentials", "log.level", "directory"])
 
     async def _announce_ready(self) -> None:
         assert self.ingest is not None
@@ -225,20 +261,21 @@ class Bridge:
                 dispatcher.wake()
 
     async def _watch_directory(self, directory: DirectoryFile, resolve: PersonResolver) -> None:
-        last_error = None
         while True:
             await asyncio.sleep(self.settings.directory.reload_seconds)
-            try:
-                changed = await asyncio.to_thread(directory.reload_if_changed)
-            except DirectoryError as err:
-                if str(err) != last_error:  # once per problem, not every few seconds
-                    log.error("directory.error", error=str(err), kept="previous directory")
-                    last_error = str(err)
-                continue
-            last_error = None
-            if changed:
-                current: Directory = directory.current
-                log.info("directory.reloaded", people=len(current), problems=len(current.problems))
-                for problem in current.problems:
-                    log.warning("directory.problem", problem=problem)
-                await self._release_unmapped(resolve)
+            await self._reload_directory(directory, resolve)
+
+    async def _reload_directory(self, directory: DirectoryFile, resolve: PersonResolver) -> None:
+        """Pick up a changed directory file and release the events it now maps."""
+        try:
+            # DirectoryFile raises once per broken version of the file and keeps the last good one.
+            changed = await asyncio.to_thread(directory.reload_if_changed)
+        except DirectoryError as err:
+            log.error("directory.error", error=str(err), kept="previous directory")
+            return
+        if changed:
+            current: Directory = directory.current
+            log.info("directory.reloaded", people=len(current), problems=len(current.problems))
+            for problem in current.problems:
+                log.warning("directory.problem", problem=problem)
+            await self._release_unmapped(resolve)

@@ -27,11 +27,6 @@ def _default_config() -> Path:
     return Path(os.environ.get("CLOCKIN_CONFIG", "config.yaml"))
 
 
-def _secrets(settings: Settings) -> list[str]:
-    candidates = [settings.mqtt.password, settings.sinks.go2clock.api_key]
-    return [secret.get_secret_value() for secret in candidates if secret is not None]
-
-
 def _fail(message: str, code: int) -> int:
     print(f"clockin-bridge: {message}", file=sys.stderr)
     return code
@@ -41,9 +36,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.app import Bridge  # imported here so `status` stays light
 
     settings = load_settings(args.config)
-    configure_logging(level=settings.log.level, fmt=settings.log.format, secrets=_secrets(settings))
+    configure_logging(level=settings.log.level, fmt=settings.log.format, secrets=settings.secret_values())
     try:
-        asyncio.run(Bridge(settings).run())
+        asyncio.run(Bridge(settings, config_path=args.config).run())
     except DirectoryError as err:
         return _fail(f"config error: directory.path: {err}", EXIT_CONFIG)
     return 0

@@ -353,6 +353,13 @@ class Settings(BaseSettings):
                 raise ValueError(msg)
         return self
 
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redaction."""
+        found = [self.mqtt.password]
+        for section in (self.sinks.go2clock, self.sinks.mctime, self.sinks.timetrack):
+            found += [getattr(section, name) for name in section._secret_fields]
+        return [secret.get_secret_value() for secret in found if secret is not None]
+
     @property
     def go2clock_tz(self) -> ZoneInfo:
         return ZoneInfo(self.sinks.go2clock.timezone or self.site.timezone)

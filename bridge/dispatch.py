@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -25,6 +26,11 @@ log = structlog.get_logger("bridge.dispatch")
 
 # Told the delivery's new state (delivered, pending, dead, held) after each settle.
 SettledCallback = Callable[[Job, str], None]
+
+
+@runtime_checkable
+class RateLimited(Protocol):
+    limiter: object
 
 STORE_RETRY_SECONDS = 2.0
 RECHECK_SECONDS = 5.0
@@ -68,6 +74,15 @@ class Dispatcher:
     def paused_since(self) -> float | None:
         return self.health.paused_since
 
+    def replace_sink(self, sink: Sink) -> None:
+        """New credentials (SIGHUP): sends from now on use them, and a paused sink is probed
+        at once rather than at the next slow probe. Sends in flight finish with the old ones."""
+        if isinstance(self.sink, RateLimited) and isinstance(sink, RateLimited):
+            sink.limiter = self.sink.limiter  # the vendor's rate window carries on
+        self.sink = sink
+        self.health.probe_now()
+        self.wake()
+
     def wake(self) -> None:
         """New work may be due (an event was stored, a person was mapped)."""
         self._wake.set()
@@ -87,9 +102,10 @@ class Dispatcher:
             )
             try:
                 if free > 0:
-                    for job in await self._store.claim(
-                        self.sink.name, limit=free, now=time.time()
-                    ):
+                    jobs = await self._store.claim(self.sink.name, limit=free, now=time.time())
+                    if jobs:
+                        log.debug("delivery.claimed", sink=self.sink.name, count=len(jobs))
+                    for job in jobs:
                         task = sends.create_task(
                             self._deliver(job), name=f"send[{self.sink.name}]"
                         )

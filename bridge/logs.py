@@ -175,6 +175,16 @@ def configure_logging(
     _route_stdlib(out, fmt, numeric, colors=tty)
 
 
+def set_level(level: str) -> None:
+    """Change the level of a running setup (SIGHUP), keeping everything else."""
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        msg = f"unknown log level {level!r}"
+        raise ValueError(msg)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(numeric))
+    logging.getLogger().setLevel(max(logging.WARNING, numeric))
+
+
 def get_logger(name: str) -> FilteringBoundLogger:
     """A structlog logger whose lines carry `logger=name`, like the stdlib ones."""
     # The name goes to the logger factory: binding it here would freeze today's configuration.

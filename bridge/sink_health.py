@@ -52,6 +52,10 @@ class SinkHealth:
             return 0
         return 1
 
+    def probe_now(self) -> None:
+        """Something changed (new credentials): the next claim may probe right away."""
+        self._gate_until = 0.0
+
     def seconds_until_probe(self) -> float | None:
         if not self.failing:
             return None
