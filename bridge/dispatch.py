@@ -33,6 +33,7 @@ class RateLimited(Protocol):
     limiter: object
 
 STORE_RETRY_SECONDS = 2.0
+CLOCK_SLACK_SECONDS = 60.0
 RECHECK_SECONDS = 5.0
 SETTLE_ATTEMPTS = 30
 
@@ -61,6 +62,8 @@ class Dispatcher:
         self._retry = retry
         self._metrics = metrics
         self._on_settled = on_settled
+        # No retry is scheduled further ahead than this; a later one means the clock went back.
+        self._horizon = retry.max_seconds + CLOCK_SLACK_SECONDS
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self.health = SinkHealth(
@@ -102,7 +105,9 @@ class Dispatcher:
             )
             try:
                 if free > 0:
-                    jobs = await self._store.claim(self.sink.name, limit=free, now=time.time())
+                    jobs = await self._store.claim(
+                        self.sink.name, limit=free, now=time.time(), horizon=self._horizon
+                    )
                     if jobs:
                         log.debug("delivery.claimed", sink=self.sink.name, count=len(jobs))
                     for job in jobs:
@@ -188,7 +193,9 @@ class Dispatcher:
             self._on_settled(job, "dead")
             return
         delay = result.retry_after
-        if delay is None:
+        if delay is not None:
+            delay = min(delay, self._retry.max_seconds)  # the vendor's wish, within our cap
+        else:
             delay = backoff_seconds(
                 job.attempt, initial=self._retry.initial_seconds, maximum=self._retry.max_seconds
             )

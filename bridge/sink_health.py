@@ -82,7 +82,9 @@ class SinkHealth:
         self._failures += 1
         self._retries += 1
         self._last_error = error
-        wait = retry_after if retry_after is not None else _backoff(self._failures, self._retry)
+        wait = _backoff(self._failures, self._retry)
+        if retry_after is not None:
+            wait = min(retry_after, self._retry.max_seconds)
         self._gate_until = time.monotonic() + wait
         if self.outage_since is None and self.paused_since is None:
             self.outage_since = time.time()

@@ -17,7 +17,10 @@ _CLAIM_SQL = """
 UPDATE deliveries SET state = 'inflight', attempts = attempts + 1
 WHERE id IN (
     SELECT d.id FROM deliveries AS d
-    WHERE d.sink = :sink AND d.state = 'pending' AND d.next_attempt_at <= :now
+    WHERE d.sink = :sink AND d.state = 'pending'
+      -- due; or scheduled further ahead than any retry can be, which only happens when the
+      -- gateway's clock was set back after the schedule was written
+      AND (d.next_attempt_at <= :now OR d.next_attempt_at > :now + :horizon)
       -- per person, only the oldest undelivered punch may go, and only one at a time
       AND NOT EXISTS (
           SELECT 1 FROM deliveries AS e
@@ -50,10 +53,14 @@ class QueueMixin(StoreBase):
             )
             return cursor.rowcount
 
-    async def claim(self, sink: str, *, limit: int, now: float) -> list[Job]:
+    async def claim(
+        self, sink: str, *, limit: int, now: float, horizon: float = 86400.0
+    ) -> list[Job]:
         """Claim due deliveries (the attempt is counted now, so a crash still uses one up)."""
         async with self._transaction() as db:
-            rows = await db.execute_fetchall(_CLAIM_SQL, {"sink": sink, "now": now, "limit": limit})
+            rows = await db.execute_fetchall(
+                _CLAIM_SQL, {"sink": sink, "now": now, "limit": limit, "horizon": horizon}
+            )
             jobs = [await self._job(db, row[0]) for row in rows]
         return sorted(jobs, key=lambda job: (job.time, job.delivery_id))
 
