@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from bridge import __version__
 
-QUEUE_STATES = ("unmapped", "pending", "inflight", "held", "delivered", "dead")
+QUEUE_STATES = ("unmapped", "pending", "inflight", "held", "delivered", "dead", "dropped")
 
 
 class Metrics:

@@ -3,7 +3,11 @@
 For a vendor that lost data. Deliveries are unique per (event, sink), so the delivered rows in
 the range go back to pending, due now, with `replayed` counted; the claim query sends them in
 per-person order like any other. Vendor duplicates stay harmless (Go2Clock answers "already
-exists"). The stateful sinks (McTime, TimeTrack) replay through their saved per-person state.
+exists").
+
+Only Go2Clock can be replayed: McTime and TimeTrack keep a per-person state (a running clock, an
+open shift), and old actions sent again would be judged against today's state, toggling a break
+or opening a shift that is long closed. Those are mended at the vendor, not by resending.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from typing import Any
 from bridge.commands.common import (
     EXIT_NOT_DONE,
     EXIT_OK,
-    SINK_NAMES,
     UsageError,
     emit,
     handler,
@@ -28,12 +31,17 @@ from bridge.commands.common import (
 from bridge.commands.progress import Progress
 from bridge.store.admin import CHUNK, Moved
 
+REPLAYABLE_SINKS = ("go2clock",)
+
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     replay = commands.add_parser(
         "replay", parents=[common], help="send a sink's delivered events of a time range again"
     )
-    replay.add_argument("--sink", required=True, choices=SINK_NAMES)
+    replay.add_argument(
+        "--sink", required=True, choices=REPLAYABLE_SINKS,
+        help="only go2clock: resending is harmless there (the stateful sinks are not)",
+    )
     replay.add_argument(
         "--since", required=True, help="ISO-8601 date or date-time (site-local when naive)"
     )
