@@ -41,11 +41,17 @@ class Person:
 class Directory:
     """An immutable snapshot of the badge directory."""
 
-    __slots__ = ("_people", "_problems")
+    __slots__ = ("_conflicted", "_people", "_problems")
 
-    def __init__(self, people: Mapping[str, Person], problems: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        people: Mapping[str, Person],
+        problems: Iterable[str] = (),
+        conflicted: Iterable[str] = (),
+    ) -> None:
         self._people: Mapping[str, Person] = MappingProxyType(dict(people))
         self._problems = tuple(problems)
+        self._conflicted = frozenset(conflicted)
 
     @classmethod
     def empty(cls) -> Directory:
@@ -83,19 +89,29 @@ class Directory:
             person = _person(number, _split(line, delimiter), header, problems)
             if person is not None:
                 listed[person.badge].append(person)
-        people = {}
+        people, conflicted = {}, []
         for badge, persons in listed.items():
             conflict = _conflict(badge, persons)
             if conflict:
                 problems.append(conflict)
+                conflicted.append(badge)
             else:
                 people[badge] = persons[0]
-        return cls(people, problems)
+        return cls(people, problems, conflicted)
 
     @property
     def problems(self) -> tuple[str, ...]:
         """Rows that were skipped and badges left unmapped, for the operator to fix."""
         return self._problems
+
+    @property
+    def conflicted(self) -> frozenset[str]:
+        """Badges listed for more than one person, so left unmapped."""
+        return self._conflicted
+
+    def people(self) -> list[Person]:
+        """Everyone mapped, in badge order."""
+        return [self._people[badge] for badge in sorted(self._people)]
 
     def lookup(self, badge: str) -> Person | None:
         try:

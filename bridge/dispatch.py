@@ -66,6 +66,7 @@ class Dispatcher:
         self._horizon = retry.max_seconds + CLOCK_SLACK_SECONDS
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._store_failing = False
         self.health = SinkHealth(
             sink=sink.name, retry=retry, summary_seconds=summary_seconds, metrics=metrics
         )
@@ -121,8 +122,12 @@ class Dispatcher:
                 if summary is not None:
                     pause = summary if pause is None else min(pause, summary)
             except StoreWriteError as err:
-                log.error("store.write_failed", sink=self.sink.name, error=str(err))
+                if not self._store_failing:  # once per spell, not every few seconds
+                    log.error("store.write_failed", sink=self.sink.name, error=str(err))
+                self._store_failing = True
                 pause = STORE_RETRY_SECONDS
+            else:
+                self._store_failing = False
             await self._sleep(stop, pause)
 
     async def _sleep_seconds(self) -> float | None:
@@ -178,7 +183,8 @@ class Dispatcher:
             try:
                 await self._settle(job, result)
             except StoreWriteError as err:
-                log.error("store.write_failed", error=str(err), settle_attempt=attempt)
+                level = log.error if attempt == 1 else log.debug
+                level("store.write_failed", error=str(err), settle_attempt=attempt)
                 await asyncio.sleep(STORE_RETRY_SECONDS)
             else:
                 return

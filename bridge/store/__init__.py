@@ -8,6 +8,7 @@ from bridge.store.admin import AdminMixin
 from bridge.store.inspect import InspectMixin
 from bridge.store.intake import IntakeMixin
 from bridge.store.queue import QueueMixin
+from bridge.store.reconcile import ReconcileMixin
 from bridge.store.records import (
     Incoming,
     PersonResolver,
@@ -20,7 +21,7 @@ from bridge.store.records import (
 )
 
 
-class Store(IntakeMixin, QueueMixin, InspectMixin, AdminMixin):
+class Store(IntakeMixin, QueueMixin, InspectMixin, AdminMixin, ReconcileMixin):
     """The bridge's SQLite database; open it with `Store.open(path, site_tz=...)`."""
 
 

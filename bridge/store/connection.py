@@ -99,10 +99,12 @@ class StoreBase:
                 try:
                     await self._db.execute("BEGIN IMMEDIATE")
                     yield self._db
+                    await asyncio.shield(self._db.execute("COMMIT"))
                 except BaseException:
+                    # Also when COMMIT itself failed (disk full): SQLite may keep the
+                    # transaction open, and every later BEGIN would fail.
                     await asyncio.shield(self._rollback())
                     raise
-                await asyncio.shield(self._db.execute("COMMIT"))
             except aiosqlite.OperationalError as err:
                 if self.write_error is None:
                     self.write_error = (str(err), time.time())
