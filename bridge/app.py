@@ -13,7 +13,9 @@ import structlog
 
 from bridge import systemd, web
 from bridge.config import ConfigError, Settings, load_settings
-from bridge.directory import Directory, DirectoryError, DirectoryFile, Person
+from bridge.directory import DirectoryError, DirectoryFile, Person
+from bridge.directory_sources import LiveDirectory, Outcome, Source, build_sources
+from bridge.directory_sources import sync as sync_directory
 from bridge.dispatch import Dispatcher
 from bridge.logs import register_secret, set_level
 from bridge.events import ClockEvent
@@ -44,7 +46,9 @@ def build_sinks(settings: Settings, session: aiohttp.ClientSession) -> list[Sink
     return sinks
 
 
-def make_resolver(columns: Mapping[str, str], directory: DirectoryFile | None) -> PersonResolver:
+def make_resolver(
+    columns: Mapping[str, str], directory: LiveDirectory | DirectoryFile | None
+) -> PersonResolver:
     """The person's id at each sink (sink name -> directory column holding it): the event's
     own `user` when the terminal sent one, else the directory's entry for the badge."""
 
@@ -66,7 +70,9 @@ def _person_id(entry: Person | None, column: str) -> str | None:
     return value or None
 
 
-def make_name_lookup(directory: DirectoryFile | None) -> Callable[[ClockEvent], str | None]:
+def make_name_lookup(
+    directory: LiveDirectory | DirectoryFile | None,
+) -> Callable[[ClockEvent], str | None]:
     """The person's name for terminal feedback ("Good morning, Ana")."""
 
     def name_of(event: ClockEvent) -> str | None:
@@ -93,6 +99,9 @@ class Bridge:
         self.ready = asyncio.Event()
         self.metrics = Metrics()
         self.http_port: int | None = None
+        self.directory: LiveDirectory | None = None
+        self._directory_failing: dict[str, str] = {}  # source -> error, logged once per spell
+        self._directory_reported: set[str] = set()  # problems already logged
 
     def stop(self) -> None:
         self._stop.set()
@@ -100,6 +109,10 @@ class Bridge:
     async def run(self) -> None:
         settings = self.settings
         directory = DirectoryFile(settings.directory.path) if settings.directory.path else None
+        sources = build_sources(settings)  # ConfigError: an enabled source lacks credentials
+        for source in sources:
+            for secret in source.secrets():
+                register_secret(secret)
         async with contextlib.AsyncExitStack() as stack:
             self.store = store = await stack.enter_async_context(
                 Store.open(
@@ -108,6 +121,13 @@ class Bridge:
                     window_seconds=settings.dedupe.window_seconds,
                 )
             )
+            # The file merged with the sources' cached people: badges map from the first event,
+            # through a vendor outage and across restarts.
+            self.directory = people = LiveDirectory(
+                file=directory, sources=[source.name for source in sources]
+            )
+            await people.refresh(store, force=True)
+            self._log_directory_problems(people)
             recovered = await store.recover_inflight()
             if recovered:
                 log.warning("delivery.recovered", count=recovered)
@@ -133,7 +153,7 @@ class Bridge:
             }
             enabled = settings.sinks.enabled()
             resolve = make_resolver(
-                {name: enabled[name].directory_column for name in self.dispatchers}, directory
+                {name: enabled[name].directory_column for name in self.dispatchers}, people
             )
             await self._release_unmapped(resolve)
             self.ingest = Ingest(
@@ -145,11 +165,13 @@ class Bridge:
                 on_stored=self._on_stored,
                 metrics=self.metrics,
                 max_clock_skew_seconds=settings.site.max_clock_skew_seconds,
-                name_of=make_name_lookup(directory),
+                name_of=make_name_lookup(people),
             )
-            await self._serve(directory, resolve)
+            await self._serve(people, resolve, sources)
 
-    async def _serve(self, directory: DirectoryFile | None, resolve: PersonResolver) -> None:
+    async def _serve(
+        self, people: LiveDirectory, resolve: PersonResolver, sources: Sequence[Source]
+    ) -> None:
         assert self.ingest is not None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -166,11 +188,17 @@ class Bridge:
                 background = [
                     tg.create_task(self.ingest.run(), name="ingest"),
                     tg.create_task(self._announce_ready(), name="ready"),
-                    tg.create_task(self._reload_on_sighup(directory, resolve), name="reload"),
+                    tg.create_task(self._reload_on_sighup(people, resolve), name="reload"),
                 ]
-                if directory is not None:
+                if people.file is not None or sources:
                     background.append(
-                        tg.create_task(self._watch_directory(directory, resolve), name="directory")
+                        tg.create_task(self._watch_directory(people, resolve), name="directory")
+                    )
+                if sources:
+                    background.append(
+                        tg.create_task(
+                            self._sync_directory(people, resolve, sources), name="directory-sync"
+                        )
                     )
                 if (interval := systemd.watchdog_interval()) is not None:
                     background.append(
@@ -186,9 +214,7 @@ class Bridge:
                 loop.remove_signal_handler(signum)
         log.info("bridge.stopped")
 
-    async def _reload_on_sighup(
-        self, directory: DirectoryFile | None, resolve: PersonResolver
-    ) -> None:
+    async def _reload_on_sighup(self, people: LiveDirectory, resolve: PersonResolver) -> None:
         """SIGHUP: re-read the directory, the credentials and the log level. Events are not
         touched: nothing is lost or sent again. Other changes need a restart."""
         while True:
@@ -199,8 +225,7 @@ class Bridge:
                 self._apply_reload()
             except ConfigError as err:
                 log.error("config.reload_failed", error=str(err), kept="running configuration")
-            if directory is not None:
-                await self._reload_directory(directory, resolve)
+            await self._reload_directory(people, resolve)
             systemd.notify("READY=1")
 
     def _apply_reload(self) -> None:
@@ -260,22 +285,71 @@ class Bridge:
             for dispatcher in self.dispatchers.values():
                 dispatcher.wake()
 
-    async def _watch_directory(self, directory: DirectoryFile, resolve: PersonResolver) -> None:
+    async def _watch_directory(self, people: LiveDirectory, resolve: PersonResolver) -> None:
+        """Poll the file, and the cache for a sync another process (the CLI) ran."""
         while True:
             await asyncio.sleep(self.settings.directory.reload_seconds)
-            await self._reload_directory(directory, resolve)
+            await self._reload_directory(people, resolve)
 
-    async def _reload_directory(self, directory: DirectoryFile, resolve: PersonResolver) -> None:
-        """Pick up a changed directory file and release the events it now maps."""
-        try:
-            # DirectoryFile raises once per broken version of the file and keeps the last good one.
-            changed = await asyncio.to_thread(directory.reload_if_changed)
-        except DirectoryError as err:
-            log.error("directory.error", error=str(err), kept="previous directory")
+    async def _reload_directory(self, people: LiveDirectory, resolve: PersonResolver) -> None:
+        """Pick up a changed directory file or synced sources; release the events they now map."""
+        assert self.store is not None
+        file_changed = False
+        if people.file is not None:
+            try:
+                # DirectoryFile raises once per broken version and keeps the last good one.
+                file_changed = await asyncio.to_thread(people.file.reload_if_changed)
+            except DirectoryError as err:
+                log.error("directory.error", error=str(err), kept="previous directory")
+        if not await people.refresh(self.store, force=file_changed):
             return
-        if changed:
-            current: Directory = directory.current
-            log.info("directory.reloaded", people=len(current), problems=len(current.problems))
-            for problem in current.problems:
+        current = people.current
+        log.info(
+            "directory.reloaded",
+            people=len(current),
+            problems=len(current.problems),
+            file_changed=file_changed,
+            revision=people.revision,
+        )
+        self._log_directory_problems(people)
+        await self._release_unmapped(resolve)
+
+    def _log_directory_problems(self, people: LiveDirectory) -> None:
+        """Each problem (a skipped row, a conflict) once, not at every reload."""
+        problems = set(people.current.problems)
+        for problem in people.current.problems:
+            if problem not in self._directory_reported:
                 log.warning("directory.problem", problem=problem)
-            await self._release_unmapped(resolve)
+        self._directory_reported = problems
+
+    async def _sync_directory(
+        self, people: LiveDirectory, resolve: PersonResolver, sources: Sequence[Source]
+    ) -> None:
+        """Sync the sources now and every directory.sync_minutes. A failing source keeps its
+        last cached people; nothing here stops the bridge."""
+        assert self.store is not None
+        assert self._session is not None
+        while True:
+            try:
+                outcomes = await sync_directory(self.store, self._session, sources)
+            except Exception:  # the loop's boundary: logged, and the next round tries again
+                log.exception("directory.sync_failed")
+            else:
+                self._log_sync(outcomes)
+                await self._reload_directory(people, resolve)
+            await asyncio.sleep(self.settings.directory.sync_minutes * 60)
+
+    def _log_sync(self, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            if not outcome.ok:
+                if outcome.source not in self._directory_failing:
+                    log.warning(
+                        "directory.source_failed", source=outcome.source, error=outcome.error,
+                        kept="last synced people",
+                    )
+                self._directory_failing[outcome.source] = outcome.error or ""
+                continue
+            if self._directory_failing.pop(outcome.source, None) is not None:
+                log.info("directory.source_recovered", source=outcome.source)
+            if outcome.changed:
+                log.info("directory.synced", source=outcome.source, records=outcome.records)

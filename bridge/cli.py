@@ -14,6 +14,9 @@ from pathlib import Path
 
 from bridge import __version__
 from bridge import commands as operator_commands
+from bridge.commands import directory as directory_command
+from bridge.commands import reconcile as reconcile_command
+from bridge.commands.common import common_options
 from bridge.commands.table import format_table
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.directory import DirectoryError
@@ -117,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     operator_commands.register(commands)
+    reconcile_command.register(commands, common_options())
+    directory_command.register(commands, common_options())
     return parser
 
 

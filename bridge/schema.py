@@ -79,4 +79,28 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE rejected ADD COLUMN reprocessed_as TEXT;
     ALTER TABLE deliveries ADD COLUMN replayed INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: the people directory's cache: each source's last good answer (no secrets: only the
+    # directory columns), so badges stay mapped through a vendor outage and across restarts.
+    # `revision` grows whenever a source's records change, so the daemon notices a sync that
+    # `clockin-bridge directory sync` ran beside it.
+    """
+    CREATE TABLE directory_sources (
+        source          TEXT PRIMARY KEY,
+        revision        INTEGER NOT NULL DEFAULT 0,
+        records         INTEGER NOT NULL DEFAULT 0,
+        digest          TEXT,                      -- of the records, to tell a change
+        synced_at       REAL,                      -- unix seconds of the last good answer
+        changed_at      REAL,
+        error           TEXT,                      -- the last failure; NULL once one works
+        failed_at       REAL
+    );
+    CREATE TABLE directory_records (
+        source          TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        badge           TEXT,                      -- badge sources; NULL for account sources
+        join_on         TEXT,                      -- account sources: employee_number | email
+        fields          TEXT NOT NULL,             -- JSON object: directory column -> value
+        PRIMARY KEY (source, seq)
+    );
+    """,
 )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the test suite needs from Debian: mosquitto (required: the tests start their own brokers)
-# and chromium (the status-page test loads the page in it; skipped, saying why, without it).
+# What the test suite needs from Debian: mosquitto (required: the tests start their own brokers),
+# chromium (the status-page test loads the page in it), faketime (the clock-jump fault test) and
+# openssl (the TLS test makes its certificates); those three are skipped, saying why, without.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -8,6 +9,8 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 missing=()
 have mosquitto || missing+=(mosquitto mosquitto-clients)
 have chromium || missing+=(chromium)
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing+=(faketime)
+have openssl || missing+=(openssl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing with apt-get: ${missing[*]} (the tests start their own mosquitto brokers)"
@@ -27,5 +30,7 @@ if ! have mosquitto; then
     exit 1
 fi
 have chromium || echo "NOTE: chromium is missing: the status-page browser test will be skipped." >&2
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 \
+    || echo "NOTE: faketime is missing: the clock-jump fault test will be skipped." >&2
 # Debian's mosquitto package may start a system broker on 1883; the tests use their own ports.
 exit 0

@@ -56,6 +56,7 @@ async def _once(
     try:
         async with session.request(
             method, url, headers=headers, params=params, json=json, data=data,
+            allow_redirects=False,  # a redirect would carry the key headers elsewhere
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             if response.status == 429:

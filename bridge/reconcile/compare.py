@@ -124,9 +124,7 @@ def compare_punches(bridge: Iterable[Punch], vendor: Iterable[Punch]) -> Compari
             result.match(key[0], ours.day)
     for key, theirs in sorted(held.items()):
         for punch in theirs:
-            result.findings.append(
-                Finding(Kind.EXTRA, key[0], punch.day, None, _punch_text(punch))
-            )
+            result.findings.append(Finding(Kind.EXTRA, key[0], punch.day, None, _punch_text(punch)))
     return result
 
 
@@ -222,7 +220,11 @@ def compare_entries(
             other = theirs.pop(0)
             result.findings.append(
                 Finding(
-                    Kind.DIFFERENT, ours.person, day, ours.describe(), other.describe(),
+                    Kind.DIFFERENT,
+                    ours.person,
+                    day,
+                    ours.describe(),
+                    other.describe(),
                     ours.delivery_ids,
                 )
             )

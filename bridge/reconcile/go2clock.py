@@ -62,9 +62,14 @@ async def read_punches(
     for chunk in window.chunks(CHUNK_DAYS):
         what = f"Go2Clock punches {chunk.first}..{chunk.last}"
         answer = await fetch_json(
-            session, "POST", f"{config.base_url}/api/punches_range/",
+            session,
+            "POST",
+            f"{config.base_url}/api/punches_range/",
             data={"start_date": chunk.first.isoformat(), "end_date": chunk.last.isoformat()},
-            headers={"APIKEY": key}, what=what, timeout=config.timeout_seconds, secrets=[key],
+            headers={"APIKEY": key},
+            what=what,
+            timeout=config.timeout_seconds,
+            secrets=[key],
         )
         first, last = chunk.first.isoformat(), chunk.last.isoformat()
         punches += [p for p in parse_download(answer, what=what) if first <= p.day <= last]

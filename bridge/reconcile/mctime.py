@@ -59,7 +59,9 @@ def entry_of(data: Mapping[str, Any]) -> Entry | None:
         if fr is not None and to is not None:
             breaks.append((fr, to))
     ref = data.get("id")
-    return Entry(str(user), start, end, tuple(sorted(breaks)), ref=None if ref is None else str(ref))
+    return Entry(
+        str(user), start, end, tuple(sorted(breaks)), ref=None if ref is None else str(ref)
+    )
 
 
 def parse_times(answer: Any, *, what: str) -> list[Entry]:
@@ -92,8 +94,13 @@ async def read_entries(
     for chunk in window.chunks(CHUNK_DAYS):
         what = f"McTime times {chunk.first}..{chunk.last}"
         answer = await fetch_json(
-            session, "GET", times_url(config.base_url, chunk), headers={"API_KEY": key},
-            what=what, timeout=config.timeout_seconds, secrets=[key],
+            session,
+            "GET",
+            times_url(config.base_url, chunk),
+            headers={"API_KEY": key},
+            what=what,
+            timeout=config.timeout_seconds,
+            secrets=[key],
         )
         for entry in parse_times(answer, what=what):
             if window.contains(entry.start):  # /times lists entries overlapping the range

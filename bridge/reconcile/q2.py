@@ -104,8 +104,13 @@ async def _pages(
         seen.add(next_record)
         what = f"Q2 time cards {chunk.first}..{chunk.last} from record {next_record}"
         answer = await fetch_json(
-            session, "POST", config.base_url, json={**body, "nextRecord": next_record},
-            what=what, timeout=config.timeout_seconds, secrets=[body["developerToken"]],
+            session,
+            "POST",
+            config.base_url,
+            json={**body, "nextRecord": next_record},
+            what=what,
+            timeout=config.timeout_seconds,
+            secrets=[body["developerToken"]],
         )
         page, next_record = parse_page(answer, what=what)
         cards += page

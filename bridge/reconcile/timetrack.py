@@ -10,7 +10,7 @@ as the fallback.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -106,9 +106,14 @@ async def _pages(
     for page in range(MAX_PAGES):
         what = f"TimeTrack attendances {chunk.first}..{chunk.last} page {page}"
         answer = await fetch_json(
-            session, "GET", f"{config.base_url}/api/v2/ext/attendances",
-            params={**params, "page_number": str(page)}, headers=headers, what=what,
-            timeout=config.timeout_seconds, secrets=list(headers.values()),
+            session,
+            "GET",
+            f"{config.base_url}/api/v2/ext/attendances",
+            params={**params, "page_number": str(page)},
+            headers=headers,
+            what=what,
+            timeout=config.timeout_seconds,
+            secrets=list(headers.values()),
         )
         rows = rows_of(answer, what=what)
         entries += [e for row in rows if (e := entry_of(row, config, site_tz)) is not None]

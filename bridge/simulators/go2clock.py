@@ -1,7 +1,11 @@
 """A fake Go2Clock cloud: an aiohttp.web app answering as the vendor's help articles say.
 
 Bodies are copied from the seeds go2clock-7-upload-punches.txt (PUT /api/punches/) and
-go2clock-6-download-punches.txt (POST /api/punches/, POST /api/punches_range/). Every answer
+go2clock-6-download-punches.txt (POST /api/punches/, POST /api/punches_range/), and the
+employee lists FACTS.md names: POST /api/users/ (userid, pwd, idcard, deptname) and POST
+/api/employees/ (fuller details; the fields beyond userid, idcard and deptname are made up
+here: name, email). Their answer shape is not shown anywhere; the fake uses the downloads'
+{"status": "success", "message": [...], "error": ""}. Every answer
 is HTTP 200 with the verdict in the JSON body, except the fault switches, which model what sits
 in front of the vendor (a 503 from a proxy, a 429, a slow or dropped connection).
 
@@ -62,7 +66,26 @@ class FakeGo2Clock:
         self.lose_answers = 0
         self.invalid_userids: set[str] = set()
         self.invalid_key_http_status = 200
+        self.users: list[dict[str, Any]] = []  # employees: userid, pwd, idcard, deptname, name, email
+        self.user_requests: list[str] = []  # the paths of the employee-list requests
+        self.users_fail_5xx = 0  # next N employee-list requests: 503
         self._changed = asyncio.Condition()
+
+    def add_user(
+        self, userid: int | str, idcard: str, name: str = "", **extra: Any
+    ) -> dict[str, Any]:
+        """An employee; `idcard` is the badge number."""
+        user = {
+            "userid": userid,
+            "pwd": "1234",  # the vendor lists the kiosk PIN: a client must never keep it
+            "idcard": idcard,
+            "deptname": extra.pop("deptname", "Staff"),
+            "name": name,
+            "email": extra.pop("email", ""),
+            **extra,
+        }
+        self.users.append(user)
+        return user
 
     def punches_by_key(self) -> Counter[tuple[str, str]]:
         """How often each (userid, checktime) is stored: every value is 1 when exactly-once."""
@@ -182,6 +205,34 @@ class FakeGo2Clock:
         return web.json_response({"status": "success", "message": rows, "error": ""})
 
 
+    # -- POST /api/users/ and /api/employees/ ---------------------------------------------------
+
+    async def list_users(self, request: web.Request) -> web.Response:
+        return await self._employees(request, ("userid", "pwd", "idcard", "deptname"))
+
+    async def list_employees(self, request: web.Request) -> web.Response:
+        return await self._employees(request, None)
+
+    async def _employees(
+        self, request: web.Request, columns: tuple[str, ...] | None
+    ) -> web.Response:
+        await request.read()
+        self.user_requests.append(request.path)
+        await self._notify()
+        if self.delay_seconds > 0:
+            await asyncio.sleep(self.delay_seconds)
+        if self.users_fail_5xx > 0:
+            self.users_fail_5xx -= 1
+            return web.Response(status=503, text="Service Unavailable")
+        if request.headers.get("APIKEY") != self.api_key:
+            return web.json_response(INVALID_KEY, status=self.invalid_key_http_status)
+        rows = [
+            {k: v for k, v in user.items() if columns is None or k in columns}
+            for user in self.users
+        ]
+        return web.json_response({"status": "success", "message": rows, "error": ""})
+
+
 def _parse_datetime(text: str) -> datetime | None:
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S")
@@ -249,6 +300,8 @@ def make_app(fake: FakeGo2Clock) -> web.Application:
     app.router.add_put("/api/punches/", fake.put_punch)
     app.router.add_post("/api/punches/", fake.download_day)
     app.router.add_post("/api/punches_range/", fake.download_range)
+    app.router.add_post("/api/users/", fake.list_users)
+    app.router.add_post("/api/employees/", fake.list_employees)
     return app
 
 

@@ -11,7 +11,9 @@ Assumptions where the docs show nothing (the sink's reader accepts these shapes)
 - GET /clock?page=N (pages from 1, 20 items each) lists running clocks, one item per clock:
   {"message": "Success", "data": {"userId", "from", "onBreak": bool, "breaks": [{"from","to"}],
   "timeType", "comment", "organizationId", "organizationName"}}.
-- GET /users?page=N (20 per page): {"data": {"id", "name"}} items.
+- GET /users?page=N (pages from 1, 20 per page): {"data": {"id", "name", ...}} items; users
+  added with add_user() carry their extra fields too (employeeNumber, email: made up, the docs
+  only say the list has filters).
 - GET /times?from=..&to=.. lists entries overlapping the range (offsets required, <= 366 days).
 - Every request, answered or not, counts toward the limit of 10 requests in any 1 s window;
   above it the answer is 429 "Too many requests" with Retry-After: 1.
@@ -108,6 +110,7 @@ class FakeMcTime:
         self.clocks: dict[str, dict[str, Any]] = {}  # userId -> running clock
         self.entries: list[dict[str, Any]] = []  # saved time entries
         self.users: dict[str, str] = {}  # userId -> name; users are also added on first clock
+        self.user_fields: dict[str, dict[str, Any]] = {}  # userId -> extra fields of the listing
         self.unknown_users: set[str] = set()  # POST /clock for these: 404 "User not found"
         self.requests: list[dict[str, Any]] = []  # method, path, query, body, time, answer
         # fault switches
@@ -141,6 +144,11 @@ class FakeMcTime:
             (bisect.bisect_left(times, start + 1.0) - i for i, start in enumerate(times)),
             default=0,
         )
+
+    def add_user(self, user_id: str, name: str, **fields: Any) -> None:
+        """A user the listing shows, with extra fields (employeeNumber=..., email=...)."""
+        self.users[user_id] = name
+        self.user_fields[user_id] = dict(fields)
 
     def clock_state(self, user: str) -> str:
         clock = self.clocks.get(user)
@@ -333,7 +341,10 @@ class FakeMcTime:
         if page is None:
             return error(400, "page must be a number from 1")
         users = sorted(self.users)[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-        items = [{"message": "Success", "data": {"id": u, "name": self.users[u]}} for u in users]
+        items = [
+            {"message": "Success", "data": {"id": u, "name": self.users[u], **self.user_fields.get(u, {})}}
+            for u in users
+        ]
         return reply(200, *items)
 
     async def get_times(self, request: web.Request) -> web.Response:

@@ -340,7 +340,8 @@ def make_app(fake: FakeTimeTrack) -> web.Application:
     app.router.add_get(f"{API}/attendances/{{id}}", fake.get)
     app.router.add_put(f"{API}/attendances/{{id}}", fake.update)
     app.router.add_delete(f"{API}/attendances/{{id}}", fake.delete)
-    app.router.add_get(f"{API}/users", fake.list_users)
+    for path in (f"{API}/users", f"{API}/users/"):
+        app.router.add_get(path, fake.list_users)  # users carry add_user()'s extra fields
     return app
 
 

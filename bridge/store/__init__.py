@@ -7,6 +7,7 @@ duplicate detection), queue (claim and settle deliveries), inspect (status views
 from bridge.store.admin import AdminMixin
 from bridge.store.inspect import InspectMixin
 from bridge.store.intake import IntakeMixin
+from bridge.store.people import PeopleMixin
 from bridge.store.queue import QueueMixin
 from bridge.store.reconcile import ReconcileMixin
 from bridge.store.records import (
@@ -21,7 +22,7 @@ from bridge.store.records import (
 )
 
 
-class Store(IntakeMixin, QueueMixin, InspectMixin, AdminMixin, ReconcileMixin):
+class Store(IntakeMixin, QueueMixin, InspectMixin, AdminMixin, ReconcileMixin, PeopleMixin):
     """The bridge's SQLite database; open it with `Store.open(path, site_tz=...)`."""
 
 

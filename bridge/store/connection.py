@@ -65,7 +65,7 @@ class StoreBase:
         except aiosqlite.DatabaseError as err:
             msg = f"{path} is not a usable SQLite database ({err}); it was left untouched"
             raise StoreError(msg) from None
-        verdict = [row[0] for row in rows]
+        verdict = [" ".join(str(row[0]).split()) for row in rows]  # one line per problem
         if verdict != ["ok"]:
             msg = f"{path} fails the integrity check ({'; '.join(verdict[:3])}); left untouched"
             raise StoreError(msg)

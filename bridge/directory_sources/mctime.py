@@ -1,0 +1,87 @@
+"""McTime users: GET {base_url}/users?page=N (20 per page; the first page number is
+configurable, the docs do not give it), header API_KEY. Items are {"message", "data": {...}};
+`data.id` is the person's McTime userId, joined to a person by employee number or e-mail."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+
+from bridge.directory_sources.http import request_json
+from bridge.directory_sources.records import NAME, Record, SourceError, clean_fields
+
+PAGE_SIZE = 20
+MAX_PAGES = 10_000
+PAGE_PAUSE_SECONDS = 0.15  # McTime allows 10 requests/s, shared with the sink
+
+
+class McTimeUsers:
+    name = "mctime"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: SecretStr,
+        timeout: float,
+        id_column: str,
+        join_on: str,
+        vendor_field: str,
+        first_page: int = 1,
+    ):
+        self._base_url = base_url
+        self._api_key = api_key
+        self._timeout = timeout
+        self._id_column = id_column
+        self._join_on = join_on
+        self._vendor_field = vendor_field
+        self._first_page = first_page
+
+    def secrets(self) -> list[str]:
+        return [self._api_key.get_secret_value()]
+
+    async def fetch(self, session: aiohttp.ClientSession) -> list[Record]:
+        records: list[Record] = []
+        previous: list[Any] | None = None
+        for page in range(self._first_page, self._first_page + MAX_PAGES):
+            users = await self._page(session, page)
+            if users and users == previous:
+                msg = "GET /users repeats a page: is `page` ignored?"
+                raise SourceError(msg)
+            records += [record for user in users if (record := self._record(user)) is not None]
+            if len(users) < PAGE_SIZE:
+                return records
+            previous = users
+            await asyncio.sleep(PAGE_PAUSE_SECONDS)
+        msg = f"more than {MAX_PAGES} pages of users"
+        raise SourceError(msg)
+
+    async def _page(self, session: aiohttp.ClientSession, page: int) -> list[Any]:
+        answer = await request_json(
+            session, "GET", f"{self._base_url}/users", timeout=self._timeout,
+            headers={"API_KEY": self._api_key.get_secret_value()}, params={"page": str(page)},
+        )
+        if not isinstance(answer, dict) or not isinstance(answer.get("items"), list):
+            msg = "GET /users: the answer has no items"
+            raise SourceError(msg)
+        if answer.get("valid") is False:
+            msg = "GET /users: the answer is not valid"
+            raise SourceError(msg)
+        return [item.get("data") for item in answer["items"] if isinstance(item, dict)]
+
+    def _record(self, user: object) -> Record | None:
+        if not isinstance(user, dict):
+            return None
+        fields = clean_fields(
+            {
+                self._id_column: user.get("id"),
+                self._join_on: user.get(self._vendor_field),
+                NAME: user.get("name"),
+            }
+        )
+        if self._id_column not in fields or self._join_on not in fields:
+            return None  # nothing to join it by
+        return Record(None, fields, join_on=self._join_on)

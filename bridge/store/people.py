@@ -1,0 +1,93 @@
+"""The people directory's cache: each source's last good list of records, and its sync state.
+
+A source's records are replaced whole in one transaction when a fetch succeeds; a failed fetch
+only notes the error, so the last good records stay in use. Records hold directory columns
+only (never a key or a token: the sources do not put them there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bridge.store.connection import StoreBase
+
+
+class PeopleMixin(StoreBase):
+    async def save_directory_source(
+        self, source: str, rows: Sequence[Mapping[str, Any]], *, now: float
+    ) -> bool:
+        """Replace the source's records; True when they differ from the cached ones."""
+        texts = [
+            (row.get("badge"), row.get("join_on"), json.dumps(row["fields"], sort_keys=True))
+            for row in rows
+        ]
+        digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+        async with self._transaction() as db:
+            found = await db.execute_fetchall(
+                "SELECT digest FROM directory_sources WHERE source = ?", (source,)
+            )
+            changed = not found or found[0][0] != digest
+            if changed:
+                await db.execute("DELETE FROM directory_records WHERE source = ?", (source,))
+                await db.executemany(
+                    "INSERT INTO directory_records (source, seq, badge, join_on, fields)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(source, n, *text) for n, text in enumerate(texts)],
+                )
+            await db.execute(
+                "INSERT INTO directory_sources (source, revision, records, digest, synced_at,"
+                " changed_at) VALUES (?, (SELECT COALESCE(MAX(revision), 0) + 1"
+                " FROM directory_sources), ?, ?, ?, ?)"
+                " ON CONFLICT (source) DO UPDATE SET synced_at = excluded.synced_at,"
+                " error = NULL, failed_at = NULL, records = excluded.records,"
+                " revision = CASE WHEN directory_sources.digest IS excluded.digest"
+                " THEN directory_sources.revision ELSE excluded.revision END,"
+                " changed_at = CASE WHEN directory_sources.digest IS excluded.digest"
+                " THEN directory_sources.changed_at ELSE excluded.changed_at END,"
+                " digest = excluded.digest",
+                (source, len(texts), digest, now, now),
+            )
+        return changed
+
+    async def directory_source_failed(self, source: str, error: str, *, now: float) -> None:
+        """Note a failed fetch; the source's cached records stay as they were."""
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO directory_sources (source, error, failed_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (source) DO UPDATE SET error = excluded.error,"
+                " failed_at = COALESCE(directory_sources.failed_at, excluded.failed_at)",
+                (source, error, now),
+            )
+
+    async def directory_revision(self) -> int:
+        rows = await self._db.execute_fetchall(
+            "SELECT COALESCE(MAX(revision), 0) FROM directory_sources"
+        )
+        return int(rows[0][0])
+
+    async def directory_records(self, sources: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The cached records of the given sources, in their order (badge, join_on, fields)."""
+        cached: dict[str, list[dict[str, Any]]] = {source: [] for source in sources}
+        if not sources:
+            return cached
+        rows = await self._db.execute_fetchall(
+            "SELECT source, badge, join_on, fields FROM directory_records"
+            f" WHERE source IN ({','.join('?' * len(sources))}) ORDER BY source, seq",
+            list(sources),
+        )
+        for row in rows:
+            cached[row["source"]].append(
+                {"badge": row["badge"], "join_on": row["join_on"], "fields": json.loads(row["fields"])}
+            )
+        return cached
+
+    async def directory_sync_state(self) -> list[dict[str, Any]]:
+        """Per source: records, synced_at, changed_at, error, failed_at (unix seconds)."""
+        rows = await self._db.execute_fetchall(
+            "SELECT source, records, synced_at, changed_at, error, failed_at"
+            " FROM directory_sources ORDER BY source"
+        )
+        return [dict(row) for row in rows]
