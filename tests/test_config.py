@@ -31,6 +31,7 @@ from bridge.config import (
     load_settings,
 )
 from bridge.events import Action
+from tests.strategies import EXAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Value-42"
@@ -325,7 +326,12 @@ def _plant_secrets(value: Any) -> Any:
     return value
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@settings(
+    max_examples=EXAMPLES,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    deadline=None,
+    database=None,
+)
 @given(data=_config.map(_plant_secrets))
 def test_any_mapping_loads_or_raises_config_error(tmp_path: Path, data: dict[Any, Any]) -> None:
     try:
