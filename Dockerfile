@@ -21,9 +21,9 @@ RUN pip install -c constraints.txt . \
 USER clockin
 VOLUME ["/var/lib/clockin-bridge"]
 
-# Healthy while the database opens and answers (the HTTP health endpoint comes with issue 4).
-HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
-    CMD ["clockin-bridge", "status", "--json"]
+# /healthz answers while the event loop is responsive (http.listen, default 127.0.0.1:9108).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4)"]
 
 ENTRYPOINT ["clockin-bridge"]
 CMD ["run"]

@@ -405,3 +405,108 @@ def max_in_any_window(times: list[float], window: float = 1.0) -> int:
     ordered = sorted(times)
     return max((bisect.bisect_left(ordered, t + window) - i for i, t in enumerate(ordered)),
                default=0)
+
+
+# -- backlogs built directly in SQLite -----------------------------------------------------------
+
+
+async def build_backlog_via_store(
+    directory: Path, count: int, *, people: int, sinks: dict[str, str], batch: int = 5000
+) -> float:
+    """Queue `count` events through the bridge's own Store.ingest (the production write path,
+    with duplicate checks and one delivery per sink), in transactions of `batch` events, without
+    MQTT. `sinks` maps sink name -> directory column. Returns the seconds it took."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from bridge.app import make_resolver
+    from bridge.directory import DirectoryFile
+    from bridge.events import PayloadFormat, parse_event
+    from bridge.store import Incoming, Store
+
+    write_directory(directory / "directory.csv", people)
+    resolve = make_resolver(sinks, DirectoryFile(directory / "directory.csv"))
+    utc = ZoneInfo("UTC")
+    base = datetime.now(UTC) - timedelta(seconds=count)
+    began = time.monotonic()
+    async with Store.open(directory / "bridge.db", site_tz=utc) as store:
+        for first in range(0, count, batch):
+            now = datetime.now(UTC)
+            items = []
+            for n in range(first, min(count, first + batch)):
+                topic = f"clockin/gate{n % 4}/events"
+                body = json.dumps({
+                    "id": f"bench-{n}", "badge": f"B{n % people:05d}",
+                    "action": "in" if (n // people) % 2 == 0 else "out",
+                    "time": (base + timedelta(seconds=n)).isoformat(),
+                }).encode()
+                event = parse_event(topic, body, PayloadFormat.CANONICAL,
+                                    pattern="clockin/+/events", site_tz=utc, received_at=now)
+                assert event is not None
+                items.append(Incoming(event, topic))
+            await store.ingest(items, resolve=resolve, received_at=now)
+    return time.monotonic() - began
+
+
+def build_backlog_bulk(directory: Path, count: int, *, people: int, sink: str = "go2clock",
+                       chunk: int = 50_000) -> float:
+    """Queue `count` events with plain sqlite3 executemany, row for row what Store.ingest writes
+    for a canonical event with an action (bridge/store/intake.py, schema from Store.open's
+    migrations), but without its per-event duplicate queries: 1,000,000 events take about a
+    minute instead of several. Returns the seconds it took."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from bridge.events import PayloadFormat, parse_event
+    from bridge.store import Store, utc_text
+
+    write_directory(directory / "directory.csv", people)
+    db_path = directory / "bridge.db"
+    utc = ZoneInfo("UTC")
+
+    async def migrate() -> None:
+        async with Store.open(db_path, site_tz=utc):
+            pass
+
+    asyncio.run(migrate())
+    base = datetime.now(UTC) - timedelta(seconds=count)
+    began = time.monotonic()
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        start_id = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+        for first in range(0, count, chunk):
+            received = datetime.now(UTC)
+            now = time.time()
+            events, deliveries = [], []
+            for n in range(first, min(count, first + chunk)):
+                topic = f"clockin/gate{n % 4}/events"
+                body = json.dumps({
+                    "id": f"bench-{n}", "badge": f"B{n % people:05d}",
+                    "action": "in" if (n // people) % 2 == 0 else "out",
+                    "time": (base + timedelta(seconds=n)).isoformat(),
+                }).encode()
+                e = parse_event(topic, body, PayloadFormat.CANONICAL, pattern="clockin/+/events",
+                                site_tz=utc, received_at=received)
+                assert e is not None and e.action is not None
+                when = utc_text(e.time)
+                event_id = start_id + n + 1
+                events.append((
+                    event_id, e.key, e.terminal, e.subject, e.badge, e.user, e.action.value,
+                    False, when, e.time.astimezone(utc).date().isoformat(), e.time_given,
+                    utc_text(received), "accepted", None, topic, e.job, e.lat, e.lon, e.note,
+                    e.source_id,
+                ))
+                deliveries.append((event_id, sink, str(10000 + n % people), when, "pending",
+                                   now, now))
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO events (id, key, terminal, subject, badge, user_id, action,"
+                " action_inferred, event_time, local_day, time_given, received_at, status,"
+                " duplicate_of, topic, job, lat, lon, note, source_id)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", events)
+            db.executemany(
+                "INSERT INTO deliveries (event_id, sink, person, event_time, state,"
+                " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)", deliveries)
+            db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return time.monotonic() - began

@@ -109,7 +109,8 @@ def _state_lines(state: list[dict[str, Any]]) -> list[str]:
     for row in state:
         if not row["enabled"]:
             continue
-        line = f"source {row['source']}: {row['records']} records, synced {row['synced_at'] or 'never'}"
+        synced = row["synced_at"] or "never"
+        line = f"source {row['source']}: {row['records']} records, synced {synced}"
         if row["error"]:
             line += f"; failing since {row['failed_at']}: {row['error']} (last synced people kept)"
         lines.append(line)
@@ -144,8 +145,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]
     footer = [*_state_lines(states), *(f"problem: {p}" for p in merged.directory.problems)]
     emit(
-        args, data, headers=("badge", "name", *columns, "from"), rows=rows,
-        empty="no people in the directory", footer=footer,
+        args,
+        data,
+        headers=("badge", "name", *columns, "from"),
+        rows=rows,
+        empty="no people in the directory",
+        footer=footer,
     )
     return EXIT_OK
 
@@ -195,16 +200,26 @@ def cmd_sync(args: argparse.Namespace) -> int:
     outcomes, merged = asyncio.run(run())
     data = {
         "sources": [
-            {"source": o.source, "ok": o.ok, "records": o.records, "changed": o.changed,
-             "error": o.error}
+            {
+                "source": o.source,
+                "ok": o.ok,
+                "records": o.records,
+                "changed": o.changed,
+                "error": o.error,
+            }
             for o in outcomes
         ],
         "people": len(merged.directory),
         "problems": list(merged.directory.problems),
     }
     rows = [
-        [o.source, "ok" if o.ok else "failed", o.records if o.ok else None,
-         ("yes" if o.changed else "no") if o.ok else None, o.error]
+        [
+            o.source,
+            "ok" if o.ok else "failed",
+            o.records if o.ok else None,
+            ("yes" if o.changed else "no") if o.ok else None,
+            o.error,
+        ]
         for o in outcomes
     ]
     footer = [
@@ -213,6 +228,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     ]
     if any(not o.ok for o in outcomes):
         footer.append("a failed source keeps its last synced people")
-    emit(args, data, headers=("source", "result", "records", "changed", "error"), rows=rows,
-         footer=footer)
+    emit(
+        args,
+        data,
+        headers=("source", "result", "records", "changed", "error"),
+        rows=rows,
+        footer=footer,
+    )
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_DONE

@@ -58,8 +58,13 @@ class Go2ClockUsers:
 
     async def _list(self, session: aiohttp.ClientSession, path: str) -> list[dict[str, Any]]:
         answer = await request_json(
-            session, "POST", f"{self._base_url}{path}", timeout=self._timeout,
-            headers={"APIKEY": self._api_key.get_secret_value()}, data={},
+            session,
+            "POST",
+            f"{self._base_url}{path}",
+            timeout=self._timeout,
+            headers={"APIKEY": self._api_key.get_secret_value()},
+            data={},
+            what=path,
         )
         if not isinstance(answer, dict):
             msg = f"{path}: the answer is not a JSON object"
@@ -79,5 +84,8 @@ class Go2ClockUsers:
 
 
 def _full_name(row: dict[str, Any]) -> str:
-    parts = (row.get("firstname") or row.get("first_name"), row.get("lastname") or row.get("last_name"))
+    parts = (
+        row.get("firstname") or row.get("first_name"),
+        row.get("lastname") or row.get("last_name"),
+    )
     return " ".join(str(part) for part in parts if part)

@@ -28,18 +28,32 @@ async def request_json(
     params: Mapping[str, str] | None = None,
     json: object = None,
     data: Mapping[str, str] | None = None,
+    what: str = "",
 ) -> Any:
-    """The answer's JSON; a 429 is waited out (Retry-After, capped) a few times."""
-    for _ in range(RATE_LIMIT_RETRIES):
-        status, retry_after, body = await _once(
-            session, method, url, timeout=timeout, headers=headers, params=params,
-            json=json, data=data,
-        )
-        if status != 429:
-            return body
-        await asyncio.sleep(retry_after)
-    msg = "HTTP 429: rate limited"
-    raise SourceError(msg)
+    """The answer's JSON; a 429 is waited out (Retry-After, capped) a few times. `what`
+    (e.g. the path) leads every error message."""
+    try:
+        for _ in range(RATE_LIMIT_RETRIES):
+            status, retry_after, body = await _once(
+                session,
+                method,
+                url,
+                timeout=timeout,
+                headers=headers,
+                params=params,
+                json=json,
+                data=data,
+            )
+            if status != 429:
+                return body
+            await asyncio.sleep(retry_after)
+        msg = "HTTP 429: rate limited"
+        raise SourceError(msg)
+    except SourceError as err:
+        if not what:
+            raise
+        msg = f"{what}: {err}"
+        raise SourceError(msg) from None
 
 
 async def _once(
@@ -55,7 +69,12 @@ async def _once(
 ) -> tuple[int, float, Any]:
     try:
         async with session.request(
-            method, url, headers=headers, params=params, json=json, data=data,
+            method,
+            url,
+            headers=headers,
+            params=params,
+            json=json,
+            data=data,
             allow_redirects=False,  # a redirect would carry the key headers elsewhere
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:

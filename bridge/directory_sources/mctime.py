@@ -61,8 +61,13 @@ class McTimeUsers:
 
     async def _page(self, session: aiohttp.ClientSession, page: int) -> list[Any]:
         answer = await request_json(
-            session, "GET", f"{self._base_url}/users", timeout=self._timeout,
-            headers={"API_KEY": self._api_key.get_secret_value()}, params={"page": str(page)},
+            session,
+            "GET",
+            f"{self._base_url}/users",
+            timeout=self._timeout,
+            headers={"API_KEY": self._api_key.get_secret_value()},
+            params={"page": str(page)},
+            what="GET /users",
         )
         if not isinstance(answer, dict) or not isinstance(answer.get("items"), list):
             msg = "GET /users: the answer has no items"

@@ -42,7 +42,9 @@ def merge(file: Directory | None, sources: Mapping[str, Sequence[Record]]) -> Me
     for source, records in sources.items():
         for record in records:
             if record.badge is not None:
-                _add(rows.setdefault(record.badge, {}), record.fields, source, clashes[record.badge])
+                _add(
+                    rows.setdefault(record.badge, {}), record.fields, source, clashes[record.badge]
+                )
     if file is not None:
         _apply_file(file, rows, clashes)
     unjoined = _join_accounts(rows, clashes, sources)
@@ -70,9 +72,7 @@ def merge(file: Directory | None, sources: Mapping[str, Sequence[Record]]) -> Me
     )
 
 
-def _add(
-    row: Row, fields: Mapping[str, str], source: str, clashes: list[tuple[str, str]]
-) -> None:
+def _add(row: Row, fields: Mapping[str, str], source: str, clashes: list[tuple[str, str]]) -> None:
     for column, value in fields.items():
         held = row.get(column)
         if held is None:
@@ -80,7 +80,9 @@ def _add(
         elif held[1] == FILE or column in DESCRIPTIVE:
             continue  # the operator's word stands; a name may be spelled two ways
         elif join_key(column, held[0]) != join_key(column, value):
-            clashes.append((column, f"{held[1]} says {column} {held[0]}, {source} says {value}"))
+            clashes.append(
+                (column, f"{held[1]} says {column} {held[0]}, {source} says {column} {value}")
+            )
 
 
 def _apply_file(

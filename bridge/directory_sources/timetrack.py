@@ -61,7 +61,13 @@ class TimeTrackUsers:
         }
         params = {"page_number": str(page), "limit": str(self._page_size)}
         answer = await request_json(
-            session, "GET", self._url, timeout=self._timeout, headers=headers, params=params
+            session,
+            "GET",
+            self._url,
+            timeout=self._timeout,
+            headers=headers,
+            params=params,
+            what="GET users",
         )
         if isinstance(answer, dict):
             answer = next((answer[k] for k in _ENVELOPES if isinstance(answer.get(k), list)), None)

@@ -66,7 +66,8 @@ class FakeGo2Clock:
         self.lose_answers = 0
         self.invalid_userids: set[str] = set()
         self.invalid_key_http_status = 200
-        self.users: list[dict[str, Any]] = []  # employees: userid, pwd, idcard, deptname, name, email
+        # employees: userid, pwd, idcard, deptname, name, email
+        self.users: list[dict[str, Any]] = []
         self.user_requests: list[str] = []  # the paths of the employee-list requests
         self.users_fail_5xx = 0  # next N employee-list requests: 503
         self._changed = asyncio.Condition()

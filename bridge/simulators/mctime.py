@@ -342,7 +342,10 @@ class FakeMcTime:
             return error(400, "page must be a number from 1")
         users = sorted(self.users)[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
         items = [
-            {"message": "Success", "data": {"id": u, "name": self.users[u], **self.user_fields.get(u, {})}}
+            {
+                "message": "Success",
+                "data": {"id": u, "name": self.users[u], **self.user_fields.get(u, {})},
+            }
             for u in users
         ]
         return reply(200, *items)

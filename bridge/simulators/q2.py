@@ -68,8 +68,7 @@ class FakeQ2:
         role: str = "Employee",
         **extra: Any,
     ) -> dict[str, Any]:
-        first, _, last = full_name.partition(" ")
-        now = datetime.now().strftime(TIME_FORMAT)  # noqa: DTZ005 - the vendor's server time
+        now = datetime.now().strftime(TIME_FORMAT)  # the vendor's server time, no zone
         user = {
             "userFullName": full_name,
             "userName": full_name.replace(" ", "").lower(),
@@ -138,7 +137,12 @@ class FakeQ2:
         params = {key: str(value) for key, value in request.query.items()}
         params.update(await _json_body(request))
         shown = {k: ("***" if k == "developerToken" else v) for k, v in params.items()}
-        entry: dict[str, Any] = {"cmd": params.get("cmd", ""), "params": shown, "answer": None}
+        entry: dict[str, Any] = {
+            "cmd": params.get("cmd", ""),
+            "params": shown,
+            "query": sorted(request.query),
+            "answer": None,
+        }
         self.requests.append(entry)
         await self._notify()
         if self.delay_seconds > 0:
@@ -178,7 +182,9 @@ class FakeQ2:
             return rows
         for field, stamp in (("createdDateTime", "created"), ("updatedDateTime", "updated")):
             low, high = params.get(f"{stamp}DateTimeFrom", ""), params.get(f"{stamp}DateTimeTo", "")
-            rows = [u for u in rows if (not low or u[field] >= low) and (not high or u[field] <= high)]
+            rows = [
+                u for u in rows if (not low or u[field] >= low) and (not high or u[field] <= high)
+            ]
         return rows
 
     def _cards(self, params: dict[str, str]) -> list[dict[str, Any]] | str:
@@ -231,7 +237,11 @@ async def _json_body(request: web.Request) -> dict[str, str]:
         data = json.loads(raw)
     except ValueError:
         return {}
-    return {str(k): "" if v is None else str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    return (
+        {str(k): "" if v is None else str(v) for k, v in data.items()}
+        if isinstance(data, dict)
+        else {}
+    )
 
 
 def make_app(fake: FakeQ2) -> web.Application:
@@ -243,7 +253,9 @@ def make_app(fake: FakeQ2) -> web.Application:
 
 
 @asynccontextmanager
-async def running_fake_q2(fake: FakeQ2, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def running_fake_q2(
+    fake: FakeQ2, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
     """Serve the fake on host:port (0: a free port) and yield its API URL (…/Jun-Inside-VPC)."""
     runner = web.AppRunner(make_app(fake), access_log=None, shutdown_timeout=0.5)
     await runner.setup()

@@ -80,7 +80,11 @@ class PeopleMixin(StoreBase):
         )
         for row in rows:
             cached[row["source"]].append(
-                {"badge": row["badge"], "join_on": row["join_on"], "fields": json.loads(row["fields"])}
+                {
+                    "badge": row["badge"],
+                    "join_on": row["join_on"],
+                    "fields": json.loads(row["fields"]),
+                }
             )
         return cached
 

@@ -1,0 +1,125 @@
+"""Benchmark 3: backlog drain.
+
+Part A: N events (default 100,000) for 2,000 people are queued directly in SQLite through the
+bridge's own Store.ingest (no MQTT: only the drain is measured), then the bridge starts with
+Go2Clock concurrency 16 against the fake Go2Clock answering after 20 ms. Drain rate = events /
+(last request - first request), against the ideal concurrency / latency = 800/s.
+
+Part B: McTime with rate_per_second 10 against its fake (which answers 429 above 10 requests in
+any 1 s window): M events (default 600) for 20 people, alternating in/out. Every request counts
+(a first punch of a person may also GET the clock); the figure is requests/s over the run and
+the most requests in any 1 s window, against the limit 10.
+
+    PYTHONPATH=. python bench/drain.py [--quick] [--count N] [--mctime-count M] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from bench import common
+from bridge.simulators.mctime import FakeMcTime, running_fake_mctime
+
+LATENCY = 0.020
+CONCURRENCY = 16
+IDEAL = CONCURRENCY / LATENCY
+
+
+async def go2clock_part(args: argparse.Namespace) -> None:
+    work = common.workdir("drain")
+    n = args.count
+    built = await common.build_backlog_via_store(work, n, people=2000,
+                                                 sinks={"go2clock": "userid"})
+    print(f"  A: {n} events for 2000 people queued through Store.ingest in {built:.1f} s")
+    with common.broker(work) as broker:
+        async with common.fake_go2clock(delay=args.latency) as (fake, url):
+            config, http_port = common.write_config(
+                work, broker_port=broker.port, people=2000, go2clock_url=url,
+                concurrency=CONCURRENCY,
+            )
+            profile = work / "drain.pyspy.txt" if args.profile else None
+            with common.running_bridge(config, http_port, profile=profile) as bridge:
+                began = time.monotonic()
+                while fake.created_count < n and time.monotonic() - began < 1200:
+                    await asyncio.sleep(0.1)
+                    if bridge.process and bridge.process.poll() is not None:
+                        raise SystemExit(f"bridge exited: {bridge.tail()}")
+                rss = bridge.rss_mib()
+    times = [r["received_at"] for r in fake.requests]
+    span = max(times) - min(times)
+    rate = (len(times) - 1) / span
+    ideal = CONCURRENCY / args.latency
+    doubles = sum(1 for c in fake.punches_by_key().values() if c > 1)
+    print(f"  A: {fake.created_count} punches created, {len(times)} requests, "
+          f"{fake.duplicate_answers} duplicate answers, {doubles} stored twice; drained in "
+          f"{span:.1f} s = {rate:.0f}/s; ideal {CONCURRENCY}/{args.latency * 1000:g} ms = "
+          f"{ideal:.0f}/s; ratio {rate / ideal:.1%} (target >= 90%: "
+          f"{'met' if rate / ideal >= 0.9 else 'NOT met'}); peak RSS {rss[1]:.0f} MiB")
+    if profile is not None:
+        print(f"  py-spy profile: {profile}")
+    common.result("drain", events=n, created=fake.created_count, seconds=round(span, 1),
+                  rate=round(rate), ideal=round(ideal), ratio=round(rate / ideal, 3),
+                  peak_rss_mib=round(rss[1], 1))
+
+
+async def mctime_part(args: argparse.Namespace) -> None:
+    work = common.workdir("drain-mctime")
+    m = args.mctime_count
+    people = 20
+    built = await common.build_backlog_via_store(work, m, people=people,
+                                                 sinks={"mctime": "mctime_user_id"})
+    print(f"  B: {m} events for {people} people queued through Store.ingest in {built:.1f} s")
+    fake = FakeMcTime(api_key=common.MCTIME_KEY)
+    with common.broker(work) as broker:
+        async with running_fake_mctime(fake) as url:
+            config, http_port = common.write_config(
+                work, broker_port=broker.port, people=people, mctime_url=url, concurrency=4,
+            )
+            with common.running_bridge(config, http_port):
+                began = time.monotonic()
+                while time.monotonic() - began < 600:
+                    await asyncio.sleep(0.2)
+                    if len(fake.posts()) >= m:
+                        break
+    times = sorted(r["time"] for r in fake.requests)
+    span = times[-1] - times[0]
+    rate = (len(times) - 1) / span
+    worst = fake.max_requests_in_any_second()
+    refused = sum(1 for r in fake.requests if r.get("answer") == 429)
+    print(f"  B: {len(fake.posts())} POSTs + {len(fake.gets())} GETs = {len(times)} requests in "
+          f"{span:.1f} s = {rate:.2f} requests/s (limit 10: ratio {rate / 10:.1%}); most in any "
+          f"1 s window {worst}; 429 answers {refused}; target never above 10 and within 5%: "
+          f"{'met' if worst <= 10 and rate >= 9.5 else 'NOT met'}")
+    common.result("drain_mctime", events=m, requests=len(times), seconds=round(span, 1),
+                  rate=round(rate, 2), limit=10, ratio=round(rate / 10, 3),
+                  max_in_any_second=worst, answers_429=refused)
+
+
+async def run(args: argparse.Namespace) -> None:
+    common.header("drain: backlog drain rate against concurrency / latency, and McTime's limit")
+    if not args.skip_go2clock:
+        await go2clock_part(args)
+    if not args.skip_mctime:
+        await mctime_part(args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5,000 and 100 events")
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--mctime-count", type=int, default=600)
+    parser.add_argument("--latency", type=float, default=LATENCY, help="fake's delay, seconds")
+    parser.add_argument("--skip-go2clock", action="store_true")
+    parser.add_argument("--skip-mctime", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="run the bridge under py-spy")
+    args = parser.parse_args()
+    if args.quick:
+        args.count, args.mctime_count = min(args.count, 5000), min(args.mctime_count, 100)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
