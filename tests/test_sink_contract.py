@@ -30,16 +30,6 @@ TIMEOUT = 5.0
 SHORT_TIMEOUT = 0.3  # the sink gives up on a slow answer...
 SLOW_ANSWER = 1.0  # ...that the vendor still works on
 
-# Known departures from the contract, strict so the test says when one is fixed.
-CANCELLED_IN_FLIGHT_BUGS = {
-    "timetrack": (
-        "TimeTrackSink searches before creating only when the saved state says 'unverified', "
-        "which is saved only when send() returns; a cancelled or killed send is re-sent with "
-        "the old state and job.attempt > 1 is ignored, so the attendance is created twice"
-    ),
-}
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Vendor:
     """A running fake and how to reach it."""
@@ -280,12 +270,8 @@ async def test_lost_answer_is_resolved_without_a_double_booking(
 
 
 async def test_send_cancelled_in_flight_is_resent_without_a_double_booking(
-    vendor: Vendor, store: Store, request: pytest.FixtureRequest
+    vendor: Vendor, store: Store
 ) -> None:
-    if vendor.adapter.name in CANCELLED_IN_FLIGHT_BUGS:
-        request.applymarker(
-            pytest.mark.xfail(reason=CANCELLED_IN_FLIGHT_BUGS[vendor.adapter.name], strict=True)
-        )
     await cancelled_in_flight(vendor, store, vendor.adapter.person(1))
 
 

@@ -73,13 +73,16 @@ class McTimeSink:
     async def _send(self, job: Job) -> Result:
         saved = read_state(job.state)
         base, verified = saved.clock, False
-        if saved.unverified is not None:
+        # An earlier attempt of this very delivery may have reached McTime although its answer
+        # was never saved (lost, or the bridge was killed or stopped while waiting for it).
+        marked = saved.delivery in (None, job.delivery_id) and saved.unverified is job.action
+        may_be_applied = marked or job.attempt > 1
+        if saved.unverified is not None or may_be_applied:
             # The last send for this person may or may not have been applied: look first.
             server = await self.server_clock(job.person)
             if isinstance(server, Result):
                 return server  # state None: the marker stays for the next attempt
-            same = saved.delivery in (None, job.delivery_id) and saved.unverified is job.action
-            if same and server is TARGET[job.action]:
+            if may_be_applied and server is TARGET[job.action]:
                 detail = f"McTime already shows {job.action.value} (the earlier answer was lost)"
                 return Result.duplicate(detail, state=clock_state(server))
             base, verified = server, True

@@ -94,7 +94,9 @@ class TimeTrackSink:
             return Result.held(f"saved TimeTrack state unreadable ({err}); reset it to {{}}")
         if closed is not None:
             # an operator closed the shift (complete_shift): record it before this job
-            flushed = await self._record(closed, state, after={}, done="closed shift recorded")
+            flushed = await self._record(
+                closed, state, after={}, done="closed shift recorded", attempt=job.attempt
+            )
             if flushed.outcome is Outcome.PERMANENT_FAILURE:
                 return Result.held(
                     short(f"the operator-closed shift was refused: {flushed.detail}")
@@ -126,7 +128,9 @@ class TimeTrackSink:
         if plan.attendance is None:  # a Plan holds a result, an attendance, or a search
             msg = f"empty plan for delivery {job.delivery_id}"
             raise RuntimeError(msg)
-        return await self._record(plan.attendance, state, after=plan.after, done=plan.done)
+        return await self._record(
+            plan.attendance, state, after=plan.after, done=plan.done, attempt=job.attempt
+        )
 
     # -- create, searching first when an earlier create may have landed ------------------------
 
@@ -137,9 +141,12 @@ class TimeTrackSink:
         *,
         after: dict[str, Any],
         done: str,
+        attempt: int,
     ) -> Result:
         _, unverified = read_state(state)
-        if unverified:
+        # attempt > 1: an earlier attempt may have created it although its answer was never
+        # saved (the bridge was killed or stopped while waiting): search before creating.
+        if unverified or attempt > 1:
             found = await self._search(
                 attendance.username,
                 attendance.start,
