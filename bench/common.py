@@ -411,7 +411,8 @@ def max_in_any_window(times: list[float], window: float = 1.0) -> int:
 
 
 async def build_backlog_via_store(
-    directory: Path, count: int, *, people: int, sinks: dict[str, str], batch: int = 5000
+    directory: Path, count: int, *, people: int, sinks: dict[str, str], batch: int = 5000,
+    spacing: float = 1.0,
 ) -> float:
     """Queue `count` events through the bridge's own Store.ingest (the production write path,
     with duplicate checks and one delivery per sink), in transactions of `batch` events, without
@@ -427,7 +428,7 @@ async def build_backlog_via_store(
     write_directory(directory / "directory.csv", people)
     resolve = make_resolver(sinks, DirectoryFile(directory / "directory.csv"))
     utc = ZoneInfo("UTC")
-    base = datetime.now(UTC) - timedelta(seconds=count)
+    base = datetime.now(UTC) - timedelta(seconds=count * spacing)
     began = time.monotonic()
     async with Store.open(directory / "bridge.db", site_tz=utc) as store:
         for first in range(0, count, batch):
@@ -438,7 +439,7 @@ async def build_backlog_via_store(
                 body = json.dumps({
                     "id": f"bench-{n}", "badge": f"B{n % people:05d}",
                     "action": "in" if (n // people) % 2 == 0 else "out",
-                    "time": (base + timedelta(seconds=n)).isoformat(),
+                    "time": (base + timedelta(seconds=n * spacing)).isoformat(),
                 }).encode()
                 event = parse_event(topic, body, PayloadFormat.CANONICAL,
                                     pattern="clockin/+/events", site_tz=utc, received_at=now)

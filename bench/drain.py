@@ -69,7 +69,9 @@ async def mctime_part(args: argparse.Namespace) -> None:
     m = args.mctime_count
     people = 20
     built = await common.build_backlog_via_store(work, m, people=people,
-                                                 sinks={"mctime": "mctime_user_id"})
+                                                 sinks={"mctime": "mctime_user_id"},
+                                                 spacing=5.0)
+    # 5 s apart: a person's same action repeats after 200 s, outside the double-swipe window
     print(f"  B: {m} events for {people} people queued through Store.ingest in {built:.1f} s")
     fake = FakeMcTime(api_key=common.MCTIME_KEY)
     with common.broker(work) as broker:
@@ -79,9 +81,11 @@ async def mctime_part(args: argparse.Namespace) -> None:
             )
             with common.running_bridge(config, http_port):
                 began = time.monotonic()
-                while time.monotonic() - began < 600:
-                    await asyncio.sleep(0.2)
-                    if len(fake.posts()) >= m:
+                open_sql = ("SELECT count(*) FROM deliveries"
+                            " WHERE state IN ('pending', 'inflight')")
+                while time.monotonic() - began < m / 5 + 120:
+                    await asyncio.sleep(0.5)
+                    if common.db_count(work / "bridge.db", open_sql) == 0:
                         break
     times = sorted(r["time"] for r in fake.requests)
     span = times[-1] - times[0]

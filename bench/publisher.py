@@ -69,6 +69,11 @@ def main() -> None:
         base = datetime.now(UTC) - timedelta(seconds=args.count)
     began = time.monotonic()
     for i in range(args.count):
+        # MQTT message ids are 16 bits: with more than 65,535 unacknowledged publications paho
+        # reuses ids still in use and loses their acknowledgements (the same limit that makes
+        # `mosquitto_pub -l` stop), so keep at most 30,000 outstanding.
+        while i - acked > 30_000:
+            time.sleep(0.005)
         if args.rate > 0:
             due = began + i / args.rate
             if (wait := due - time.monotonic()) > 0:

@@ -18,6 +18,7 @@ from bridge.directory_sources import LiveDirectory, Outcome, Source, build_sourc
 from bridge.directory_sources import sync as sync_directory
 from bridge.dispatch import Dispatcher
 from bridge.logs import register_secret, set_level
+from bridge.reconcile.daily import run_daily
 from bridge.events import ClockEvent
 from bridge.ingest import Ingest
 from bridge.metrics import Metrics
@@ -110,9 +111,6 @@ class Bridge:
         settings = self.settings
         directory = DirectoryFile(settings.directory.path) if settings.directory.path else None
         sources = build_sources(settings)  # ConfigError: an enabled source lacks credentials
-        for source in sources:
-            for secret in source.secrets():
-                register_secret(secret)
         async with contextlib.AsyncExitStack() as stack:
             self.store = store = await stack.enter_async_context(
                 Store.open(
@@ -204,6 +202,14 @@ class Bridge:
                     background.append(
                         tg.create_task(systemd.watchdog_pings(interval), name="watchdog")
                     )
+                if self.settings.reconcile.daily_at is not None:
+                    assert self.store is not None and self._session is not None
+                    background.append(tg.create_task(
+                        run_daily(settings=self.settings, store=self.store,
+                                  session=self._session, stop=self._stop,
+                                  registry=self.metrics.registry),
+                        name="reconcile.daily",
+                    ))
                 await self._stop.wait()
                 log.info("bridge.stopping")
                 systemd.notify("STOPPING=1")

@@ -542,7 +542,8 @@ class Settings(BaseSettings):
         for section in (self.sinks.go2clock, self.sinks.mctime, self.sinks.timetrack):
             found += [getattr(section, name) for name in section._secret_fields]
         found.append(self.reconcile.q2.developer_token)
-        return [secret.get_secret_value() for secret in found if secret is not None]
+        values = [secret.get_secret_value() for secret in found if secret is not None]
+        return values + self.directory.secret_values()
 
     @property
     def go2clock_tz(self) -> ZoneInfo:

@@ -36,8 +36,8 @@ def _assert_exactly_once(fake: FakeGo2Clock, count: int) -> None:
 
 async def test_go2clock_down_then_up(broker: Mosquitto, tmp_path: Path):
     fake = FakeGo2Clock(api_key=API_KEY)
-    fake.fail_5xx = 40
-    fake.unexpected_errors = 10
+    fake.fail_5xx = 12
+    fake.unexpected_errors = 5
     async with running_fake_go2clock(fake) as url:
         settings = settings_from(write_config(tmp_path, broker_port=broker.port, go2clock_url=url))
         async with running_bridge(settings):
@@ -45,7 +45,7 @@ async def test_go2clock_down_then_up(broker: Mosquitto, tmp_path: Path):
             await fake.wait_for_records(50, timeout=30)
     _assert_exactly_once(fake, 50)
     answers = [request["answer"] for request in fake.requests]
-    assert answers.count("http_503") == 40
+    assert answers.count("http_503") == 12
 
 
 async def test_lost_answers_are_resent_and_recognised_as_duplicates(
@@ -159,7 +159,9 @@ async def test_broker_restart_mid_stream(broker: Mosquitto, tmp_path: Path):
         settings = settings_from(write_config(tmp_path, broker_port=broker.port, go2clock_url=url))
         async with running_bridge(settings):
             await publish(broker.port, [(TOPIC, canonical(n)) for n in range(100)])
-            await asyncio.to_thread(broker.restart, kill=True)
+            # A clean restart here (the broker saves its store on the way down); SIGKILLs of
+            # the broker are in tests/faults/test_kill_broker.py.
+            await asyncio.to_thread(broker.restart)
             await publish(broker.port, [(TOPIC, canonical(n)) for n in range(100, 200)])
             await fake.wait_for_records(200, timeout=30)
     _assert_exactly_once(fake, 200)
