@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import aiohttp
 import structlog
@@ -17,11 +17,11 @@ from bridge.directory import DirectoryError, DirectoryFile, Person
 from bridge.directory_sources import LiveDirectory, Outcome, Source, build_sources
 from bridge.directory_sources import sync as sync_directory
 from bridge.dispatch import Dispatcher
-from bridge.logs import register_secret, set_level
-from bridge.reconcile.daily import run_daily
 from bridge.events import ClockEvent
 from bridge.ingest import Ingest
+from bridge.logs import register_secret, set_level
 from bridge.metrics import Metrics
+from bridge.reconcile.daily import run_daily
 from bridge.sinks.base import Job, Sink
 from bridge.sinks.go2clock import Go2ClockSink
 from bridge.sinks.mctime import McTimeSink
@@ -203,13 +203,20 @@ class Bridge:
                         tg.create_task(systemd.watchdog_pings(interval), name="watchdog")
                     )
                 if self.settings.reconcile.daily_at is not None:
-                    assert self.store is not None and self._session is not None
-                    background.append(tg.create_task(
-                        run_daily(settings=self.settings, store=self.store,
-                                  session=self._session, stop=self._stop,
-                                  registry=self.metrics.registry),
-                        name="reconcile.daily",
-                    ))
+                    assert self.store is not None
+                    assert self._session is not None
+                    background.append(
+                        tg.create_task(
+                            run_daily(
+                                settings=self.settings,
+                                store=self.store,
+                                session=self._session,
+                                stop=self._stop,
+                                registry=self.metrics.registry,
+                            ),
+                            name="reconcile.daily",
+                        )
+                    )
                 await self._stop.wait()
                 log.info("bridge.stopping")
                 systemd.notify("STOPPING=1")
@@ -261,8 +268,12 @@ class Bridge:
         if state in ("delivered", "dead", "held"):
             self.ingest.feedback.send(
                 job.terminal,
-                {"id": job.source_id, "status": state, "sink": job.sink,
-                 "action": job.action.value},
+                {
+                    "id": job.source_id,
+                    "status": state,
+                    "sink": job.sink,
+                    "action": job.action.value,
+                },
             )
 
     async def _on_stored(self, results: Sequence[Stored]) -> None:
@@ -350,7 +361,9 @@ class Bridge:
             if not outcome.ok:
                 if outcome.source not in self._directory_failing:
                     log.warning(
-                        "directory.source_failed", source=outcome.source, error=outcome.error,
+                        "directory.source_failed",
+                        source=outcome.source,
+                        error=outcome.error,
                         kept="last synced people",
                     )
                 self._directory_failing[outcome.source] = outcome.error or ""

@@ -39,7 +39,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.app import Bridge  # imported here so `status` stays light
 
     settings = load_settings(args.config)
-    configure_logging(level=settings.log.level, fmt=settings.log.format, secrets=settings.secret_values())
+    configure_logging(
+        level=settings.log.level, fmt=settings.log.format, secrets=settings.secret_values()
+    )
     try:
         asyncio.run(Bridge(settings, config_path=args.config).run())
     except DirectoryError as err:
@@ -70,8 +72,7 @@ def _print_status_table(status: dict[str, object]) -> None:
     sinks = status["sinks"]
     assert isinstance(sinks, dict)
     rows = [
-        [name, *(entry["states"].get(s, 0) for s in states),
-         _age(entry["oldest_pending_seconds"])]
+        [name, *(entry["states"].get(s, 0) for s in states), _age(entry["oldest_pending_seconds"])]
         for name, entry in sorted(sinks.items())
     ]
     print(format_table(["sink", *states, "oldest"], rows))

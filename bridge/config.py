@@ -242,8 +242,10 @@ class DirectorySources(_Section):
 
     def enabled(self) -> dict[str, _DirectorySource]:
         sections: dict[str, _DirectorySource] = {
-            "go2clock": self.go2clock, "q2": self.q2,
-            "mctime": self.mctime, "timetrack": self.timetrack,
+            "go2clock": self.go2clock,
+            "q2": self.q2,
+            "mctime": self.mctime,
+            "timetrack": self.timetrack,
         }
         return {name: section for name, section in sections.items() if section.enabled}
 
@@ -256,9 +258,7 @@ class DirectoryConfig(_Section):
 
     def secret_values(self) -> list[str]:
         """The sources' own secrets (the sinks' are in Settings.secret_values)."""
-        return [
-            secret for source in self.sources.enabled().values() for secret in source.secrets()
-        ]
+        return [secret for source in self.sources.enabled().values() for secret in source.secrets()]
 
 
 class DedupeConfig(_Section):
@@ -442,8 +442,13 @@ class ReconcileConfig(_Section):
         if value is None:
             return None
         hours, _, minutes = value.partition(":")
-        if not (len(hours) == len(minutes) == 2 and hours.isdigit() and minutes.isdigit()
-                and int(hours) < 24 and int(minutes) < 60):
+        if not (
+            len(hours) == len(minutes) == 2
+            and hours.isdigit()
+            and minutes.isdigit()
+            and int(hours) < 24
+            and int(minutes) < 60
+        ):
             msg = "must be HH:MM (24-hour, site-local), e.g. 06:30, or null"
             raise ValueError(msg)
         return value

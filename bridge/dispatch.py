@@ -32,6 +32,7 @@ SettledCallback = Callable[[Job, str], None]
 class RateLimited(Protocol):
     limiter: object
 
+
 STORE_RETRY_SECONDS = 2.0
 CLOCK_SLACK_SECONDS = 60.0
 RECHECK_SECONDS = 5.0
@@ -41,7 +42,7 @@ SETTLE_ATTEMPTS = 30
 def backoff_seconds(attempt: int, *, initial: float, maximum: float) -> float:
     """Exponential backoff with jitter: half to all of initial * 2^(attempt-1), capped."""
     ceiling = min(maximum, initial * 2 ** min(attempt - 1, 30))
-    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+    return random.uniform(ceiling / 2, ceiling)
 
 
 class Dispatcher:
@@ -112,9 +113,7 @@ class Dispatcher:
                     if jobs:
                         log.debug("delivery.claimed", sink=self.sink.name, count=len(jobs))
                     for job in jobs:
-                        task = sends.create_task(
-                            self._deliver(job), name=f"send[{self.sink.name}]"
-                        )
+                        task = sends.create_task(self._deliver(job), name=f"send[{self.sink.name}]")
                         self._in_flight.add(task)
                         task.add_done_callback(self._on_send_done)
                 pause = await self._sleep_seconds()
@@ -233,5 +232,3 @@ class Dispatcher:
         else:
             self.counts["dead"] += 1
             log.error("delivery.dead", error=result.detail)
-
-

@@ -22,7 +22,8 @@ MASK = "***"
 # Key names whose values are never logged: password, passwd, secret, token, api_key, apikey,
 # authorization, api/private/session/access/signing keys; not event_key, which names an event.
 _SECRET_KEY = re.compile(
-    r"passw(or)?d|secret|token|authorization|(api|private|session|access|signing)_?key", re.IGNORECASE
+    r"passw(or)?d|secret|token|authorization|(api|private|session|access|signing)_?key",
+    re.IGNORECASE,
 )
 
 _secrets: set[str] = set()

@@ -26,7 +26,9 @@ class Metrics:
             registry=registry,
         )
         self.queue_depth = Gauge(
-            "clockin_queue_depth", "Deliveries by sink and state", ["sink", "state"],
+            "clockin_queue_depth",
+            "Deliveries by sink and state",
+            ["sink", "state"],
             registry=registry,
         )
         self.oldest_pending = Gauge(
@@ -46,7 +48,9 @@ class Metrics:
             "clockin_mqtt_connected", "1 while the broker connection is up", registry=registry
         )
         self.sink_paused = Gauge(
-            "clockin_sink_paused", "1 while a sink is paused (credentials refused)", ["sink"],
+            "clockin_sink_paused",
+            "1 while a sink is paused (credentials refused)",
+            ["sink"],
             registry=registry,
         )
         self.clock_skew = Counter(

@@ -32,9 +32,9 @@ MIGRATIONS: tuple[str, ...] = (
         id              INTEGER PRIMARY KEY,
         event_id        INTEGER NOT NULL REFERENCES events(id),
         sink            TEXT NOT NULL,
-        person          TEXT,                      -- the person's id at this sink, NULL while unmapped
+        person          TEXT,                      -- id at this sink; NULL: unmapped
         event_time      TEXT NOT NULL,             -- copied from the event: the order key
-        state           TEXT NOT NULL,             -- unmapped | pending | inflight | delivered | dead
+        state           TEXT NOT NULL,             -- unmapped|pending|inflight|held|delivered|dead
         outcome         TEXT,                      -- delivered | duplicate, once settled
         attempts        INTEGER NOT NULL DEFAULT 0,
         next_attempt_at REAL NOT NULL,             -- unix seconds

@@ -98,7 +98,8 @@ class SinkHealth:
             log.warning("sink.resumed", sink=self._sink)
         if self.outage_since is not None:
             log.warning(
-                "sink.outage_ended", sink=self._sink,
+                "sink.outage_ended",
+                sink=self._sink,
                 lasted_seconds=round(time.time() - self.outage_since, 1),
                 failed_attempts=self._retries,
             )
@@ -117,10 +118,12 @@ class SinkHealth:
             states = entry.get("states", {})
             oldest = entry.get("oldest_pending_seconds")
             log.warning(
-                "sink.outage_summary", sink=self._sink,
+                "sink.outage_summary",
+                sink=self._sink,
                 backlog=states.get("pending", 0) + states.get("inflight", 0),
                 oldest_seconds=None if oldest is None else round(oldest),
-                failed_attempts=self._retries, last_error=self._last_error,
+                failed_attempts=self._retries,
+                last_error=self._last_error,
                 outage_seconds=round(time.time() - self.outage_since),
             )
             self._next_summary = now + self._summary_seconds

@@ -35,7 +35,9 @@ class ClockSkewWatch:
             if terminal not in self._skewed_terminals:
                 self._skewed_terminals.add(terminal)
                 log.warning(
-                    "terminal.clock_skew", terminal=terminal, skew_seconds=round(skew, 1),
+                    "terminal.clock_skew",
+                    terminal=terminal,
+                    skew_seconds=round(skew, 1),
                     limit_seconds=self._max,
                 )
             return True

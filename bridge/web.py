@@ -38,8 +38,11 @@ def readiness_problems(bridge: Bridge) -> list[dict[str, object]]:
     for name, dispatcher in bridge.dispatchers.items():
         if dispatcher.paused_since is not None:
             problems.append(
-                {"check": f"sink:{name}", "since": _iso(dispatcher.paused_since),
-                 "detail": "paused: credentials refused"}
+                {
+                    "check": f"sink:{name}",
+                    "since": _iso(dispatcher.paused_since),
+                    "detail": "paused: credentials refused",
+                }
             )
     return problems
 
@@ -103,14 +106,22 @@ def render_status_page(
         entry = sinks.get(name, {"states": {}, "oldest_pending_seconds": None})
         states = entry["states"]
         age = entry["oldest_pending_seconds"]
-        sink_rows.append([
-            name, "paused" if dispatcher.paused_since else "running",
-            states.get("pending", 0) + states.get("inflight", 0), states.get("unmapped", 0),
-            states.get("held", 0), states.get("dead", 0), states.get("delivered", 0),
-            "-" if age is None else f"{age:.0f} s",
-        ])
-    ready = "ready" if not problems else "NOT READY: " + "; ".join(
-        f"{p['check']} ({p['detail']})" for p in problems
+        sink_rows.append(
+            [
+                name,
+                "paused" if dispatcher.paused_since else "running",
+                states.get("pending", 0) + states.get("inflight", 0),
+                states.get("unmapped", 0),
+                states.get("held", 0),
+                states.get("dead", 0),
+                states.get("delivered", 0),
+                "-" if age is None else f"{age:.0f} s",
+            ]
+        )
+    ready = (
+        "ready"
+        if not problems
+        else "NOT READY: " + "; ".join(f"{p['check']} ({p['detail']})" for p in problems)
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clockin-bridge</title>
@@ -120,17 +131,33 @@ tr:nth-child(even){{background:#f4f4f4}}</style></head>
 <body><h1>clockin-bridge</h1>
 <p id="readiness">{html.escape(ready)}</p>
 <h2>Sinks</h2>
-{_table(["sink", "state", "queued", "unmapped", "held", "dead", "delivered", "oldest pending"],
-        sink_rows, "sinks")}
+{
+        _table(
+            ["sink", "state", "queued", "unmapped", "held", "dead", "delivered", "oldest pending"],
+            sink_rows,
+            "sinks",
+        )
+    }
 <p>Rejected payloads: <span id="rejected">{status["rejected"]}</span></p>
 <h2>Last errors</h2>
-{_table(["sink", "state", "attempts", "error", "event"],
-        [[e["sink"], e["state"], e["attempts"], e["last_error"], e["key"]] for e in errors],
-        "errors")}
+{
+        _table(
+            ["sink", "state", "attempts", "error", "event"],
+            [[e["sink"], e["state"], e["attempts"], e["last_error"], e["key"]] for e in errors],
+            "errors",
+        )
+    }
 <h2>Recent events</h2>
-{_table(["event", "terminal", "who", "action", "time (UTC)", "status"],
-        [[e["key"], e["terminal"], e["subject"], e["action"], e["event_time"], e["status"]]
-         for e in events], "events")}
+{
+        _table(
+            ["event", "terminal", "who", "action", "time (UTC)", "status"],
+            [
+                [e["key"], e["terminal"], e["subject"], e["action"], e["event_time"], e["status"]]
+                for e in events
+            ],
+            "events",
+        )
+    }
 </body></html>
 """
 
@@ -149,7 +176,7 @@ async def serving(bridge: Bridge, *, host: str, port: int) -> AsyncIterator[int]
     site = web.TCPSite(runner, host, port)
     await site.start()
     try:
-        server = site._server  # noqa: SLF001 - the only way to read a port-0 binding
+        server = site._server
         sockets = getattr(server, "sockets", None) or []
         yield sockets[0].getsockname()[1] if sockets else port
     finally:

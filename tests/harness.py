@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import json
 import time
-from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,9 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
 
 
 def write_directory(path: Path, badges: dict[str, str]) -> None:
-    rows = ["badge,userid,name"] + [f"{badge},{user},Person {user}" for badge, user in badges.items()]
+    rows = ["badge,userid,name"] + [
+        f"{badge},{user},Person {user}" for badge, user in badges.items()
+    ]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(rows) + "\n")
     tmp.replace(path)  # atomic, as an operator's editor or a sync job would do

@@ -268,7 +268,9 @@ def test_the_shipped_config_yaml_lists_every_key() -> None:
     for name, model in sinks.items():
         assert set(data["sinks"][name]) == set(model.model_fields), name
     fields = data["sinks"]["timetrack"]["fields"]
-    assert set(fields) == {field.alias or name for name, field in TimeTrackFields.model_fields.items()}
+    assert set(fields) == {
+        field.alias or name for name, field in TimeTrackFields.model_fields.items()
+    }
 
 
 def test_the_shipped_directory_csv() -> None:

@@ -91,20 +91,24 @@ async def test_wrong_key_pauses_the_sink_then_resumes(broker: Mosquitto, tmp_pat
         async with running_bridge(settings) as bridge:
             await publish(broker.port, [(TOPIC, canonical(n)) for n in range(20)])
             dispatcher = bridge.dispatchers["go2clock"]
-            await wait_until(_true_when(lambda: dispatcher.paused_since is not None), timeout=10,
-                             what="sink paused")
+            await wait_until(
+                _true_when(lambda: dispatcher.paused_since is not None),
+                timeout=10,
+                what="sink paused",
+            )
             await asyncio.sleep(1.0)  # several probe intervals
             refused = len(fake.requests)
             assert refused <= 4 + 4  # the first wave, then one slow probe at a time
             assert "dead" not in _states(settings.store.path)
             fake.api_key = API_KEY  # the operator fixed the key at the vendor
             await fake.wait_for_records(20, timeout=15)
-            await wait_until(_true_when(lambda: dispatcher.paused_since is None), timeout=5,
-                             what="sink resumed")
+            await wait_until(
+                _true_when(lambda: dispatcher.paused_since is None), timeout=5, what="sink resumed"
+            )
     _assert_exactly_once(fake, 20)
 
 
-def _true_when(check):  # noqa: ANN001, ANN202
+def _true_when(check):
     async def predicate() -> bool:
         return bool(check())
 
@@ -141,8 +145,9 @@ async def test_a_persons_punches_stay_in_order_while_one_is_retrying(
     for i, action in enumerate(["in", "break_start", "break_end", "out"]):
         when = event_time(0).replace(hour=8 + i)
         badge_events.append(
-            json.dumps({"id": f"p{i}", "badge": "B0007", "action": action,
-                        "time": when.isoformat()}).encode()
+            json.dumps(
+                {"id": f"p{i}", "badge": "B0007", "action": action, "time": when.isoformat()}
+            ).encode()
         )
     async with running_fake_go2clock(fake) as url:
         settings = settings_from(write_config(tmp_path, broker_port=broker.port, go2clock_url=url))

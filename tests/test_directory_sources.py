@@ -358,7 +358,7 @@ async def test_cache_keeps_people_through_an_outage_and_a_restart(
         person = live.current.lookup("04A1")
         assert person is not None
         assert person.userid == "7"
-    raw = b"".join(path.read_bytes() for path in tmp_path.glob("bridge.db*"))  # noqa: ASYNC240
+    raw = b"".join(path.read_bytes() for path in tmp_path.glob("bridge.db*"))
     assert b"Ada" in raw  # the check below can see what the cache holds
     assert G2C_KEY.encode() not in raw
     assert PIN.encode() not in raw

@@ -52,7 +52,12 @@ async def test_redelivered_and_double_swiped_events_are_not_forwarded(
     base = event_time(0)
     same = json.dumps({"id": "a1", "badge": "B0001", "action": "in", "time": base.isoformat()})
     again_20s = json.dumps(
-        {"id": "a2", "badge": "B0001", "action": "in", "time": (base.replace(second=20)).isoformat()}
+        {
+            "id": "a2",
+            "badge": "B0001",
+            "action": "in",
+            "time": (base.replace(second=20)).isoformat(),
+        }
     )
     out = json.dumps(
         {"id": "a3", "badge": "B0001", "action": "out", "time": base.replace(second=30).isoformat()}
@@ -68,7 +73,11 @@ async def test_redelivered_and_double_swiped_events_are_not_forwarded(
             )
     assert sorted(r["checktype"] for r in fake.records) == ["0", "1"]
     statuses = _db_rows(settings.store.path, "SELECT key, status FROM events ORDER BY id")
-    assert statuses == [("gate1/a1", "accepted"), ("gate1/a2", "duplicate"), ("gate1/a3", "accepted")]
+    assert statuses == [
+        ("gate1/a1", "accepted"),
+        ("gate1/a2", "duplicate"),
+        ("gate1/a3", "accepted"),
+    ]
 
 
 async def _settled(db: Path, count: int) -> bool:
@@ -110,5 +119,5 @@ async def test_unknown_badge_is_held_then_delivered_once_mapped(broker: Mosquitt
 
 
 async def _has_state(db: Path, state: str) -> bool:
-    rows = _db_rows(db, f"SELECT COUNT(*) FROM deliveries WHERE state = '{state}'")  # noqa: S608
+    rows = _db_rows(db, f"SELECT COUNT(*) FROM deliveries WHERE state = '{state}'")
     return rows[0][0] > 0

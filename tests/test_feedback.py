@@ -15,7 +15,6 @@ from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.harness import (
     API_KEY,
-    canonical,
     event_time,
     publish,
     running_bridge,
@@ -50,8 +49,12 @@ async def test_each_swipe_gets_feedback_and_deliveries_too(broker: Mosquitto, tm
     ]
     try:
         async with running_fake_go2clock(fake) as url:
-            config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url,
-                                  extra={"mqtt": {"ack_delivery": True}})
+            config = write_config(
+                tmp_path,
+                broker_port=broker.port,
+                go2clock_url=url,
+                extra={"mqtt": {"ack_delivery": True}},
+            )
             async with running_bridge(settings_from(config)):
                 messages = [(TOPIC, json.dumps(s).encode()) for s in swipes]
                 await publish(broker.port, [*messages, (TOPIC, b"\xff not json")])
@@ -69,7 +72,7 @@ async def test_each_swipe_gets_feedback_and_deliveries_too(broker: Mosquitto, tm
     assert by_status[("s1", "delivered")]["sink"] == "go2clock"
 
 
-def _count_at_least(items: list, count: int):  # noqa: ANN202
+def _count_at_least(items: list, count: int):
     async def predicate() -> bool:
         return len(items) >= count
 
@@ -95,8 +98,14 @@ async def test_availability_is_retained_with_a_last_will(broker: Mosquitto, tmp_
 
         # Killed outright, the bridge cannot say it: the broker's last will does.
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "run", "--config", str(config),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-m",
+            "bridge",
+            "run",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
             env={**os.environ},
         )
         try:
@@ -107,7 +116,7 @@ async def test_availability_is_retained_with_a_last_will(broker: Mosquitto, tmp_
         await wait_until(_status_is(broker.port, b"offline"), timeout=10, what="last will")
 
 
-def _status_is(port: int, expected: bytes):  # noqa: ANN202
+def _status_is(port: int, expected: bytes):
     async def predicate() -> bool:
         return await _retained_status(port) == expected
 

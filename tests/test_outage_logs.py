@@ -25,15 +25,22 @@ async def test_a_five_minute_outage_with_a_thousand_events_logs_a_handful_of_lin
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     fake = FakeGo2Clock(api_key=API_KEY)
-    config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url, extra={
-        "log": {"summary_seconds": SUMMARY_SECONDS},
-        "retry": {"initial_seconds": 0.2, "max_seconds": 1.0},
-        "sinks": {"go2clock": {"concurrency": 16}},
-    })
+    config = write_config(
+        tmp_path,
+        broker_port=broker.port,
+        go2clock_url=url,
+        extra={
+            "log": {"summary_seconds": SUMMARY_SECONDS},
+            "retry": {"initial_seconds": 0.2, "max_seconds": 1.0},
+            "sinks": {"go2clock": {"concurrency": 16}},
+        },
+    )
     with capture_logs() as logs:
         async with running_bridge(settings_from(config)):
             # Go2Clock is unreachable (connection refused) while 1,000 swipes come in.
-            await publish(broker.port, [("clockin/dock/events", canonical(n)) for n in range(EVENTS)])
+            await publish(
+                broker.port, [("clockin/dock/events", canonical(n)) for n in range(EVENTS)]
+            )
             await asyncio.sleep(OUTAGE_SECONDS)
             async with running_fake_go2clock(fake, port=port):
                 await fake.wait_for_records(EVENTS, timeout=60)
@@ -47,7 +54,10 @@ async def test_a_five_minute_outage_with_a_thousand_events_logs_a_handful_of_lin
     summaries = [entry for entry in logs if entry["event"] == "sink.outage_summary"]
     summary = summaries[-1]  # the first may come while ingest is still storing the burst
     assert summary["backlog"] == EVENTS
-    assert "ClientConnectorError" in summary["last_error"] or "connect" in summary["last_error"].lower()
+    assert (
+        "ClientConnectorError" in summary["last_error"]
+        or "connect" in summary["last_error"].lower()
+    )
     # what is left is the ordinary line per event stored and per event delivered
     outage_lines = sum(v for k, v in names.items() if k.startswith("sink."))
     assert outage_lines <= OUTAGE_SECONDS + 4

@@ -165,7 +165,10 @@ async def test_dead_list_shows_sink_event_person_action_time_attempts_error(
     assert [entry["id"] for entry in listed] == [ids[1], ids[2]]
     first = listed[0]
     assert (first["sink"], first["event_key"], first["person"], first["action"]) == (
-        SINK, "e1", "p-B1", "in"
+        SINK,
+        "e1",
+        "p-B1",
+        "in",
     )
     assert first["time"] == "2026-11-23T08:01:00+01:00"  # site-local
     assert first["attempts"] == 1
@@ -192,7 +195,8 @@ async def test_dead_retry_makes_it_claimable_again_with_its_error_kept(tmp_path:
     done = run_json("dead", "retry", str(ids[1]), "--config", config, cwd=tmp_path)
     assert done == {"retried": [ids[1]], "not_changed": {}}
     [(state, attempts, error, due)] = rows(
-        db, "SELECT state, attempts, last_error, next_attempt_at FROM deliveries WHERE id = ?",
+        db,
+        "SELECT state, attempts, last_error, next_attempt_at FROM deliveries WHERE id = ?",
         (ids[1],),
     )
     assert (state, attempts, error) == ("pending", 0, "Go2Clock Validation Error: userid")
@@ -211,8 +215,15 @@ async def test_dead_retry_reports_ids_not_dead_and_changes_nothing_of_them(
     ids = await dead_queue(db)
     config = str(config_for(tmp_path, db))
     result = run_json(
-        "dead", "retry", str(ids[2]), str(ids[0]), "4242", "--config", config,
-        cwd=tmp_path, code=1,
+        "dead",
+        "retry",
+        str(ids[2]),
+        str(ids[0]),
+        "4242",
+        "--config",
+        config,
+        cwd=tmp_path,
+        code=1,
     )
     assert result["retried"] == [ids[2]]
     assert result["not_changed"] == {str(ids[0]): "delivered", "4242": None}
@@ -274,7 +285,11 @@ async def test_guarded_moves_in_the_store_never_touch_rows_in_another_state(
         again = await store.move(ids[1:3], expect="dead", to="dropped")
         assert again.changed == []
     assert [state_of(db, i) for i in ids] == [
-        "delivered", "pending", "pending", "pending", "delivered"
+        "delivered",
+        "pending",
+        "pending",
+        "pending",
+        "delivered",
     ]
 
 
@@ -294,13 +309,28 @@ async def rejected_queue(db: Path) -> None:
     async with opened(db) as store:
         await store.ingest(
             [
-                Rejection(PUNCH_TOPIC, "unknown", json.dumps(punch).encode(),
-                          "no subscription matches", MORNING),
-                Rejection(PUNCH_TOPIC, "unknown", json.dumps(resent).encode(),
-                          "no subscription matches", MORNING + timedelta(seconds=5)),
+                Rejection(
+                    PUNCH_TOPIC,
+                    "unknown",
+                    json.dumps(punch).encode(),
+                    "no subscription matches",
+                    MORNING,
+                ),
+                Rejection(
+                    PUNCH_TOPIC,
+                    "unknown",
+                    json.dumps(resent).encode(),
+                    "no subscription matches",
+                    MORNING + timedelta(seconds=5),
+                ),
                 Rejection(TOPIC, "canonical", b"{broken", "payload is not JSON", MORNING),
-                Rejection(PUNCH_TOPIC, "unknown", json.dumps(untimed).encode(),
-                          "no subscription matches", MORNING + timedelta(minutes=3)),
+                Rejection(
+                    PUNCH_TOPIC,
+                    "unknown",
+                    json.dumps(untimed).encode(),
+                    "no subscription matches",
+                    MORNING + timedelta(minutes=3),
+                ),
             ],
             resolve=everyone,
             received_at=MORNING,
@@ -439,8 +469,14 @@ OPEN_SINCE = MORNING - timedelta(days=2)  # a shift open for two days: longer th
 async def held_queue(db: Path) -> list[int]:
     """TimeTrack: e1 (out, p-B1) held with a shift open for two days; e2 (out, p-B2) held
     without any shift; e3 delivered."""
-    shift = {"shift": {"from": OPEN_SINCE.isoformat(), "break_minutes": 0, "break_from": None,
-                       "notes": []}}
+    shift = {
+        "shift": {
+            "from": OPEN_SINCE.isoformat(),
+            "break_minutes": 0,
+            "break_from": None,
+            "notes": [],
+        }
+    }
     async with opened(db) as store:
         await store.ingest(
             [Incoming(swipe(n, action=Action.OUT), TOPIC) for n in (1, 2, 3)],
@@ -474,14 +510,21 @@ async def test_held_complete_closes_the_shift_and_requeues(tmp_path: Path) -> No
     ids = await held_queue(db)
     config = str(config_for(tmp_path, db))
     done = run_json(
-        "held", "complete", str(ids[0]), "--to", "2026-11-21T17:00", "--config", config,
+        "held",
+        "complete",
+        str(ids[0]),
+        "--to",
+        "2026-11-21T17:00",
+        "--config",
+        config,
         cwd=tmp_path,
     )
     assert done["requeued"] == ids[0]
     # naive --to is site-local: 17:00 in Berlin is 16:00 UTC
     assert done["person_state"]["shift"]["to"] == "2026-11-21T16:00:00+00:00"
-    [(saved,)] = rows(db, "SELECT state FROM person_state WHERE sink = 'timetrack'"
-                          " AND person = 'p-B1'")
+    [(saved,)] = rows(
+        db, "SELECT state FROM person_state WHERE sink = 'timetrack' AND person = 'p-B1'"
+    )
     assert json.loads(saved)["shift"]["to"] == "2026-11-21T16:00:00+00:00"
     assert state_of(db, ids[0]) == "pending"
     async with opened(db) as store:
@@ -489,8 +532,16 @@ async def test_held_complete_closes_the_shift_and_requeues(tmp_path: Path) -> No
     assert job.delivery_id == ids[0]
     assert job.state["shift"]["to"] == "2026-11-21T16:00:00+00:00"
     # a second complete: it is no longer held
-    again = cli("held", "complete", str(ids[0]), "--to", "2026-11-21T18:00", "--config", config,
-                cwd=tmp_path)
+    again = cli(
+        "held",
+        "complete",
+        str(ids[0]),
+        "--to",
+        "2026-11-21T18:00",
+        "--config",
+        config,
+        cwd=tmp_path,
+    )
     assert again.returncode == 1
     assert "not held" in again.stderr
 
@@ -500,8 +551,14 @@ async def test_held_complete_from_opens_the_missing_shift(tmp_path: Path) -> Non
     ids = await held_queue(db)
     config = str(config_for(tmp_path, db))
     done = run_json(
-        "held", "complete", str(ids[1]), "--from", "2026-11-23T06:30:00+01:00", "--config",
-        config, cwd=tmp_path,
+        "held",
+        "complete",
+        str(ids[1]),
+        "--from",
+        "2026-11-23T06:30:00+01:00",
+        "--config",
+        config,
+        cwd=tmp_path,
     )
     assert done["person_state"]["shift"]["from"] == "2026-11-23T05:30:00+00:00"
     assert done["person_state"]["shift"]["operator"] is True
@@ -514,29 +571,44 @@ async def test_held_complete_that_does_not_fit_changes_nothing(tmp_path: Path) -
     config = str(config_for(tmp_path, db))
     before = rows(db, "SELECT * FROM person_state")
     # an end before the shift's start
-    early = cli("held", "complete", str(ids[0]), "--to", "2026-11-20", "--config", config,
-                cwd=tmp_path)
+    early = cli(
+        "held", "complete", str(ids[0]), "--to", "2026-11-20", "--config", config, cwd=tmp_path
+    )
     assert early.returncode == 1
     assert "not after the shift's start" in early.stderr
     # no shift to complete
-    none = cli("held", "complete", str(ids[1]), "--to", "2026-11-23T17:00", "--config", config,
-               cwd=tmp_path)
+    none = cli(
+        "held",
+        "complete",
+        str(ids[1]),
+        "--to",
+        "2026-11-23T17:00",
+        "--config",
+        config,
+        cwd=tmp_path,
+    )
     assert none.returncode == 1
     assert rows(db, "SELECT * FROM person_state") == before
     assert [state_of(db, i) for i in ids] == ["held", "held", "delivered"]
-    bad_time = cli("held", "complete", str(ids[0]), "--to", "yesterday", "--config", config,
-                   cwd=tmp_path)
+    bad_time = cli(
+        "held", "complete", str(ids[0]), "--to", "yesterday", "--config", config, cwd=tmp_path
+    )
     assert bad_time.returncode == 2
-    assert cli("held", "complete", "4242", "--to", "2026-11-23", "--config", config,
-               cwd=tmp_path).returncode == 1
+    assert (
+        cli(
+            "held", "complete", "4242", "--to", "2026-11-23", "--config", config, cwd=tmp_path
+        ).returncode
+        == 1
+    )
 
 
 async def test_held_drop(tmp_path: Path) -> None:
     db = tmp_path / "queue.db"
     ids = await held_queue(db)
     config = str(config_for(tmp_path, db))
-    done = run_json("held", "drop", str(ids[1]), str(ids[2]), "--config", config, cwd=tmp_path,
-                    code=1)
+    done = run_json(
+        "held", "drop", str(ids[1]), str(ids[2]), "--config", config, cwd=tmp_path, code=1
+    )
     assert done["dropped"] == [ids[1]]
     assert done["not_changed"] == {str(ids[2]): "delivered"}
     assert state_of(db, ids[1]) == "dropped"
@@ -565,14 +637,25 @@ async def test_replay_requeues_exactly_the_delivered_deliveries_in_range(tmp_pat
     config = str(config_for(tmp_path, db))
     # 09:00 .. 13:00 local (naive: site-local; --until exclusive): e1, e2, e4 (e3 dead)
     done = run_json(
-        "replay", "--sink", SINK, "--since", "2026-11-23T09:00", "--until", "2026-11-23T13:00",
-        "--config", config, cwd=tmp_path,
+        "replay",
+        "--sink",
+        SINK,
+        "--since",
+        "2026-11-23T09:00",
+        "--until",
+        "2026-11-23T13:00",
+        "--config",
+        config,
+        cwd=tmp_path,
     )
     assert done["replayed"] == [ids[1], ids[2], ids[4]]
     replayed = rows(db, "SELECT id, state, replayed FROM deliveries WHERE replayed > 0")
     assert replayed == [(ids[1], "pending", 1), (ids[2], "pending", 1), (ids[4], "pending", 1)]
     assert [state_of(db, i) for i in (ids[0], ids[3], ids[5], ids[6])] == [
-        "delivered", "dead", "pending", "delivered"
+        "delivered",
+        "dead",
+        "pending",
+        "delivered",
     ]
     # they go out again, oldest first per person (each badge is its own person here)
     async with opened(db) as store:
@@ -585,8 +668,16 @@ async def test_replay_by_dates_takes_whole_local_days(tmp_path: Path) -> None:
     ids = await replay_queue(db)
     config = str(config_for(tmp_path, db))
     done = run_json(
-        "replay", "--sink", SINK, "--since", "2026-11-23", "--until", "2026-11-23",
-        "--config", config, cwd=tmp_path,
+        "replay",
+        "--sink",
+        SINK,
+        "--since",
+        "2026-11-23",
+        "--until",
+        "2026-11-23",
+        "--config",
+        config,
+        cwd=tmp_path,
     )
     # the 23rd, local: e0..e7 except dead e3 and pending e5; not e8 on the 24th
     assert done["replayed"] == [ids[n] for n in (0, 1, 2, 4, 6, 7)]
@@ -611,7 +702,9 @@ def test_check_config_good(tmp_path: Path) -> None:
     directory = tmp_path / "directory.csv"
     directory.write_text("badge,userid,name\nB1,1001,Ana\nB2,1002,Ben\n", encoding="utf-8")
     config = config_for(
-        tmp_path, tmp_path / "queue.db", sinks=go2clock_enabled(),
+        tmp_path,
+        tmp_path / "queue.db",
+        sinks=go2clock_enabled(),
         directory={"path": str(directory)},
     )
     result = cli("check-config", "--config", str(config), cwd=tmp_path)
@@ -680,8 +773,14 @@ def test_without_a_database_nothing_is_created(tmp_path: Path, command: list[str
 async def cli_async(*args: str, cwd: Path) -> tuple[int, str, str]:
     """The CLI in a subprocess without blocking the event loop the bridge runs on."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", *args, cwd=cwd, env=child_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bridge",
+        *args,
+        cwd=cwd,
+        env=child_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode is not None

@@ -49,30 +49,44 @@ def _write_directory(path: Path, people: dict[str, tuple[str, str, str]]) -> Non
 async def vendors(
     tmp_path: Path, broker: Mosquitto, people: dict[str, tuple[str, str, str]] = PEOPLE
 ) -> AsyncIterator[Vendors]:
-    fakes = Vendors(FakeGo2Clock(api_key=API_KEY), FakeMcTime("mc-key"),
-                    FakeTimeTrack("tt-key", "tt-secret"), tmp_path / "config.yaml")
+    fakes = Vendors(
+        FakeGo2Clock(api_key=API_KEY),
+        FakeMcTime("mc-key"),
+        FakeTimeTrack("tt-key", "tt-secret"),
+        tmp_path / "config.yaml",
+    )
     _write_directory(tmp_path / "directory.csv", people)
     async with (
         running_fake_go2clock(fakes.go2clock) as g_url,
         running_fake_mctime(fakes.mctime) as m_url,
         running_fake_timetrack(fakes.timetrack) as t_url,
     ):
-        fakes.config = write_config(tmp_path, broker_port=broker.port, go2clock_url=g_url, extra={
-            "site": {"timezone": "Europe/Berlin"},
-            "sinks": {
-                "mctime": {"enabled": True, "base_url": m_url, "api_key": "mc-key"},
-                "timetrack": {"enabled": True, "base_url": t_url, "api_key": "tt-key",
-                              "api_secret": "tt-secret"},
+        fakes.config = write_config(
+            tmp_path,
+            broker_port=broker.port,
+            go2clock_url=g_url,
+            extra={
+                "site": {"timezone": "Europe/Berlin"},
+                "sinks": {
+                    "mctime": {"enabled": True, "base_url": m_url, "api_key": "mc-key"},
+                    "timetrack": {
+                        "enabled": True,
+                        "base_url": t_url,
+                        "api_key": "tt-key",
+                        "api_secret": "tt-secret",
+                    },
+                },
             },
-        })
+        )
         yield fakes
 
 
 def _swipe(badge: str, step: int) -> bytes:
     action, hour, minute = SHIFT[step]
     when = datetime(2026, 11, 24, hour, minute, tzinfo=BERLIN)
-    return json.dumps({"id": f"{badge}-{step}", "badge": badge, "action": action,
-                       "time": when.isoformat()}).encode()
+    return json.dumps(
+        {"id": f"{badge}-{step}", "badge": badge, "action": action, "time": when.isoformat()}
+    ).encode()
 
 
 def _shift_messages(badges: list[str]) -> list[list[tuple[str, bytes]]]:
@@ -113,22 +127,20 @@ def _assert_shift_booked_once(fakes: Vendors) -> None:
 
 
 async def test_a_full_shift_reaches_all_three_sinks(broker: Mosquitto, tmp_path: Path):
-    async with vendors(tmp_path, broker) as fakes:
-        async with running_bridge(settings_from(fakes.config)):
-            for step in _shift_messages(list(PEOPLE)):
-                await publish(broker.port, step)
-            await wait_until(lambda: _all_booked(fakes, 2), timeout=20, what="shift booked")
-            await asyncio.sleep(0.3)  # anything extra would arrive now
+    async with vendors(tmp_path, broker) as fakes, running_bridge(settings_from(fakes.config)):
+        for step in _shift_messages(list(PEOPLE)):
+            await publish(broker.port, step)
+        await wait_until(lambda: _all_booked(fakes, 2), timeout=20, what="shift booked")
+        await asyncio.sleep(0.3)  # anything extra would arrive now
     _assert_shift_booked_once(fakes)
 
 
 async def test_the_same_shift_with_every_message_sent_twice(broker: Mosquitto, tmp_path: Path):
-    async with vendors(tmp_path, broker) as fakes:
-        async with running_bridge(settings_from(fakes.config)):
-            for step in _shift_messages(list(PEOPLE)):
-                await publish(broker.port, [message for message in step for _ in range(2)])
-            await wait_until(lambda: _all_booked(fakes, 2), timeout=20, what="shift booked")
-            await asyncio.sleep(0.3)
+    async with vendors(tmp_path, broker) as fakes, running_bridge(settings_from(fakes.config)):
+        for step in _shift_messages(list(PEOPLE)):
+            await publish(broker.port, [message for message in step for _ in range(2)])
+        await wait_until(lambda: _all_booked(fakes, 2), timeout=20, what="shift booked")
+        await asyncio.sleep(0.3)
     _assert_shift_booked_once(fakes)
 
 
@@ -157,12 +169,19 @@ async def test_the_shift_with_the_bridge_killed_between_steps(broker: Mosquitto,
 async def _start(config: Path, log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "run", "--config", str(config),
-            stdout=out, stderr=out, env={**os.environ},
+            sys.executable,
+            "-m",
+            "bridge",
+            "run",
+            "--config",
+            str(config),
+            stdout=out,
+            stderr=out,
+            env={**os.environ},
         )
 
 
-def _logged(log: Path, event: str):  # noqa: ANN202
+def _logged(log: Path, event: str):
     async def predicate() -> bool:
         return f'"event": "{event}"' in log.read_text(errors="replace")
 
@@ -171,15 +190,17 @@ def _logged(log: Path, event: str):  # noqa: ANN202
 
 async def test_a_burst_never_exceeds_mctimes_rate_limit(broker: Mosquitto, tmp_path: Path):
     people = {f"0C{n:02X}": (str(100 + n), f"mc-{n}", f"tt-{n}") for n in range(60)}
-    async with vendors(tmp_path, broker, people) as fakes:
-        async with running_bridge(settings_from(fakes.config)):
-            when = datetime(2026, 11, 24, 7, 58, tzinfo=BERLIN).isoformat()
-            burst = [
-                (TOPIC, json.dumps({"id": b, "badge": b, "action": "in", "time": when}).encode())
-                for b in people
-            ]
-            await publish(broker.port, burst)
-            await wait_until(lambda: _clocks(fakes.mctime, 60), timeout=30, what="60 clocks")
+    async with (
+        vendors(tmp_path, broker, people) as fakes,
+        running_bridge(settings_from(fakes.config)),
+    ):
+        when = datetime(2026, 11, 24, 7, 58, tzinfo=BERLIN).isoformat()
+        burst = [
+            (TOPIC, json.dumps({"id": b, "badge": b, "action": "in", "time": when}).encode())
+            for b in people
+        ]
+        await publish(broker.port, burst)
+        await wait_until(lambda: _clocks(fakes.mctime, 60), timeout=30, what="60 clocks")
     assert fakes.mctime.max_requests_in_any_second() <= 10
     assert not [r for r in fakes.mctime.requests if r.get("answer") == 429]
     assert len(fakes.go2clock.records) == 60

@@ -18,7 +18,7 @@ from tests.harness import API_KEY, canonical, publish, wait_until, write_config,
 TOPIC = "clockin/yard/events"
 
 
-def _logged(log: Path, event: str, count: int = 1):  # noqa: ANN202
+def _logged(log: Path, event: str, count: int = 1):
     async def predicate() -> bool:
         return log.read_text(errors="replace").count(f'"event": "{event}"') >= count
 
@@ -30,16 +30,28 @@ async def test_sighup_reloads_credentials_directory_and_level(broker: Mosquitto,
     key_file.write_text("an-old-revoked-key\n")
     fake = FakeGo2Clock(api_key=API_KEY)
     async with running_fake_go2clock(fake) as url:
-        config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url, extra={
-            "directory": {"reload_seconds": 3600},  # only SIGHUP reloads it in this test
-            "retry": {"pause_probe_seconds": 3600},  # and only SIGHUP ends the pause
-            "sinks": {"go2clock": {"api_key": None, "api_key_file": str(key_file)}},
-        })
+        config = write_config(
+            tmp_path,
+            broker_port=broker.port,
+            go2clock_url=url,
+            extra={
+                "directory": {"reload_seconds": 3600},  # only SIGHUP reloads it in this test
+                "retry": {"pause_probe_seconds": 3600},  # and only SIGHUP ends the pause
+                "sinks": {"go2clock": {"api_key": None, "api_key_file": str(key_file)}},
+            },
+        )
         log = tmp_path / "bridge.log"
         with log.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bridge", "run", "--config", str(config),
-                stdout=out, stderr=out, env={**os.environ},
+                sys.executable,
+                "-m",
+                "bridge",
+                "run",
+                "--config",
+                str(config),
+                stdout=out,
+                stderr=out,
+                env={**os.environ},
             )
         try:
             await wait_until(_logged(log, "bridge.ready"), timeout=20, what="ready")
@@ -68,4 +80,5 @@ async def test_sighup_reloads_credentials_directory_and_level(broker: Mosquitto,
     assert max(punches.values()) == 1
     assert ("777", "2026-11-23T06:01:10") in punches  # the latecomer, mapped by the reload
     assert '"level": "debug"' in text  # the new level took effect
-    assert "an-old-revoked-key" not in text and API_KEY not in text
+    assert "an-old-revoked-key" not in text
+    assert API_KEY not in text

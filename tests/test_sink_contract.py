@@ -30,6 +30,7 @@ TIMEOUT = 5.0
 SHORT_TIMEOUT = 0.3  # the sink gives up on a slow answer...
 SLOW_ANSWER = 1.0  # ...that the vendor still works on
 
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Vendor:
     """A running fake and how to reach it."""
@@ -102,10 +103,10 @@ def assert_no_secret(result: Result, secrets: tuple[str, ...]) -> None:
     assert not leaked, f"{result.outcome}: {result.detail!r} shows a credential"
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     # polls: the three fakes share no condition to wait on (ASYNC110 would want an Event)
     async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110
+        while not predicate():
             await asyncio.sleep(0.02)
 
 

@@ -45,8 +45,15 @@ async def test_ready_watchdog_and_stopping_reach_the_notify_socket(
         config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url)
         env = {**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "run", "--config", str(config), env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-m",
+            "bridge",
+            "run",
+            "--config",
+            str(config),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         try:
             first = await _receive(sock, "READY=1", timeout=20)
@@ -72,12 +79,17 @@ def test_unit_verifies_and_rates_ok_on_exposure(tmp_path: Path):
     text = re.sub(r"^ExecStart=\S+", f"ExecStart={sys.executable}", UNIT.read_text(), flags=re.M)
     unit.write_text(text)
     assert SYSTEMD_ANALYZE is not None
-    verify = subprocess.run([SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True,
-                            text=True, check=False)
+    verify = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True, check=False
+    )
     assert verify.returncode == 0, verify.stderr
     assert "clockin-bridge.service" not in verify.stderr, verify.stderr
-    security = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", str(unit)],
-                              capture_output=True, text=True, check=False)
+    security = subprocess.run(
+        [SYSTEMD_ANALYZE, "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     score = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", security.stdout)
     assert score, security.stdout[-2000:] + security.stderr
     assert float(score.group(1)) <= 2.0, security.stdout

@@ -35,8 +35,12 @@ def test_site_local_times_at_dst_changes(
 ):
     payload = f'{{"id": "1", "badge": "04A1", "action": "in", "time": "{local}"}}'.encode()
     event = parse_event(
-        "clockin/gate/events", payload, PayloadFormat.CANONICAL,
-        pattern="clockin/+/events", site_tz=ZoneInfo(zone), received_at=RECEIVED,
+        "clockin/gate/events",
+        payload,
+        PayloadFormat.CANONICAL,
+        pattern="clockin/+/events",
+        site_tz=ZoneInfo(zone),
+        received_at=RECEIVED,
     )
     assert event is not None
     assert event.time.isoformat() == expected_utc
@@ -50,8 +54,12 @@ def test_site_local_times_at_dst_changes(
 def test_tasmota_local_time_in_the_gap_is_flagged():
     payload = b'{"Time":"2026-03-29T01:15:00","PN532":{"UID":"E9F35959"}}'
     event = parse_event(
-        "tele/reader1/SENSOR", payload, PayloadFormat.TASMOTA,
-        pattern="tele/+/SENSOR", site_tz=ZoneInfo("Europe/London"), received_at=RECEIVED,
+        "tele/reader1/SENSOR",
+        payload,
+        PayloadFormat.TASMOTA,
+        pattern="tele/+/SENSOR",
+        site_tz=ZoneInfo("Europe/London"),
+        received_at=RECEIVED,
     )
     assert event is not None
     assert event.time_warning is not None
@@ -64,8 +72,13 @@ def test_a_time_with_an_offset_is_never_flagged():
 
 def _event(terminal: str, offset_seconds: float, *, given: bool = True) -> ClockEvent:
     return ClockEvent(
-        key=f"{terminal}/{offset_seconds}", terminal=terminal, badge="04A1", user=None,
-        action=None, time=RECEIVED + timedelta(seconds=offset_seconds), time_given=given,
+        key=f"{terminal}/{offset_seconds}",
+        terminal=terminal,
+        badge="04A1",
+        user=None,
+        action=None,
+        time=RECEIVED + timedelta(seconds=offset_seconds),
+        time_given=given,
     )
 
 

@@ -23,16 +23,56 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def _make_pki(root: Path) -> None:
     """A CA, a server certificate for 127.0.0.1 and a client certificate."""
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-             "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.crt", cwd=root)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        cwd=root,
+    )
     for name, extra in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=root)
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            cwd=root,
+        )
         ext = root / f"{name}.ext"
         ext.write_text(extra + "\n" if extra else "basicConstraints=CA:FALSE\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", ext.name,
-                 cwd=root)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            f"{name}.crt",
+            "-extfile",
+            ext.name,
+            cwd=root,
+        )
 
 
 @pytest.fixture
@@ -41,8 +81,11 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
     pki.mkdir()
     _make_pki(pki)
     passwords = pki / "passwords"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), "bridge", PASSWORD],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "bridge", PASSWORD],
+        check=True,
+        capture_output=True,
+    )
     broker = Mosquitto(
         tmp_path / "broker",
         listener_extra=(
@@ -62,14 +105,22 @@ async def test_events_flow_over_tls_with_client_certificate_and_password(
     (tmp_path / "mqtt-password").write_text(PASSWORD + "\n")
     fake = FakeGo2Clock(api_key=API_KEY)
     async with running_fake_go2clock(fake) as url:
-        config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url, extra={
-            "mqtt": {
-                "username": "bridge",
-                "password_file": str(tmp_path / "mqtt-password"),
-                "tls": {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / "client.crt"),
-                        "key_file": str(pki / "client.key")},
-            }
-        })
+        config = write_config(
+            tmp_path,
+            broker_port=broker.port,
+            go2clock_url=url,
+            extra={
+                "mqtt": {
+                    "username": "bridge",
+                    "password_file": str(tmp_path / "mqtt-password"),
+                    "tls": {
+                        "ca_file": str(pki / "ca.crt"),
+                        "cert_file": str(pki / "client.crt"),
+                        "key_file": str(pki / "client.key"),
+                    },
+                }
+            },
+        )
         async with running_bridge(settings_from(config)) as bridge:
             assert bridge.ingest is not None
             await _publish_tls(broker.port, pki)
@@ -84,8 +135,9 @@ async def _publish_tls(port: int, pki: Path) -> None:
 
     context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     context.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
-    async with aiomqtt.Client("127.0.0.1", port, username="bridge", password=PASSWORD,
-                              tls_context=context) as client:
+    async with aiomqtt.Client(
+        "127.0.0.1", port, username="bridge", password=PASSWORD, tls_context=context
+    ) as client:
         for n in range(3):
             await client.publish("clockin/secure/events", canonical(n), qos=1)
 

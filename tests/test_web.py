@@ -38,7 +38,9 @@ async def _get(bridge: Bridge, path: str) -> tuple[int, str]:
 
 def _metric(text: str, name: str, **labels: str) -> float:
     wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    pattern = rf"^{re.escape(name)}\{{{re.escape(wanted)}\}} (\S+)$" if labels else rf"^{name} (\S+)$"
+    pattern = (
+        rf"^{re.escape(name)}\{{{re.escape(wanted)}\}} (\S+)$" if labels else rf"^{name} (\S+)$"
+    )
     match = re.search(pattern, text, re.MULTILINE)
     assert match, f"{name}{{{wanted}}} not in metrics"
     return float(match.group(1))
@@ -58,12 +60,29 @@ async def test_health_readiness_and_metrics(broker: Mosquitto, tmp_path: Path):
             await fake.wait_for_records(5, timeout=10)
             await asyncio.sleep(0.2)
             _, text = await _get(bridge, "/metrics")
-            assert _metric(text, "clockin_events_total", format="canonical", status="accepted",
-                           terminal="hall") == 5
-            assert _metric(text, "clockin_events_total", format="canonical", status="rejected",
-                           terminal="hall") == 1
-            assert _metric(text, "clockin_deliveries_total", outcome="delivered",
-                           sink="go2clock") == 5
+            assert (
+                _metric(
+                    text,
+                    "clockin_events_total",
+                    format="canonical",
+                    status="accepted",
+                    terminal="hall",
+                )
+                == 5
+            )
+            assert (
+                _metric(
+                    text,
+                    "clockin_events_total",
+                    format="canonical",
+                    status="rejected",
+                    terminal="hall",
+                )
+                == 1
+            )
+            assert (
+                _metric(text, "clockin_deliveries_total", outcome="delivered", sink="go2clock") == 5
+            )
             assert _metric(text, "clockin_queue_depth", sink="go2clock", state="delivered") == 5
             assert _metric(text, "clockin_mqtt_connected") == 1
             assert _metric(text, "clockin_delivery_latency_seconds_count", sink="go2clock") == 5
@@ -72,8 +91,9 @@ async def test_health_readiness_and_metrics(broker: Mosquitto, tmp_path: Path):
             fake.api_key = "rotated-at-the-vendor"
             await publish(broker.port, [(TOPIC, canonical(7))])
             dispatcher = bridge.dispatchers["go2clock"]
-            await wait_until(_true(lambda: dispatcher.paused_since is not None), timeout=10,
-                             what="paused")
+            await wait_until(
+                _true(lambda: dispatcher.paused_since is not None), timeout=10, what="paused"
+            )
             status, body = await _get(bridge, "/readyz")
             assert status == 503
             assert '"check": "sink:go2clock"' in body
@@ -83,23 +103,26 @@ async def test_health_readiness_and_metrics(broker: Mosquitto, tmp_path: Path):
 
             # The broker goes away: readiness names MQTT too.
             await asyncio.to_thread(broker.stop)
-            await wait_until(_true(lambda: not bridge.ingest.connected.is_set()), timeout=10,
-                             what="disconnected")
+            await wait_until(
+                _true(lambda: not bridge.ingest.connected.is_set()), timeout=10, what="disconnected"
+            )
             status, body = await _get(bridge, "/readyz")
             assert status == 503
             assert '"check": "mqtt"' in body
             assert (await _get(bridge, "/healthz"))[0] == 200
 
 
-def _true(check):  # noqa: ANN001, ANN202
+def _true(check):
     async def predicate() -> bool:
         return bool(check())
 
     return predicate
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                    "(scripts/ensure-test-tools.sh installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Debian's chromium is not installed (scripts/ensure-test-tools.sh installs it)",
+)
 async def test_status_page_in_headless_chromium(broker: Mosquitto, tmp_path: Path):
     fake = FakeGo2Clock(api_key=API_KEY)
     fake.invalid_userids = {"1002"}
@@ -110,8 +133,9 @@ async def test_status_page_in_headless_chromium(broker: Mosquitto, tmp_path: Pat
             await publish(broker.port, [(TOPIC, b"{not json")])
             await fake.wait_for_records(3, timeout=10)
             await asyncio.sleep(0.3)
-            dom = await asyncio.to_thread(_dump_dom, f"http://127.0.0.1:{bridge.http_port}/",
-                                          tmp_path / "chromium")
+            dom = await asyncio.to_thread(
+                _dump_dom, f"http://127.0.0.1:{bridge.http_port}/", tmp_path / "chromium"
+            )
     sinks = _rows(dom, "sinks")
     assert sinks[0][:2] == ["go2clock", "running"]
     assert sinks[0][5:7] == ["1", "3"]  # dead, delivered
@@ -124,10 +148,24 @@ async def test_status_page_in_headless_chromium(broker: Mosquitto, tmp_path: Pat
 def _dump_dom(url: str, profile: Path) -> str:
     assert CHROMIUM is not None
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", "--dump-dom", url],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return result.stdout
 

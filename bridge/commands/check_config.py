@@ -82,8 +82,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for s in info["subscriptions"]
     ]
     db_state = (
-        f"schema {database['schema']}" if "schema" in database
-        else "exists" if database["exists"] else "not created yet"
+        f"schema {database['schema']}"
+        if "schema" in database
+        else "exists"
+        if database["exists"]
+        else "not created yet"
     )
     lines.append(f"database: {database['path']} ({db_state})")
     if "problem" in database:

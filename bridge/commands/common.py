@@ -131,9 +131,7 @@ def report_moved(
     args: argparse.Namespace, moved: Moved, *, verb: str, expect: str, extra: dict[str, Any]
 ) -> int:
     """Print what a guarded change did; exit 1 when some rows were not in the expected state."""
-    refused = {
-        str(delivery_id): state for delivery_id, state in sorted(moved.refused.items())
-    }
+    refused = {str(delivery_id): state for delivery_id, state in sorted(moved.refused.items())}
     data = {verb: moved.changed, "not_changed": refused, **extra}
     lines = [f"{verb}: {len(moved.changed)}" + _ids(moved.changed)]
     for delivery_id, state in sorted(moved.refused.items()):

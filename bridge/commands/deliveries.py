@@ -23,8 +23,14 @@ def as_row(row: dict[str, Any], tz: ZoneInfo, *, error_width: int = 60) -> list[
     if error is not None and len(error) > error_width:
         error = error[: error_width - 3] + "..."
     return [
-        row["id"], row["sink"], row["event_key"], row["person"], row["action"],
-        local_text(row["event_time"], tz), row["attempts"], error,
+        row["id"],
+        row["sink"],
+        row["event_key"],
+        row["person"],
+        row["action"],
+        local_text(row["event_time"], tz),
+        row["attempts"],
+        error,
     ]
 
 

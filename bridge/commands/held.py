@@ -88,9 +88,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = []
     data = []
     for row, saved in found:
-        table.append(
-            [*deliveries.as_row(row, tz)[:-1], _open_shift(saved, tz), row["last_error"]]
-        )
+        table.append([*deliveries.as_row(row, tz)[:-1], _open_shift(saved, tz), row["last_error"]])
         data.append({**deliveries.as_json(row, tz), "person_state": saved})
     emit(args, data, headers=HEADERS, rows=table, empty="no held deliveries")
     return EXIT_OK

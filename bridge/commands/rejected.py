@@ -138,8 +138,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         headers=("id", "received", "topic", "format", "bytes", "reason", "event"),
         rows=[
             [
-                row["id"], local_text(row["received_at"], settings.site.tz), row["topic"],
-                row["format"], row["payload_size"], row["reason"][:70], row["reprocessed_as"],
+                row["id"],
+                local_text(row["received_at"], settings.site.tz),
+                row["topic"],
+                row["format"],
+                row["payload_size"],
+                row["reason"][:70],
+                row["reprocessed_as"],
             ]
             for row in rows
         ],

@@ -39,7 +39,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "replay", parents=[common], help="send a sink's delivered events of a time range again"
     )
     replay.add_argument(
-        "--sink", required=True, choices=REPLAYABLE_SINKS,
+        "--sink",
+        required=True,
+        choices=REPLAYABLE_SINKS,
         help="only go2clock: resending is harmless there (the stateful sinks are not)",
     )
     replay.add_argument(
@@ -84,8 +86,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     lines += [f"delivery {k}: is {v}, not delivered; left as it was" for k, v in refused.items()]
     emit(
         args,
-        {"replayed": moved.changed, "not_changed": refused, "sink": args.sink,
-         "since": since.isoformat(), "until": None if until is None else until.isoformat()},
+        {
+            "replayed": moved.changed,
+            "not_changed": refused,
+            "sink": args.sink,
+            "since": since.isoformat(),
+            "until": None if until is None else until.isoformat(),
+        },
         footer=lines,
     )
     return EXIT_NOT_DONE if refused else EXIT_OK

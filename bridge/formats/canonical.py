@@ -29,8 +29,8 @@ from bridge.events import (
     json_kind,
     normalise_badge,
     parse_time,
-    wall_clock_warning,
     show,
+    wall_clock_warning,
 )
 
 if TYPE_CHECKING:

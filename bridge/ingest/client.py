@@ -41,7 +41,7 @@ def new_client(config: MqttConfig) -> aiomqtt.Client:
         # The broker tells subscribers (kiosks, dashboards) when the bridge drops off.
         will=aiomqtt.Will(config.status_topic, OFFLINE, qos=1, retain=True),
     )
-    client._client.manual_ack_set(True)  # noqa: SLF001 - the one place we reach into paho
+    client._client.manual_ack_set(True)
     return client
 
 
@@ -49,4 +49,4 @@ def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
     """Send the PUBACK for a message whose event is committed. On a connection that has since
     dropped this does nothing, and the broker redelivers (which the store recognises)."""
     if message.qos > 0:
-        client._client.ack(message.mid, message.qos)  # noqa: SLF001
+        client._client.ack(message.mid, message.qos)

@@ -165,18 +165,26 @@ class Ingest:
             return
         for item, stored in zip(items, results, strict=True):
             if isinstance(item, Rejection):
-                message = {"id": None, "status": "rejected", "person": None, "action": None,
-                           "reason": item.reason}
+                message = {
+                    "id": None,
+                    "status": "rejected",
+                    "person": None,
+                    "action": None,
+                    "reason": item.reason,
+                }
                 self.feedback.send(item.terminal, message)
                 continue
             event = item.event
-            self.feedback.send(event.terminal, {
-                "id": event.source_id,
-                "status": FEEDBACK_STATUS[stored.status],
-                "person": self._name_of(event),
-                "action": stored.action.value if stored.action else None,
-                "reason": stored.reason,
-            })
+            self.feedback.send(
+                event.terminal,
+                {
+                    "id": event.source_id,
+                    "status": FEEDBACK_STATUS[stored.status],
+                    "person": self._name_of(event),
+                    "action": stored.action.value if stored.action else None,
+                    "reason": stored.reason,
+                },
+            )
 
     def _parse(self, message: aiomqtt.Message) -> Incoming | Rejection | None:
         received_at = datetime.now(UTC)

@@ -205,7 +205,6 @@ class FakeGo2Clock:
         ]
         return web.json_response({"status": "success", "message": rows, "error": ""})
 
-
     # -- POST /api/users/ and /api/employees/ ---------------------------------------------------
 
     async def list_users(self, request: web.Request) -> web.Response:

@@ -26,14 +26,20 @@ def _split_sql(script: str) -> list[str]:
     return [part.strip() for part in code.split(";") if part.strip()]
 
 
+WRITE_ERROR_HOLD_SECONDS = 5.0
+
+
 class StoreBase:
     def __init__(self, db: aiosqlite.Connection, *, site_tz: ZoneInfo, window_seconds: float):
         self._db = db
         self._lock = asyncio.Lock()
         self._site_tz = site_tz
         self._window = window_seconds
-        # The last write that failed (disk full, I/O error) and since when; None once one works.
+        # A spell of failing writes (disk full, I/O error): the error and since when. It ends
+        # once writes have worked for WRITE_ERROR_HOLD_SECONDS, so that a nearly full disk,
+        # where small writes pass and big ones fail, reads as one spell and not a flicker.
         self.write_error: tuple[str, float] | None = None
+        self._last_write_failure = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -106,7 +112,9 @@ class StoreBase:
                     await asyncio.shield(self._rollback())
                     raise
             except aiosqlite.OperationalError as err:
+                self._last_write_failure = time.monotonic()
                 if self.write_error is None:
                     self.write_error = (str(err), time.time())
                 raise StoreWriteError(str(err)) from err
-            self.write_error = None
+            if time.monotonic() - self._last_write_failure >= WRITE_ERROR_HOLD_SECONDS:
+                self.write_error = None

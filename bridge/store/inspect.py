@@ -6,7 +6,6 @@ from bridge.store.connection import StoreBase
 
 
 class InspectMixin(StoreBase):
-
     async def recent_events(self, limit: int = 20) -> list[dict[str, object]]:
         rows = await self._db.execute_fetchall(
             "SELECT key, terminal, subject, action, event_time, status FROM events"
@@ -43,8 +42,6 @@ class InspectMixin(StoreBase):
         }
         rejected = (await self._db.execute_fetchall("SELECT COUNT(*) FROM rejected"))[0][0]
         retried = (
-            await self._db.execute_fetchall(
-                "SELECT COUNT(*) FROM deliveries WHERE attempts > 1"
-            )
+            await self._db.execute_fetchall("SELECT COUNT(*) FROM deliveries WHERE attempts > 1")
         )[0][0]
         return {"events": events, "rejected": rejected, "retried": retried, "sinks": sinks}

@@ -91,9 +91,24 @@ class IntakeMixin(StoreBase):
             " event_time, local_day, time_given, received_at, status, duplicate_of, topic,"
             " job, lat, lon, note, source_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                event.key, event.terminal, event.subject, event.badge, event.user, action.value,
-                event.action is None, when, local_day, event.time_given, utc_text(received_at),
-                status, duplicate_of, item.topic, event.job, event.lat, event.lon, event.note,
+                event.key,
+                event.terminal,
+                event.subject,
+                event.badge,
+                event.user,
+                action.value,
+                event.action is None,
+                when,
+                local_day,
+                event.time_given,
+                utc_text(received_at),
+                status,
+                duplicate_of,
+                item.topic,
+                event.job,
+                event.lat,
+                event.lon,
+                event.note,
                 event.source_id,
             ),
         )
@@ -145,9 +160,13 @@ class IntakeMixin(StoreBase):
         updates = []
         for row in rows:
             event = ClockEvent(
-                key=row["key"], terminal=row["terminal"], badge=row["badge"],
-                user=row["user_id"], action=Action(row["action"]),
-                time=parse_utc_text(row["event_time"]), time_given=True,
+                key=row["key"],
+                terminal=row["terminal"],
+                badge=row["badge"],
+                user=row["user_id"],
+                action=Action(row["action"]),
+                time=parse_utc_text(row["event_time"]),
+                time_given=True,
             )
             person = resolve(event).get(row["sink"])
             if person is not None:

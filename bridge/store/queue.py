@@ -34,8 +34,8 @@ RETURNING id
 """
 
 _JOB_SQL = """
-SELECT d.id, d.sink, d.person, d.attempts, d.created_at, e.key, e.source_id, e.action, e.event_time, e.terminal,
-       e.job, e.lat, e.lon, e.note, p.state
+SELECT d.id, d.sink, d.person, d.attempts, d.created_at, e.key, e.source_id, e.action,
+       e.event_time, e.terminal, e.job, e.lat, e.lon, e.note, p.state
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
 LEFT JOIN person_state AS p ON p.sink = d.sink AND p.person = d.person
 WHERE d.id = ?
@@ -68,11 +68,21 @@ class QueueMixin(StoreBase):
         rows = await db.execute_fetchall(_JOB_SQL, (delivery_id,))
         row = rows[0]
         return Job(
-            delivery_id=row["id"], event_key=row["key"], sink=row["sink"], person=row["person"],
-            action=Action(row["action"]), time=parse_utc_text(row["event_time"]),
-            terminal=row["terminal"], attempt=row["attempts"], job=row["job"], lat=row["lat"],
-            lon=row["lon"], note=row["note"], state=json.loads(row["state"] or "{}"),
-            stored_at=row["created_at"], source_id=row["source_id"],
+            delivery_id=row["id"],
+            event_key=row["key"],
+            sink=row["sink"],
+            person=row["person"],
+            action=Action(row["action"]),
+            time=parse_utc_text(row["event_time"]),
+            terminal=row["terminal"],
+            attempt=row["attempts"],
+            job=row["job"],
+            lat=row["lat"],
+            lon=row["lon"],
+            note=row["note"],
+            state=json.loads(row["state"] or "{}"),
+            stored_at=row["created_at"],
+            source_id=row["source_id"],
         )
 
     async def settle(self, job: Job, result: Result, *, retry_at: float, now: float) -> str:

@@ -20,12 +20,19 @@ async def start_bridge(
 ) -> asyncio.subprocess.Process:
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "run", "--config", str(config),
-            stdout=out, stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            sys.executable,
+            "-m",
+            "bridge",
+            "run",
+            "--config",
+            str(config),
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
 
-def logged(log: Path, event: str, count: int = 1):  # noqa: ANN201
+def logged(log: Path, event: str, count: int = 1):
     async def predicate() -> bool:
         return log.read_text(errors="replace").count(f'"event": "{event}"') >= count
 

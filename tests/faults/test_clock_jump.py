@@ -28,8 +28,12 @@ def _swipes(first: int, count: int) -> list[tuple[str, bytes]]:
     messages = []
     for n in range(first, first + count):
         when = event_time(0).replace(hour=6) + (event_time(n) - event_time(0)) * 9
-        body = {"id": f"j{n}", "badge": f"B{n % 10:04d}", "action": "in" if n % 20 < 10 else "out",
-                "time": when.isoformat()}
+        body = {
+            "id": f"j{n}",
+            "badge": f"B{n % 10:04d}",
+            "action": "in" if n % 20 < 10 else "out",
+            "time": when.isoformat(),
+        }
         messages.append((TOPIC, json.dumps(body).encode()))
     return messages
 
@@ -50,9 +54,14 @@ async def test_clock_set_back_an_hour_neither_stalls_nor_reorders(
     fake = FakeGo2Clock(api_key=API_KEY)
     fake.fail_5xx = 6  # the first wave and two probes fail: retries scheduled on the old clock
     async with running_fake_go2clock(fake) as url:
-        config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url, extra={
-            "retry": {"initial_seconds": 2, "max_seconds": 4},
-        })
+        config = write_config(
+            tmp_path,
+            broker_port=broker.port,
+            go2clock_url=url,
+            extra={
+                "retry": {"initial_seconds": 2, "max_seconds": 4},
+            },
+        )
         log = tmp_path / "bridge.log"
         process = await start_bridge(config, log, env=env)
         try:
@@ -70,7 +79,7 @@ async def test_clock_set_back_an_hour_neither_stalls_nor_reorders(
     assert_exactly_once_in_order(fake, 80)
 
 
-def _answered(fake: FakeGo2Clock, count: int):  # noqa: ANN202
+def _answered(fake: FakeGo2Clock, count: int):
     async def predicate() -> bool:
         return len(fake.requests) >= count
 

@@ -16,7 +16,9 @@ def _damaged_database(path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE filler (id INTEGER PRIMARY KEY, text TEXT)")
         db.execute("CREATE INDEX filler_text ON filler(text)")
-        db.executemany("INSERT INTO filler (text) VALUES (?)", [(f"row {n:06d}" * 8,) for n in range(5000)])
+        db.executemany(
+            "INSERT INTO filler (text) VALUES (?)", [(f"row {n:06d}" * 8,) for n in range(5000)]
+        )
     data = bytearray(path.read_bytes())
     page = 4096
     for offset in range(page * 3, len(data) - page, page * 7):  # scribble over some pages
@@ -31,7 +33,10 @@ def test_a_damaged_database_stops_the_start_and_is_left_alone(tmp_path: Path):
     config = write_config(tmp_path, broker_port=1, go2clock_url="http://127.0.0.1:1")
     result = subprocess.run(
         [sys.executable, "-m", "bridge", "run", "--config", str(config)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]

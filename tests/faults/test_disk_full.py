@@ -36,7 +36,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
@@ -56,9 +58,10 @@ def _fill(disk: Path) -> Path:
 
 
 async def _readyz(port: int | None) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(
-        f"http://127.0.0.1:{port}/readyz"
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/readyz") as response,
+    ):
         return response.status, await response.text()
 
 
@@ -68,8 +71,12 @@ async def test_disk_full_holds_events_at_the_broker_until_there_is_room(
 ):
     fake = FakeGo2Clock(api_key=API_KEY)
     async with running_fake_go2clock(fake) as url:
-        config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url,
-                              extra={"store": {"path": str(small_disk / "bridge.db")}})
+        config = write_config(
+            tmp_path,
+            broker_port=broker.port,
+            go2clock_url=url,
+            extra={"store": {"path": str(small_disk / "bridge.db")}},
+        )
         settings = settings_from(config)
         async with running_bridge(settings) as bridge:
             await publish(broker.port, [(TOPIC, canonical(n)) for n in range(20)])
@@ -77,8 +84,11 @@ async def test_disk_full_holds_events_at_the_broker_until_there_is_room(
 
             filler = await asyncio.to_thread(_fill, small_disk)
             await publish(broker.port, [(TOPIC, canonical(n)) for n in range(20, 520)])
-            await wait_until(_not_ready_because_of_database(bridge.http_port), timeout=20,
-                             what="/readyz naming the database")
+            await wait_until(
+                _not_ready_because_of_database(bridge.http_port),
+                timeout=20,
+                what="/readyz naming the database",
+            )
             assert len(fake.records) < 520
 
             filler.unlink()  # an operator makes room
@@ -87,7 +97,7 @@ async def test_disk_full_holds_events_at_the_broker_until_there_is_room(
     assert_exactly_once_in_order(fake, 520)
 
 
-def _not_ready_because_of_database(port: int | None):  # noqa: ANN202
+def _not_ready_because_of_database(port: int | None):
     async def predicate() -> bool:
         status, body = await _readyz(port)
         return status == 503 and '"check": "database"' in body and "full" in body
@@ -95,7 +105,7 @@ def _not_ready_because_of_database(port: int | None):  # noqa: ANN202
     return predicate
 
 
-def _ready(port: int | None):  # noqa: ANN202
+def _ready(port: int | None):
     async def predicate() -> bool:
         return (await _readyz(port))[0] == 200
 

@@ -32,7 +32,9 @@ async def test_sigkill_at_random_points_loses_and_doubles_nothing(
     fake = FakeGo2Clock(api_key=API_KEY)
     async with running_fake_go2clock(fake) as url:
         config = write_config(
-            tmp_path, broker_port=broker.port, go2clock_url=url,
+            tmp_path,
+            broker_port=broker.port,
+            go2clock_url=url,
             extra={"sinks": {"go2clock": {"concurrency": CONCURRENCY}}},
         )
         log = tmp_path / "bridge.log"
@@ -41,7 +43,9 @@ async def test_sigkill_at_random_points_loses_and_doubles_nothing(
         await wait_until(logged(log, "bridge.ready"), timeout=20, what="first bridge ready")
         try:
             for start in range(0, EVENTS, BURST):
-                await publish(broker.port, [(TOPIC, canonical(n)) for n in range(start, start + BURST)])
+                await publish(
+                    broker.port, [(TOPIC, canonical(n)) for n in range(start, start + BURST)]
+                )
                 while kill_points and kill_points[0] <= start:
                     kill_points.pop(0)
                     # Anywhere: storing, acknowledging, sending, settling, or still starting up.
@@ -51,8 +55,9 @@ async def test_sigkill_at_random_points_loses_and_doubles_nothing(
                     process = await start_bridge(config, log)
                 await asyncio.sleep(0.02)
             await fake.wait_for_records(EVENTS, timeout=180 if HEAVY else 90)
-            await wait_until(_nothing_pending(config.parent / "bridge.db"), timeout=20,
-                             what="an empty queue")
+            await wait_until(
+                _nothing_pending(config.parent / "bridge.db"), timeout=20, what="an empty queue"
+            )
         finally:
             process.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(process.wait(), timeout=20)
@@ -64,7 +69,7 @@ async def test_sigkill_at_random_points_loses_and_doubles_nothing(
     assert API_KEY not in log.read_text()
 
 
-def _nothing_pending(db: Path):  # noqa: ANN202
+def _nothing_pending(db: Path):
     async def predicate() -> bool:
         with sqlite3.connect(db) as conn:
             states = dict(conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state"))

@@ -32,7 +32,7 @@ async def _save_markers(port: int, round_: int) -> None:
             await client.publish(f"test/save-marker/{round_}/{n}", b"x", qos=1, retain=True)
 
 
-def _stored(db: Path, count: int):  # noqa: ANN202
+def _stored(db: Path, count: int):
     async def predicate() -> bool:
         with sqlite3.connect(db) as conn:
             return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] >= count
@@ -51,14 +51,22 @@ async def test_broker_killed_and_restarted_mid_stream(broker: Mosquitto, tmp_pat
             await wait_until(logged(log, "bridge.ready"), timeout=20, what="bridge ready")
             for round_ in range(KILLS):
                 first = round_ * BURST
-                await publish(broker.port, [(TOPIC, canonical(n)) for n in range(first, first + BURST)])
+                await publish(
+                    broker.port, [(TOPIC, canonical(n)) for n in range(first, first + BURST)]
+                )
                 await _save_markers(broker.port, round_)
                 # Kill the broker while the bridge is still storing and acknowledging.
-                await wait_until(_stored(tmp_path / "bridge.db", first + BURST // 2), timeout=20,
-                                 what="half the burst stored")
+                await wait_until(
+                    _stored(tmp_path / "bridge.db", first + BURST // 2),
+                    timeout=20,
+                    what="half the burst stored",
+                )
                 await asyncio.to_thread(broker.restart, kill=True)
-                await wait_until(logged(log, "mqtt.connected", round_ + 2), timeout=30,
-                                 what="the bridge back on the restarted broker")
+                await wait_until(
+                    logged(log, "mqtt.connected", round_ + 2),
+                    timeout=30,
+                    what="the bridge back on the restarted broker",
+                )
             last = KILLS * BURST
             await publish(broker.port, [(TOPIC, canonical(n)) for n in range(last, last + BURST)])
             total = last + BURST

@@ -27,8 +27,12 @@ BATCH = 150
 async def test_outage_flapping_slow_and_lost_answers(broker: Mosquitto, tmp_path: Path):
     port = free_port()
     fake = FakeGo2Clock(api_key=API_KEY)
-    config = write_config(tmp_path, broker_port=broker.port, go2clock_url=f"http://127.0.0.1:{port}",
-                          extra={"sinks": {"go2clock": {"concurrency": 8, "timeout_seconds": 0.5}}})
+    config = write_config(
+        tmp_path,
+        broker_port=broker.port,
+        go2clock_url=f"http://127.0.0.1:{port}",
+        extra={"sinks": {"go2clock": {"concurrency": 8, "timeout_seconds": 0.5}}},
+    )
     settings = settings_from(config)
     sent = 0
 
@@ -75,8 +79,9 @@ async def _settled(db: Path, count: int) -> None:
 
 async def _ready(port: int | None) -> bool:
     with contextlib.suppress(aiohttp.ClientError):
-        async with aiohttp.ClientSession() as session, session.get(
-            f"http://127.0.0.1:{port}/readyz"
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
             return response.status == 200
     return False
