@@ -28,8 +28,10 @@ from bridge.commands.common import (
 )
 from bridge.commands.progress import Progress
 from bridge.config import Settings, Subscription
-from bridge.directory import DirectoryError, DirectoryFile
+from bridge.directory import DirectoryError
+from bridge.directory_sources import build_sources
 from bridge.events import PayloadError, parse_event
+from bridge.people import make_resolver, open_directory, sink_columns
 from bridge.store import Incoming, PersonResolver, Store, parse_utc_text, utc_text
 
 PAYLOAD_SHOWN = 2000
@@ -100,18 +102,14 @@ def reparse(row: dict[str, Any], settings: Settings) -> Incoming | str:
     return Incoming(event, row["topic"], sinks, subscription.format.value)
 
 
-def resolver_for(settings: Settings) -> PersonResolver:
-    """The daemon's own badge → person mapping, from the current config and directory."""
-    from bridge.app import make_resolver  # the daemon's wiring, only needed here
-
-    path = settings.directory.path
+async def resolver_for(settings: Settings, store: Store) -> PersonResolver:
+    """The daemon's own badge → person mapping: the file merged with the synced sources."""
     try:
-        directory = DirectoryFile(path) if path else None
+        directory = await open_directory(settings, store, build_sources(settings))
     except DirectoryError as err:
         msg = f"directory.path: {err}"
         raise UsageError(msg) from None
-    enabled = settings.sinks.enabled()
-    return make_resolver({name: s.directory_column for name, s in enabled.items()}, directory)
+    return make_resolver(sink_columns(settings, list(settings.sinks.enabled())), directory)
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -217,10 +215,10 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
         msg = "rejected reprocess: give ids, or --all (not both)"
         raise UsageError(msg)
     settings = settings_of(args)
-    resolve = resolver_for(settings)
 
     async def run() -> tuple[list[dict[str, Any]], list[int]]:
         async with opened_store(settings) as store:
+            resolve = await resolver_for(settings, store)
             if args.all:
                 rows = await store.rejected_rows(include_reprocessed=False)
             else:
