@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +21,7 @@ from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.fakes.mctime import FakeMcTime, running_fake_mctime
 from tests.fakes.timetrack import FakeTimeTrack, running_fake_timetrack
+from tests.faults.common import logged, start_bridge
 from tests.harness import API_KEY, publish, running_bridge, settings_from, wait_until, write_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -149,43 +148,21 @@ async def test_the_shift_with_the_bridge_killed_between_steps(broker: Mosquitto,
     rng = random.Random(7)
     async with vendors(tmp_path, broker) as fakes:
         log = tmp_path / "bridge.log"
-        process = await _start(fakes.config, log)
-        await wait_until(_logged(log, "bridge.ready"), timeout=20, what="bridge ready")
+        process = await start_bridge(fakes.config, log)
+        await wait_until(logged(log, "bridge.ready"), timeout=20, what="bridge ready")
         try:
             for step in _shift_messages(list(PEOPLE)):
                 await publish(broker.port, step)
                 await asyncio.sleep(rng.uniform(0.0, 0.4))  # sometimes mid-delivery
                 process.send_signal(signal.SIGKILL)
                 await process.wait()
-                process = await _start(fakes.config, log)
+                process = await start_bridge(fakes.config, log)
             await wait_until(lambda: _all_booked(fakes, 2), timeout=30, what="shift booked")
             await asyncio.sleep(0.5)
         finally:
             process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(process.wait(), timeout=20)
     _assert_shift_booked_once(fakes)
-
-
-async def _start(config: Path, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "run",
-            "--config",
-            str(config),
-            stdout=out,
-            stderr=out,
-            env={**os.environ},
-        )
-
-
-def _logged(log: Path, event: str):
-    async def predicate() -> bool:
-        return f'"event": "{event}"' in log.read_text(errors="replace")
-
-    return predicate
 
 
 async def test_a_burst_never_exceeds_mctimes_rate_limit(broker: Mosquitto, tmp_path: Path):

@@ -13,16 +13,10 @@ import yaml
 
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
+from tests.faults.common import logged
 from tests.harness import API_KEY, canonical, publish, wait_until, write_config, write_directory
 
 TOPIC = "clockin/yard/events"
-
-
-def _logged(log: Path, event: str, count: int = 1):
-    async def predicate() -> bool:
-        return log.read_text(errors="replace").count(f'"event": "{event}"') >= count
-
-    return predicate
 
 
 async def test_sighup_reloads_credentials_directory_and_level(broker: Mosquitto, tmp_path: Path):
@@ -54,10 +48,10 @@ async def test_sighup_reloads_credentials_directory_and_level(broker: Mosquitto,
                 env={**os.environ},
             )
         try:
-            await wait_until(_logged(log, "bridge.ready"), timeout=20, what="ready")
+            await wait_until(logged(log, "bridge.ready"), timeout=20, what="ready")
             await publish(broker.port, [(TOPIC, canonical(n)) for n in range(10)])
             await publish(broker.port, [(TOPIC, canonical(10, badge="LATECOMER"))])
-            await wait_until(_logged(log, "sink.paused"), timeout=10, what="paused")
+            await wait_until(logged(log, "sink.paused"), timeout=10, what="paused")
             assert fake.records == []
 
             key_file.write_text(API_KEY + "\n")  # the operator fixes the credential,
@@ -68,7 +62,7 @@ async def test_sighup_reloads_credentials_directory_and_level(broker: Mosquitto,
             process.send_signal(signal.SIGHUP)  # and tells the bridge
 
             await fake.wait_for_records(11, timeout=20)
-            await wait_until(_logged(log, "config.reloaded"), timeout=5, what="reloaded")
+            await wait_until(logged(log, "config.reloaded"), timeout=5, what="reloaded")
             await asyncio.sleep(0.5)
         finally:
             process.send_signal(signal.SIGTERM)

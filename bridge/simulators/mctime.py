@@ -36,6 +36,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.simulators.serving import serving
+
 PAGE_SIZE = 20
 RATE_LIMIT = 10  # requests in any 1 s window
 TIME_TYPES = frozenset(
@@ -437,13 +439,5 @@ async def running_fake_mctime(
     fake: FakeMcTime, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[str]:
     """Serve the fake on host:port (0: a free port) and yield its base URL."""
-    runner = web.AppRunner(make_app(fake), access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-        yield f"http://{bound_host}:{bound_port}"
-    finally:
-        await runner.cleanup()
+    async with serving(make_app(fake), host, port) as url:
+        yield f"{url}"

@@ -26,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.simulators.serving import serving
+
 ENDPOINT = "/Jun-Inside-VPC"
 MAX_RECORDS = 5000
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -257,13 +259,5 @@ async def running_fake_q2(
     fake: FakeQ2, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[str]:
     """Serve the fake on host:port (0: a free port) and yield its API URL (…/Jun-Inside-VPC)."""
-    runner = web.AppRunner(make_app(fake), access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host  # IPv6 literal
-        yield f"http://{bound_host}:{bound_port}{ENDPOINT}"
-    finally:
-        await runner.cleanup()
+    async with serving(make_app(fake), host, port) as url:
+        yield f"{url}{ENDPOINT}"

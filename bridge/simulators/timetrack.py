@@ -25,6 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.simulators.serving import serving
+
 API = "/api/v2/ext"
 _STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 _QUERY_STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3})?Z?")
@@ -350,14 +352,5 @@ async def running_fake_timetrack(
     fake: FakeTimeTrack, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[str]:
     """Serve the fake on host:port (0: a free port) and yield its base URL."""
-    # a short shutdown_timeout: handlers held by delay_seconds are cancelled, not awaited
-    runner = web.AppRunner(make_app(fake), access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host  # IPv6 literal
-        yield f"http://{bound_host}:{bound_port}"
-    finally:
-        await runner.cleanup()
+    async with serving(make_app(fake), host, port) as url:
+        yield f"{url}"
