@@ -80,7 +80,7 @@ def machine_info() -> dict[str, str]:
     }
 
 
-def Mosquitto_binary() -> str:  # noqa: N802 - mirrors tests.broker.MOSQUITTO
+def Mosquitto_binary() -> str:
     from tests.broker import MOSQUITTO
 
     return MOSQUITTO
@@ -383,7 +383,7 @@ async def publish_async(port: int, count: int, **kwargs: Any) -> dict[str, Any]:
 def db_max_id(db: Path, table: str = "events") -> int:
     """Rows in an append-only table (max rowid: O(log n), unlike count(*))."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as c:
-        return int(c.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])  # noqa: S608
+        return int(c.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
 
 
 def db_count(db: Path, sql: str) -> int:
@@ -420,7 +420,10 @@ async def build_backlog_via_store(
     from datetime import UTC, datetime, timedelta
     from zoneinfo import ZoneInfo
 
-    from bridge.app import make_resolver
+    try:
+        from bridge.people import make_resolver
+    except ImportError:  # before the directory wiring moved out of bridge/app.py
+        from bridge.app import make_resolver  # type: ignore[attr-defined,no-redef]
     from bridge.directory import DirectoryFile
     from bridge.events import PayloadFormat, parse_event
     from bridge.store import Incoming, Store
@@ -497,8 +500,11 @@ def build_backlog_bulk(directory: Path, count: int, *, people: int, sink: str = 
                     utc_text(received), "accepted", None, topic, e.job, e.lat, e.lon, e.note,
                     e.source_id,
                 ))
+                # Store.ingest stamps each event with its own time.time(): keep them distinct
+                # (ties in next_attempt_at make the claim query sort and test every tied row).
+                stamp = now + (n - first) * 1e-5
                 deliveries.append((event_id, sink, str(10000 + n % people), when, "pending",
-                                   now, now))
+                                   stamp, stamp))
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "INSERT INTO events (id, key, terminal, subject, badge, user_id, action,"
