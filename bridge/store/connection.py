@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Self
+from typing import Any, Self, TypeVar
 from zoneinfo import ZoneInfo
 
 import aiosqlite
@@ -27,6 +28,22 @@ def _split_sql(script: str) -> list[str]:
 
 
 WRITE_ERROR_HOLD_SECONDS = 5.0
+
+T = TypeVar("T")
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """On the connection's thread: fn inside one transaction, rolled back on any error
+    (also when COMMIT itself fails, e.g. disk full, which can leave the transaction open)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 class StoreBase:
@@ -112,9 +129,32 @@ class StoreBase:
                     await asyncio.shield(self._rollback())
                     raise
             except aiosqlite.OperationalError as err:
-                self._last_write_failure = time.monotonic()
-                if self.write_error is None:
-                    self.write_error = (str(err), time.time())
-                raise StoreWriteError(str(err)) from err
-            if time.monotonic() - self._last_write_failure >= WRITE_ERROR_HOLD_SECONDS:
-                self.write_error = None
+                raise self._write_failed(err) from err
+            self._write_worked()
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` between BEGIN IMMEDIATE and COMMIT as one call on the
+        connection's thread, with plain sqlite3 inside.
+
+        A batch of statements then costs one round trip to that thread instead of one per
+        statement (the profile's biggest cost), and a cancelled caller cannot leave half a
+        transaction behind: the thread finishes the call, and the next one queues after it.
+        aiosqlite has no public API for this; `_execute` is its own way of queueing a call.
+        """
+        async with self._lock:
+            try:
+                result: T = await self._db._execute(_in_transaction, self._db._conn, fn, args)
+            except sqlite3.OperationalError as err:
+                raise self._write_failed(err) from err
+            self._write_worked()
+            return result
+
+    def _write_failed(self, err: Exception) -> StoreWriteError:
+        self._last_write_failure = time.monotonic()
+        if self.write_error is None:
+            self.write_error = (str(err), time.time())
+        return StoreWriteError(str(err))
+
+    def _write_worked(self) -> None:
+        if time.monotonic() - self._last_write_failure >= WRITE_ERROR_HOLD_SECONDS:
+            self.write_error = None

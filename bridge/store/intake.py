@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-
-import aiosqlite
 
 from bridge.events import Action, ClockEvent
 from bridge.inference import infer_action
@@ -30,52 +29,45 @@ class IntakeMixin(StoreBase):
         received_at: datetime,
     ) -> list[Stored]:
         """Store a batch in one transaction (group commit); results in arrival order."""
-        results: list[Stored] = []
-        async with self._transaction() as db:
-            for item in batch:
-                if isinstance(item, Rejection):
-                    results.append(await self._insert_rejection(db, item))
-                else:
-                    results.append(await self._insert_event(db, item, resolve, received_at))
-        return results
+        return await self._write(self._ingest_batch, batch, resolve, received_at)
 
-    async def _insert_rejection(self, db: aiosqlite.Connection, item: Rejection) -> Stored:
-        await db.execute(
-            "INSERT INTO rejected (received_at, topic, format, payload, payload_size, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                utc_text(item.received_at),
-                item.topic,
-                item.format,
-                item.payload[:65536],  # more than the 16 KiB limit, enough to inspect
-                len(item.payload),
-                item.reason,
-            ),
-        )
-        return Stored(key="", status="rejected", terminal=item.terminal, reason=item.reason)
-
-    async def _insert_event(
+    def _ingest_batch(
         self,
-        db: aiosqlite.Connection,
+        conn: sqlite3.Connection,
+        batch: Sequence[Incoming | Rejection],
+        resolve: PersonResolver,
+        received_at: datetime,
+    ) -> list[Stored]:
+        # Runs on the connection's thread, inside the transaction (StoreBase._write).
+        return [
+            _insert_rejection(conn, item)
+            if isinstance(item, Rejection)
+            else self._insert_event(conn, item, resolve, received_at)
+            for item in batch
+        ]
+
+    def _insert_event(
+        self,
+        conn: sqlite3.Connection,
         item: Incoming,
         resolve: PersonResolver,
         received_at: datetime,
     ) -> Stored:
         event = item.event
-        rows = await db.execute_fetchall("SELECT action FROM events WHERE key = ?", (event.key,))
-        if rows:  # layer 1: the same event again (MQTT redelivery, a terminal resending)
-            return Stored(event.key, "redelivered", Action(rows[0][0]), event.terminal)
+        row = conn.execute("SELECT action FROM events WHERE key = ?", (event.key,)).fetchone()
+        if row:  # layer 1: the same event again (MQTT redelivery, a terminal resending)
+            return Stored(event.key, "redelivered", Action(row[0]), event.terminal)
 
         when = utc_text(event.time)
         local_day = event.time.astimezone(self._site_tz).date().isoformat()
         action = event.action
         if action is None:
             action = infer_action(
-                await self._previous(db, event.subject, local_day, when),
+                _previous(conn, event.subject, local_day, when),
                 at=event.time,
                 window_seconds=self._window,
             )
-        duplicate_of = await self._double_swipe(db, event.subject, action, event.time)
+        duplicate_of = _double_swipe(conn, event.subject, action, event.time, self._window)
         people = {} if duplicate_of is not None else dict(resolve(event))
         if item.sinks is not None:
             people = {sink: who for sink, who in people.items() if sink in item.sinks}
@@ -86,7 +78,7 @@ class IntakeMixin(StoreBase):
         else:
             status = "unmapped"
 
-        cursor = await db.execute(
+        cursor = conn.execute(
             "INSERT INTO events (key, terminal, subject, badge, user_id, action, action_inferred,"
             " event_time, local_day, time_given, received_at, status, duplicate_of, topic,"
             " job, lat, lon, note, source_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -114,7 +106,7 @@ class IntakeMixin(StoreBase):
         )
         event_id = cursor.lastrowid
         now = time.time()
-        await db.executemany(
+        conn.executemany(
             "INSERT INTO deliveries (event_id, sink, person, event_time, state, next_attempt_at,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
@@ -124,31 +116,6 @@ class IntakeMixin(StoreBase):
         )
         reason = "double swipe" if duplicate_of is not None else None
         return Stored(event.key, status, action, event.terminal, reason)
-
-    async def _previous(
-        self, db: aiosqlite.Connection, subject: str, local_day: str, when: str
-    ) -> tuple[Action, datetime] | None:
-        rows = await db.execute_fetchall(
-            "SELECT action, event_time FROM events WHERE subject = ? AND local_day = ?"
-            " AND event_time <= ? AND status != 'duplicate'"
-            " ORDER BY event_time DESC, id DESC LIMIT 1",
-            (subject, local_day, when),
-        )
-        if not rows:
-            return None
-        return Action(rows[0][0]), parse_utc_text(rows[0][1])
-
-    async def _double_swipe(
-        self, db: aiosqlite.Connection, subject: str, action: Action, at: datetime
-    ) -> int | None:
-        """Layer 2: the same person, the same action, within the window: the id it repeats."""
-        window = timedelta(seconds=self._window)
-        rows = await db.execute_fetchall(
-            "SELECT id FROM events WHERE subject = ? AND action = ? AND status != 'duplicate'"
-            " AND event_time BETWEEN ? AND ? ORDER BY event_time LIMIT 1",
-            (subject, action.value, utc_text(at - window), utc_text(at + window)),
-        )
-        return rows[0][0] if rows else None
 
     async def release_unmapped(self, *, resolve: PersonResolver) -> int:
         """Give unmapped deliveries their person once the directory knows them; count released."""
@@ -185,3 +152,45 @@ class IntakeMixin(StoreBase):
                 " AND d.state = 'unmapped')"
             )
         return len(updates)
+
+
+def _insert_rejection(conn: sqlite3.Connection, item: Rejection) -> Stored:
+    conn.execute(
+        "INSERT INTO rejected (received_at, topic, format, payload, payload_size, reason)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            utc_text(item.received_at),
+            item.topic,
+            item.format,
+            item.payload[:65536],  # more than the 16 KiB limit, enough to inspect
+            len(item.payload),
+            item.reason,
+        ),
+    )
+    return Stored(key="", status="rejected", terminal=item.terminal, reason=item.reason)
+
+
+def _previous(
+    conn: sqlite3.Connection, subject: str, local_day: str, when: str
+) -> tuple[Action, datetime] | None:
+    """The person's latest event of that local day up to `when`, for in/out inference."""
+    row = conn.execute(
+        "SELECT action, event_time FROM events WHERE subject = ? AND local_day = ?"
+        " AND event_time <= ? AND status != 'duplicate'"
+        " ORDER BY event_time DESC, id DESC LIMIT 1",
+        (subject, local_day, when),
+    ).fetchone()
+    return None if row is None else (Action(row[0]), parse_utc_text(row[1]))
+
+
+def _double_swipe(
+    conn: sqlite3.Connection, subject: str, action: Action, at: datetime, window_seconds: float
+) -> int | None:
+    """Layer 2: the same person, the same action, within the window: the id it repeats."""
+    window = timedelta(seconds=window_seconds)
+    row = conn.execute(
+        "SELECT id FROM events WHERE subject = ? AND action = ? AND status != 'duplicate'"
+        " AND event_time BETWEEN ? AND ? ORDER BY event_time LIMIT 1",
+        (subject, action.value, utc_text(at - window), utc_text(at + window)),
+    ).fetchone()
+    return None if row is None else int(row[0])

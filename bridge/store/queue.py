@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import sqlite3
 import time
 from datetime import UTC, datetime
-
-import aiosqlite
 
 from bridge.events import Action
 from bridge.sinks.base import Job, Outcome, Result
@@ -21,13 +22,15 @@ WHERE id IN (
       -- due; or scheduled further ahead than any retry can be, which only happens when the
       -- gateway's clock was set back after the schedule was written
       AND (d.next_attempt_at <= :now OR d.next_attempt_at > :now + :horizon)
-      -- per person, only the oldest undelivered punch may go, and only one at a time
+      -- per person, only one at a time, and only the oldest undelivered punch; two NOT
+      -- EXISTS rather than one with OR, so each is a seek on deliveries_person
       AND NOT EXISTS (
           SELECT 1 FROM deliveries AS e
-          WHERE e.sink = d.sink AND e.person = d.person AND e.id != d.id
-            AND (e.state = 'inflight'
-                 OR (e.state = 'pending' AND (e.event_time < d.event_time
-                     OR (e.event_time = d.event_time AND e.id < d.id)))))
+          WHERE e.sink = d.sink AND e.person = d.person AND e.state = 'inflight')
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries AS e
+          WHERE e.sink = d.sink AND e.person = d.person AND e.state = 'pending'
+            AND (e.event_time < d.event_time OR (e.event_time = d.event_time AND e.id < d.id)))
     ORDER BY d.next_attempt_at, d.event_time
     LIMIT :limit)
 RETURNING id
@@ -57,92 +60,30 @@ class QueueMixin(StoreBase):
         self, sink: str, *, limit: int, now: float, horizon: float = 86400.0
     ) -> list[Job]:
         """Claim due deliveries (the attempt is counted now, so a crash still uses one up)."""
-        async with self._transaction() as db:
-            rows = await db.execute_fetchall(
-                _CLAIM_SQL, {"sink": sink, "now": now, "limit": limit, "horizon": horizon}
-            )
-            jobs = [await self._job(db, row[0]) for row in rows]
+        params = {"sink": sink, "now": now, "limit": limit, "horizon": horizon}
+        claiming = asyncio.ensure_future(self._write(_claim, params))
+        try:
+            jobs = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # The claim runs to its end on the database thread: hand back what it took, or it
+            # would wait as 'inflight' for the next start.
+            with contextlib.suppress(Exception):
+                taken = [job.delivery_id for job in await claiming]
+                await self._write(_unclaim, taken)
+            raise
         return sorted(jobs, key=lambda job: (job.time, job.delivery_id))
 
-    async def _job(self, db: aiosqlite.Connection, delivery_id: int) -> Job:
-        rows = await db.execute_fetchall(_JOB_SQL, (delivery_id,))
-        row = rows[0]
-        return Job(
-            delivery_id=row["id"],
-            event_key=row["key"],
-            sink=row["sink"],
-            person=row["person"],
-            action=Action(row["action"]),
-            time=parse_utc_text(row["event_time"]),
-            terminal=row["terminal"],
-            attempt=row["attempts"],
-            job=row["job"],
-            lat=row["lat"],
-            lon=row["lon"],
-            note=row["note"],
-            state=json.loads(row["state"] or "{}"),
-            stored_at=row["created_at"],
-            source_id=row["source_id"],
-        )
-
     async def settle(self, job: Job, result: Result, *, retry_at: float, now: float) -> str:
-        """Record a send's result; return the delivery's new state."""
-        detail = result.detail[:500] or None
-        async with self._transaction() as db:
-            if result.state is not None:
-                await db.execute(
-                    "INSERT INTO person_state (sink, person, state, updated_at) VALUES (?,?,?,?)"
-                    " ON CONFLICT (sink, person) DO UPDATE SET state = excluded.state,"
-                    " updated_at = excluded.updated_at",
-                    (job.sink, job.person, json.dumps(dict(result.state)), now),
-                )
-            if result.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
-                await db.execute(
-                    "UPDATE deliveries SET state = 'delivered', outcome = ?, settled_at = ?,"
-                    " last_error = NULL WHERE id = ?",
-                    (result.outcome.value, now, job.delivery_id),
-                )
-                return "delivered"
-            if result.outcome is Outcome.PERMANENT_FAILURE:
-                return await self._dead(db, job, detail, now)
-            if result.outcome is Outcome.HELD:
-                # Waits for an operator (complete or drop); does not block later punches.
-                await db.execute(
-                    "UPDATE deliveries SET state = 'held', settled_at = ?, last_error = ?"
-                    " WHERE id = ?",
-                    (now, detail, job.delivery_id),
-                )
-                return "held"
-            if result.outcome is Outcome.PAUSED:
-                # Not the event's fault: give the attempt back and keep it first in line.
-                await db.execute(
-                    "UPDATE deliveries SET state = 'pending', attempts = attempts - 1,"
-                    " next_attempt_at = ?, last_error = ? WHERE id = ?",
-                    (now, detail, job.delivery_id),
-                )
-                return "pending"
-            await db.execute(
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_error = ?"
-                " WHERE id = ?",
-                (retry_at, detail, job.delivery_id),
-            )
-            return "pending"
-
-    async def _dead(
-        self, db: aiosqlite.Connection, job: Job, detail: str | None, now: float
-    ) -> str:
-        await db.execute(
-            "UPDATE deliveries SET state = 'dead', settled_at = ?, last_error = ? WHERE id = ?",
-            (now, detail, job.delivery_id),
-        )
-        return "dead"
+        """Record a send's result (and the person's new state at the sink, in the same
+        transaction); return the delivery's new state."""
+        return await self._write(_settle, job, result, retry_at, now)
 
     async def expire(self, job: Job, *, now: float, max_age_days: float) -> bool:
         """Kill a delivery whose event is older than the retry age limit; True when it was."""
         if (datetime.fromtimestamp(now, UTC) - job.time).total_seconds() <= max_age_days * 86400:
             return False
-        async with self._transaction() as db:
-            await self._dead(db, job, f"gave up: event older than {max_age_days:g} days", now)
+        reason = f"gave up: event older than {max_age_days:g} days"
+        await self._write(_set_state, job.delivery_id, "dead", now, reason)
         return True
 
     async def next_due(self, sink: str) -> float | None:
@@ -151,3 +92,87 @@ class QueueMixin(StoreBase):
             (sink,),
         )
         return rows[0][0]
+
+
+# --- on the connection's thread, inside one transaction (StoreBase._write) -------------------
+
+
+def _claim(conn: sqlite3.Connection, params: dict[str, object]) -> list[Job]:
+    ids = [row[0] for row in conn.execute(_CLAIM_SQL, params).fetchall()]
+    return [_job(conn.execute(_JOB_SQL, (delivery_id,)).fetchone()) for delivery_id in ids]
+
+
+def _unclaim(conn: sqlite3.Connection, delivery_ids: list[int]) -> None:
+    conn.executemany(
+        "UPDATE deliveries SET state = 'pending', attempts = attempts - 1"
+        " WHERE id = ? AND state = 'inflight'",
+        [(delivery_id,) for delivery_id in delivery_ids],
+    )
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        delivery_id=row["id"],
+        event_key=row["key"],
+        sink=row["sink"],
+        person=row["person"],
+        action=Action(row["action"]),
+        time=parse_utc_text(row["event_time"]),
+        terminal=row["terminal"],
+        attempt=row["attempts"],
+        job=row["job"],
+        lat=row["lat"],
+        lon=row["lon"],
+        note=row["note"],
+        state=json.loads(row["state"] or "{}"),
+        stored_at=row["created_at"],
+        source_id=row["source_id"],
+    )
+
+
+def _settle(conn: sqlite3.Connection, job: Job, result: Result, retry_at: float, now: float) -> str:
+    detail = result.detail[:500] or None
+    if result.state is not None:
+        conn.execute(
+            "INSERT INTO person_state (sink, person, state, updated_at) VALUES (?,?,?,?)"
+            " ON CONFLICT (sink, person) DO UPDATE SET state = excluded.state,"
+            " updated_at = excluded.updated_at",
+            (job.sink, job.person, json.dumps(dict(result.state)), now),
+        )
+    outcome = result.outcome
+    if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
+        conn.execute(
+            "UPDATE deliveries SET state = 'delivered', outcome = ?, settled_at = ?,"
+            " last_error = NULL WHERE id = ?",
+            (outcome.value, now, job.delivery_id),
+        )
+        return "delivered"
+    if outcome is Outcome.PERMANENT_FAILURE:
+        return _set_state(conn, job.delivery_id, "dead", now, detail)
+    if outcome is Outcome.HELD:
+        # Waits for an operator (complete or drop); does not block later punches.
+        return _set_state(conn, job.delivery_id, "held", now, detail)
+    if outcome is Outcome.PAUSED:
+        # Not the event's fault: give the attempt back and keep it first in line.
+        conn.execute(
+            "UPDATE deliveries SET state = 'pending', attempts = attempts - 1,"
+            " next_attempt_at = ?, last_error = ? WHERE id = ?",
+            (now, detail, job.delivery_id),
+        )
+        return "pending"
+    conn.execute(
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ?",
+        (retry_at, detail, job.delivery_id),
+    )
+    return "pending"
+
+
+def _set_state(
+    conn: sqlite3.Connection, delivery_id: int, state: str, now: float, detail: str | None
+) -> str:
+    """A settled end state (dead, held) with its reason."""
+    conn.execute(
+        "UPDATE deliveries SET state = ?, settled_at = ?, last_error = ? WHERE id = ?",
+        (state, now, detail, delivery_id),
+    )
+    return state
