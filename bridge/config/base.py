@@ -1,0 +1,37 @@
+"""The pieces every config section shares: the error type, strictness, secrets from files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SecretStr,
+)
+
+
+class ConfigError(Exception):
+    """A config that cannot run; str() names the key and the problem, and never a secret."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _read_secret_file(path: Path, key: str) -> SecretStr:
+    resolved = Path(os.path.expandvars(str(path)))
+    try:
+        return SecretStr(resolved.read_text(encoding="utf-8").strip())
+    except OSError as err:
+        msg = f"cannot read {key} {resolved}: {err.strerror}"
+        raise ValueError(msg) from None
+
+
+def http_url(value: str) -> str:
+    """A vendor base URL: http(s), without a trailing slash."""
+    if not value.startswith(("http://", "https://")):
+        msg = "must start with http:// or https://"
+        raise ValueError(msg)
+    return value.rstrip("/")

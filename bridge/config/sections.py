@@ -1,0 +1,165 @@
+"""The daemon's own sections: site, MQTT, store, dedupe, retry, HTTP, logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from bridge.config.base import _read_secret_file, _Section
+from bridge.events import PayloadFormat
+
+
+class SiteConfig(_Section):
+    timezone: str = "UTC"
+    max_clock_skew_seconds: float = Field(300.0, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown IANA time zone {value!r} (e.g. 'Europe/Berlin')"
+            raise ValueError(msg) from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Subscription(_Section):
+    topic: str
+    format: PayloadFormat = PayloadFormat.CANONICAL
+    sinks: list[str] | None = None  # where its events go; default: every enabled sink
+
+
+class MqttTls(_Section):
+    """TLS to the broker; a client certificate is optional."""
+
+    ca_file: Path | None = None  # None: the system's trusted CAs
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False  # skip host name verification (a test broker on an IP address)
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> MqttTls:
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                msg = f"{name}: no such file {path}"
+                raise ValueError(msg)
+        if (self.cert_file is None) != (self.key_file is None):
+            msg = "cert_file and key_file go together"
+            raise ValueError(msg)
+        return self
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str = Field("clockin-bridge", min_length=1, max_length=23)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    keepalive: int = Field(30, ge=5, le=3600)
+    reconnect_max_seconds: float = Field(30.0, gt=0)
+    subscriptions: list[Subscription] = Field(
+        default_factory=lambda: [Subscription(topic="clockin/+/events")], min_length=1
+    )
+    # Feedback to the terminal after each stored event ({terminal} is filled in); null: none.
+    ack_topic: str | None = "clockin/{terminal}/ack"
+    ack_delivery: bool = False  # a second message when the delivery succeeds or dies
+    # The bridge's availability, retained: "online", and "offline" as its MQTT last will.
+    status_topic: str = "clockin/bridge/status"
+    tls: MqttTls | None = None
+
+    @field_validator("ack_topic")
+    @classmethod
+    def _ack_topic_names_terminal(cls, value: str | None) -> str | None:
+        if value is not None and "{terminal}" not in value:
+            msg = "must contain {terminal}, e.g. clockin/{terminal}/ack"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> MqttConfig:
+        if self.password_file is not None:
+            self.password = _read_secret_file(self.password_file, "mqtt.password_file")
+        return self
+
+
+class StoreConfig(_Section):
+    path: Path = Path("clockin-bridge.db")
+    max_batch: int = Field(500, ge=1, le=10_000)
+
+
+class DedupeConfig(_Section):
+    window_seconds: float = Field(60.0, ge=0)
+
+
+class RetryConfig(_Section):
+    initial_seconds: float = Field(1.0, gt=0)
+    max_seconds: float = Field(300.0, gt=0)
+    max_age_days: float = Field(14.0, gt=0)
+    pause_probe_seconds: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.max_seconds < self.initial_seconds:
+            msg = "max_seconds must be >= initial_seconds"
+            raise ValueError(msg)
+        return self
+
+
+class HttpConfig(_Section):
+    """Health, readiness, metrics and the status page."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:9108"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            msg = "must be HOST:PORT, e.g. 127.0.0.1:9108"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class LogConfig(_Section):
+    level: str = "info"
+    format: str = "auto"  # json | console | auto (console on a terminal, json otherwise)
+    summary_seconds: float = Field(60.0, gt=0)  # how often an ongoing outage is summarised
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            msg = "must be one of debug, info, warning, error"
+            raise ValueError(msg)
+        return value.lower()
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in {"json", "console", "auto"}:
+            msg = "must be one of json, console, auto"
+            raise ValueError(msg)
+        return value

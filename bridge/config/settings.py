@@ -1,0 +1,144 @@
+"""The whole configuration: config.yaml, overridden by CLOCKIN_<SECTION>__<KEY>."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import (
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from bridge.config.base import ConfigError
+from bridge.config.directory import DirectoryConfig
+from bridge.config.reconcile import ReconcileConfig
+from bridge.config.sections import (
+    DedupeConfig,
+    HttpConfig,
+    LogConfig,
+    MqttConfig,
+    RetryConfig,
+    SiteConfig,
+    StoreConfig,
+)
+from bridge.config.sinks import SinksConfig
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLOCKIN_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    site: SiteConfig = Field(default_factory=SiteConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
+    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    sinks: SinksConfig = Field(default_factory=SinksConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file (passed as init values), as operators expect.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _routes_name_enabled_sinks(self) -> Settings:
+        enabled = self.sinks.enabled()
+        for number, subscription in enumerate(self.mqtt.subscriptions):
+            unknown = set(subscription.sinks or ()) - set(enabled)
+            if unknown:
+                msg = (
+                    f"mqtt.subscriptions.{number}.sinks names {sorted(unknown)}, which are not"
+                    f" enabled sinks (enabled: {sorted(enabled) or 'none'})"
+                )
+                raise ValueError(msg)
+        return self
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redaction."""
+        found = [self.mqtt.password]
+        for section in (self.sinks.go2clock, self.sinks.mctime, self.sinks.timetrack):
+            found += [getattr(section, name) for name in section._secret_fields]
+        found.append(self.reconcile.q2.developer_token)
+        values = [secret.get_secret_value() for secret in found if secret is not None]
+        return values + self.directory.secret_values()
+
+    @property
+    def go2clock_tz(self) -> ZoneInfo:
+        return ZoneInfo(self.sinks.go2clock.timezone or self.site.timezone)
+
+    @property
+    def q2_tz(self) -> ZoneInfo:
+        return ZoneInfo(self.reconcile.q2.timezone or self.site.timezone)
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for problem in err.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        lines.append(f"{where}: {problem['msg']}")
+    return "; ".join(lines)
+
+
+def _yaml_problem(path: Path, err: yaml.YAMLError) -> str:
+    # str(err) quotes the offending line, which may hold a secret: keep only the position.
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        return f"config file {path} is not valid YAML: {err.problem} ({where})"
+    return f"config file {path} is not valid YAML"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        msg = f"cannot read config file {path}: {err.strerror}"
+        raise ConfigError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"config file {path} is not UTF-8 text"
+        raise ConfigError(msg) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(_yaml_problem(path, err)) from None
+    except ValueError:  # a timestamp-looking scalar that is no date, e.g. 2024-02-30
+        msg = f"config file {path} holds a value YAML cannot convert (an impossible date?)"
+        raise ConfigError(msg) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        msg = f"config file {path} must hold a mapping of sections"
+        raise ConfigError(msg)
+    # Keyword arguments must be strings; str() lets `1:` fail as an unknown key instead.
+    return {str(key): value for key, value in (loaded or {}).items()}
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read the YAML file (if any) and the environment; raise ConfigError on any problem."""
+    data = {} if path is None else _read_yaml(path)
+    try:
+        # The file's values are init kwargs; pydantic-settings deep-merges the environment over
+        # them, so CLOCKIN_SINKS__GO2CLOCK__API_KEY keeps the file's other go2clock keys.
+        return Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+    except SettingsError as err:  # an environment value that is not valid JSON for its field
+        raise ConfigError(f"CLOCKIN_* environment: {err}") from None
