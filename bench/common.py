@@ -126,6 +126,7 @@ class Broker(Mosquitto):
             "autosave_interval 60\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 100\n"
+            "set_tcp_nodelay true\n"
             "sys_interval 1\n"
             f"log_dest file {directory}/mosquitto.log\n"
             "log_type error\nlog_type warning\n"

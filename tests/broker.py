@@ -40,6 +40,7 @@ class Mosquitto:
             # Keep every message for an offline persistent session (the default drops past 1000).
             "max_queued_messages 0\n"
             "max_inflight_messages 100\n"
+            "set_tcp_nodelay true\n"
             f"log_dest file {workdir}/mosquitto.log\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )

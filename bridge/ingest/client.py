@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 
 import aiomqtt
@@ -43,6 +45,16 @@ def new_client(config: MqttConfig) -> aiomqtt.Client:
     )
     client._client.manual_ack_set(True)
     return client
+
+
+def disable_nagle(client: aiomqtt.Client) -> None:
+    """Send small packets at once. paho leaves Nagle's algorithm on, so a feedback PUBLISH that
+    follows a PUBACK waits for the broker's delayed TCP ack (about 40 ms): every kiosk reply
+    would come 40 ms late, and under load the replies queue up behind each other."""
+    sock = client._client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):  # not a TCP socket (e.g. a Unix socket)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:

@@ -15,7 +15,7 @@ import structlog
 
 from bridge.config import MqttConfig, Subscription
 from bridge.events import ClockEvent, PayloadError, parse_event, terminal_from_topic
-from bridge.ingest.client import OFFLINE, ONLINE, acknowledge, new_client
+from bridge.ingest.client import OFFLINE, ONLINE, acknowledge, disable_nagle, new_client
 from bridge.ingest.feedback import Feedback
 from bridge.metrics import Metrics
 from bridge.skew import ClockSkewWatch
@@ -103,6 +103,7 @@ class Ingest:
             delay = min(delay * 2, self._config.reconnect_max_seconds)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
+        disable_nagle(client)
         for route in self._routes:
             await client.subscribe(route.subscription.topic, qos=1)
         await client.publish(self._config.status_topic, ONLINE, qos=1, retain=True)
