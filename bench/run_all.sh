@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
 LOG="bench/results-$(date +%Y%m%d-%H%M%S).log"
 export PYTHONPATH=.
-for bench in ingest latency drain footprint naive; do
+for bench in ingest latency drain footprint naive feedback; do
     "$PYTHON" "bench/$bench.py" "$@" 2>&1 | tee -a "$LOG"
 done
 echo "results: $LOG (RESULT lines are JSON)"
