@@ -218,7 +218,10 @@ class Dispatcher:
             return
         if outcome is Outcome.DELIVERED:
             self.counts["delivered"] += 1
-            log.info("delivery.sent")
+            if result.warn:
+                log.warning("delivery.sent", vendor_warning=result.detail)
+            else:
+                log.info("delivery.sent")
         elif outcome is Outcome.DUPLICATE:
             self.counts["duplicate"] += 1
             log.info("delivery.sent", vendor_duplicate=True, detail=result.detail)

@@ -726,6 +726,8 @@ async def test_overwriting_stop_is_delivered_with_the_warning(
     assert results[-1].outcome is Outcome.DELIVERED
     assert "McTime 201" in results[-1].detail
     assert "overwritten" in results[-1].detail
+    assert results[-1].warn  # the dispatcher logs it as a warning
+    assert not results[0].warn
     assert len(fake.entries) == 1
 
 

@@ -28,10 +28,15 @@ class Result:
     # The person's new state at this sink (a running clock, an open shift), saved in the same
     # transaction as the outcome; None leaves the saved state as it is.
     state: Mapping[str, Any] | None = None
+    # Delivered, but the vendor changed something else to take it (McTime 201: an existing
+    # entry overwritten or trimmed): worth a warning line for whoever checks payroll.
+    warn: bool = False
 
     @classmethod
-    def delivered(cls, detail: str = "", *, state: Mapping[str, Any] | None = None) -> Result:
-        return cls(Outcome.DELIVERED, detail, state=state)
+    def delivered(
+        cls, detail: str = "", *, state: Mapping[str, Any] | None = None, warn: bool = False
+    ) -> Result:
+        return cls(Outcome.DELIVERED, detail, state=state, warn=warn)
 
     @classmethod
     def duplicate(cls, detail: str = "", *, state: Mapping[str, Any] | None = None) -> Result:

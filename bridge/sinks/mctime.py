@@ -13,6 +13,7 @@ second and answers 429 above that.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from zoneinfo import ZoneInfo
 
@@ -68,7 +69,7 @@ class McTimeSink:
 
     async def send(self, job: Job) -> Result:
         result = await self._send(job)
-        return Result(result.outcome, self._redact(result.detail), result.retry_after, result.state)
+        return dataclasses.replace(result, detail=self._redact(result.detail))
 
     async def _send(self, job: Job) -> Result:
         saved = read_state(job.state)
@@ -122,7 +123,9 @@ class McTimeSink:
         raw = self._redact(raw.decode("utf-8", errors="replace"), limit=None).encode()
         answer = classify_mctime_reply(status, raw, retry_after)
         if answer.reply is Reply.APPLIED:
-            return Result.delivered(answer.detail, state=clock_state(TARGET[job.action]))
+            return Result.delivered(
+                answer.detail, state=clock_state(TARGET[job.action]), warn=status == 201
+            )
         if answer.reply is Reply.PAUSED:
             return Result.paused(answer.detail)
         if answer.reply is Reply.NOT_APPLIED:
