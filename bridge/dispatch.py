@@ -2,14 +2,14 @@
 
 Order per person is enforced by the claim query (only the oldest undelivered punch of a person
 can be claimed, and only while none of theirs is in flight); different people go in parallel up
-to the sink's concurrency. Nothing polls: the pump sleeps until woken by new work, a free slot,
-or the next retry time.
+to the sink's concurrency. The pump sleeps until woken by new work, a free slot or the next
+retry time, and looks again every RECHECK_SECONDS at most, for what repair commands in another
+process changed (one indexed query; no busy loop).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -18,7 +18,7 @@ import structlog
 
 from bridge.config import RetryConfig
 from bridge.metrics import Metrics
-from bridge.sink_health import SinkHealth
+from bridge.sink_health import SinkHealth, backoff_seconds
 from bridge.sinks.base import Job, Outcome, Result, Sink
 from bridge.store import Store, StoreWriteError
 
@@ -37,12 +37,6 @@ STORE_RETRY_SECONDS = 2.0
 CLOCK_SLACK_SECONDS = 60.0
 RECHECK_SECONDS = 5.0
 SETTLE_ATTEMPTS = 30
-
-
-def backoff_seconds(attempt: int, *, initial: float, maximum: float) -> float:
-    """Exponential backoff with jitter: half to all of initial * 2^(attempt-1), capped."""
-    ceiling = min(maximum, initial * 2 ** min(attempt - 1, 30))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 class Dispatcher:

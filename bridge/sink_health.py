@@ -9,6 +9,7 @@ retry per event.
 
 from __future__ import annotations
 
+import random
 import time
 
 import structlog
@@ -21,8 +22,10 @@ from bridge.store import Store
 log = structlog.get_logger("bridge.health")
 
 
-def _backoff(failures: int, retry: RetryConfig) -> float:
-    return min(retry.max_seconds, retry.initial_seconds * 2 ** min(failures - 1, 30))
+def backoff_seconds(attempt: int, *, initial: float, maximum: float) -> float:
+    """Exponential backoff with jitter: half to all of initial * 2^(attempt-1), capped."""
+    ceiling = min(maximum, initial * 2 ** min(attempt - 1, 30))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 class SinkHealth:
@@ -82,7 +85,9 @@ class SinkHealth:
         self._failures += 1
         self._retries += 1
         self._last_error = error
-        wait = _backoff(self._failures, self._retry)
+        wait = backoff_seconds(
+            self._failures, initial=self._retry.initial_seconds, maximum=self._retry.max_seconds
+        )
         if retry_after is not None:
             wait = min(retry_after, self._retry.max_seconds)
         self._gate_until = time.monotonic() + wait
