@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import ssl
+from collections.abc import AsyncIterator
 
 import aiomqtt
+import structlog
 
 from bridge.config import MqttConfig, MqttTls
+
+log = structlog.get_logger("bridge.ingest")
 
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -45,6 +50,36 @@ def new_client(config: MqttConfig) -> aiomqtt.Client:
     )
     client._client.manual_ack_set(True)
     return client
+
+
+DISCONNECT_TIMEOUT_SECONDS = 3.0
+
+
+@contextlib.asynccontextmanager
+async def connected(config: MqttConfig) -> AsyncIterator[aiomqtt.Client]:
+    """`async with new_client(config)`, except that leaving it never hangs: aiomqtt 2.5 waits
+    without a time limit for paho to report the disconnection, and on a clean stop that report
+    can fail to come, which would keep the bridge from ever exiting."""
+    client = new_client(config)
+    await client.__aenter__()
+    try:
+        yield client
+    except BaseException as exc:
+        await _leave(client, exc)
+        raise
+    await _leave(client, None)
+
+
+async def _leave(client: aiomqtt.Client, exc: BaseException | None) -> None:
+    try:
+        await asyncio.wait_for(
+            client.__aexit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None),
+            DISCONNECT_TIMEOUT_SECONDS,
+        )
+    except TimeoutError:
+        log.warning("mqtt.disconnect_timeout", seconds=DISCONNECT_TIMEOUT_SECONDS)
+    except aiomqtt.MqttError:
+        pass  # already gone: nothing left to close
 
 
 def disable_nagle(client: aiomqtt.Client) -> None:

@@ -15,7 +15,7 @@ import structlog
 
 from bridge.config import MqttConfig, Subscription
 from bridge.events import ClockEvent, PayloadError, parse_event, terminal_from_topic
-from bridge.ingest.client import OFFLINE, ONLINE, acknowledge, disable_nagle, new_client
+from bridge.ingest.client import OFFLINE, ONLINE, acknowledge, connected, disable_nagle
 from bridge.ingest.feedback import Feedback
 from bridge.metrics import Metrics
 from bridge.skew import ClockSkewWatch
@@ -79,7 +79,7 @@ class Ingest:
         reported = False  # one line per outage, not one per attempt
         while True:
             try:
-                async with new_client(self._config) as client:
+                async with connected(self._config) as client:
                     await self._serve(client)
             except StoreWriteError as err:
                 # Nothing of the batch was acknowledged: drop the connection so the broker keeps
