@@ -5,29 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
 
-from bridge.sinks.base import parse_retry_after
+from bridge.sinks.base import parse_retry_after, redact
 
 ATTEMPTS = 3
 EXCERPT_MAX = 160
 RETRY_STATUSES = frozenset({429, 502, 503})
-_REDACTED = "<redacted>"
 
 
 class ReadError(Exception):
     """The vendor could not be read, so nothing was compared. str() holds no secret."""
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = re.sub(re.escape(secret), _REDACTED, text, flags=re.IGNORECASE)
-    return text
 
 
 def excerpt(body: bytes) -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+from pydantic import SecretStr
 
 from bridge.events import Action
 
@@ -91,6 +94,18 @@ class Sink(Protocol):
     name: str
 
     async def send(self, job: Job) -> Result: ...
+
+
+REDACTED = "<redacted>"
+
+
+def redact(text: str, secrets: Iterable[SecretStr | str]) -> str:
+    """The text with every secret (in any letter case) replaced: vendors echo keys back."""
+    for secret in secrets:
+        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        if value:
+            text = re.sub(re.escape(value), REDACTED, text, flags=re.IGNORECASE)
+    return text
 
 
 def parse_retry_after(value: str | None) -> float | None:

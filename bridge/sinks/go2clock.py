@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,12 +18,11 @@ import aiohttp
 
 from bridge.config import Go2ClockConfig
 from bridge.events import Action
-from bridge.sinks.base import Job, Result, classify_http_status
+from bridge.sinks.base import Job, Result, classify_http_status, redact
 
 DETAIL_MAX = 300
 EXCERPT_MAX = 120
 CHECKTIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
-_REDACTED = "<redacted>"
 
 
 def build_punch_form(
@@ -161,6 +159,5 @@ class Go2ClockSink:
         return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
     def _redact(self, text: str, limit: int | None = DETAIL_MAX) -> str:
-        secret = re.escape(self._api_key.get_secret_value())
-        text = re.sub(secret, _REDACTED, text, flags=re.IGNORECASE)
+        text = redact(text, [self._api_key])
         return text if limit is None else _short(text, limit)

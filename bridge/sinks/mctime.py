@@ -14,13 +14,12 @@ second and answers 429 above that.
 from __future__ import annotations
 
 import dataclasses
-import re
 from zoneinfo import ZoneInfo
 
 import aiohttp
 
 from bridge.config import McTimeConfig
-from bridge.sinks.base import Job, Outcome, Result
+from bridge.sinks.base import Job, Outcome, Result, redact
 from bridge.sinks.mctime_rules import (
     DETAIL_MAX,
     PAGE_SIZE,
@@ -44,7 +43,6 @@ from bridge.sinks.ratelimit import RateLimiter
 
 MAX_CLOCK_PAGES = 200  # 4000 running clocks
 RATE_WINDOW_MARGIN = 0.05  # seconds added to the 1 s window for network jitter
-_REDACTED = "<redacted>"
 
 # Raised before the request left: the server cannot have acted on it.
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
@@ -192,8 +190,7 @@ class McTimeSink:
         return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
     def _redact(self, text: str, limit: int | None = DETAIL_MAX) -> str:
-        secret = re.escape(self._api_key.get_secret_value())
-        text = re.sub(secret, _REDACTED, text, flags=re.IGNORECASE)
+        text = redact(text, [self._api_key])
         return text if limit is None else short(text, limit)
 
 

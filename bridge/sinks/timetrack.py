@@ -18,7 +18,6 @@ ambiguous; TimeTrack cannot be told which 02:30 is meant.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +27,7 @@ import aiohttp
 
 from bridge.config import TimeTrackConfig
 from bridge.events import Action
-from bridge.sinks.base import Job, Outcome, Result
+from bridge.sinks.base import Job, Outcome, Result, redact
 from bridge.sinks.timetrack_shift import ShiftStateError, closed_attendance, plan_job, read_state
 from bridge.sinks.timetrack_wire import (
     DETAIL_MAX,
@@ -48,7 +47,6 @@ from bridge.sinks.timetrack_wire import (
 SEARCH_LIMIT = 1000  # the documented maximum page size
 SEARCH_MAX_PAGES = 10  # beyond that the answer is inconclusive: retry, never create
 SEARCH_MARGIN = timedelta(days=1)  # the vendor's from/to filter semantics are undocumented
-_REDACTED = "<redacted>"
 
 Matcher = Callable[[list[dict[str, Any]]], Mapping[str, Any] | None]
 
@@ -292,7 +290,5 @@ class TimeTrackSink:
         return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
     def _redact(self, text: str, limit: int | None = DETAIL_MAX) -> str:
-        for secret in (self._key, self._secret):
-            pattern = re.escape(secret.get_secret_value())
-            text = re.sub(pattern, _REDACTED, text, flags=re.IGNORECASE)
+        text = redact(text, [self._key, self._secret])
         return text if limit is None else short(text, limit)
