@@ -2,9 +2,17 @@
 
 Order per person is enforced by the claim query (only the oldest undelivered punch of a person
 can be claimed, and only while none of theirs is in flight); different people go in parallel up
-to the sink's concurrency. The pump sleeps until woken by new work, a free slot or the next
-retry time, and looks again every RECHECK_SECONDS at most, for what repair commands in another
-process changed (one indexed query; no busy loop).
+to the sink's concurrency.
+
+To keep every sending slot busy, the pump claims up to one round ahead (2 x concurrency held
+in all: sending, waiting for a slot, or being settled) and in batches of at least half the
+concurrency, so that neither a claim nor a settle commit stands between one request's end and
+the next one's start. A claimed delivery that has not been sent when the sink starts failing,
+or when the bridge stops, is handed back unsent.
+
+The pump sleeps until woken by new work, a settled delivery or the next due time, and looks
+again every RECHECK_SECONDS at most, for what repair commands in another process changed (one
+indexed query; no busy loop).
 """
 
 from __future__ import annotations
@@ -60,7 +68,11 @@ class Dispatcher:
         # No retry is scheduled further ahead than this; a later one means the clock went back.
         self._horizon = retry.max_seconds + CLOCK_SLACK_SECONDS
         self._wake = asyncio.Event()
+        # Claimed and not settled yet: waiting for a slot, sending, or being settled.
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)  # requests at the vendor at once
+        self._waiting_for_slot = 0
+        self._stopping = False
         self._store_failing = False
         self.health = SinkHealth(
             sink=sink.name, retry=retry, summary_seconds=summary_seconds, metrics=metrics
@@ -91,26 +103,14 @@ class Dispatcher:
             try:
                 await self._pump(sends, stop)
             finally:
+                self._stopping = True
                 await self._drain(grace_seconds)
 
     async def _pump(self, sends: asyncio.TaskGroup, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
-            free = self.health.claim_limit(
-                concurrency=self._concurrency, in_flight=len(self._in_flight)
-            )
             try:
-                if free > 0:
-                    jobs = await self._store.claim(
-                        self.sink.name, limit=free, now=time.time(), horizon=self._horizon
-                    )
-                    if jobs:
-                        log.debug("delivery.claimed", sink=self.sink.name, count=len(jobs))
-                    for job in jobs:
-                        task = sends.create_task(self._deliver(job), name=f"send[{self.sink.name}]")
-                        self._in_flight.add(task)
-                        task.add_done_callback(self._on_send_done)
-                pause = await self._sleep_seconds()
+                pause = await self._claim_and_start(sends)
                 summary = await self.health.summarize_if_due(self._store)
                 if summary is not None:
                     pause = summary if pause is None else min(pause, summary)
@@ -123,17 +123,37 @@ class Dispatcher:
                 self._store_failing = False
             await self._sleep(stop, pause)
 
-    async def _sleep_seconds(self) -> float | None:
-        if (probe := self.health.seconds_until_probe()) is not None:
-            return probe
-        if len(self._in_flight) >= self._concurrency:
-            return None  # a finishing send wakes us
-        due = await self._store.next_due(self.sink.name)
-        # Repair commands (dead retry, replay) change the queue from another process, which
-        # cannot wake us: look again after a few seconds at the latest. One indexed query.
-        if due is None:
+    async def _claim_and_start(self, sends: asyncio.TaskGroup) -> float | None:
+        """Claim what there is room for and start it; seconds until the pump should look again
+        (None: when woken, which a settle in progress will do)."""
+        held = len(self._in_flight)
+        limit = self.health.claim_limit(concurrency=2 * self._concurrency, in_flight=held)
+        # A small claim only when nothing is waiting for a slot: otherwise wait for room for a
+        # batch, and spare the database a transaction per delivery.
+        if limit < max(1, self._concurrency // 2) and self._waiting_for_slot:
+            limit = 0
+        if limit == 0:
+            if self.health.failing and not held:
+                return self.health.seconds_until_probe()
+            return None
+        probe = self.health.failing
+        claim = await self._store.claim_batch(
+            self.sink.name, limit=limit, now=time.time(), horizon=self._horizon
+        )
+        if claim.jobs:
+            log.debug("delivery.claimed", sink=self.sink.name, count=len(claim.jobs))
+        for job in claim.jobs:
+            self._waiting_for_slot += 1
+            task = sends.create_task(self._deliver(job, probe), name=f"send[{self.sink.name}]")
+            self._in_flight.add(task)
+            task.add_done_callback(self._on_send_done)
+        if len(claim.jobs) == limit:
+            return None  # there may be more: a settle wakes us when there is room
+        if claim.next_due is None:
+            # Repair commands (dead retry, replay) change the queue from another process,
+            # which cannot wake us: look again after a few seconds at the latest.
             return RECHECK_SECONDS
-        return min(RECHECK_SECONDS, max(0.0, due - time.time()))
+        return min(RECHECK_SECONDS, max(0.0, claim.next_due - time.time()))
 
     async def _sleep(self, stop: asyncio.Event, seconds: float | None) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -149,24 +169,55 @@ class Dispatcher:
 
     async def _drain(self, grace_seconds: float) -> None:
         """On stop: requests in flight get the grace period, then are cancelled (and retried
-        at the next start, because their delivery stays 'inflight')."""
+        at the next start, because their delivery stays 'inflight'); deliveries not yet sent
+        are handed back."""
         if not self._in_flight:
             return
         _, late = await asyncio.wait(set(self._in_flight), timeout=grace_seconds)
         for task in late:
             task.cancel()
 
-    async def _deliver(self, job: Job) -> None:
+    async def _deliver(self, job: Job, probe: bool) -> None:
         with structlog.contextvars.bound_contextvars(
             sink=self.sink.name, event_key=job.event_key, person=job.person, attempt=job.attempt
         ):
+            result = await self._send_when_a_slot_is_free(job, probe)
+            if result is not None:
+                # Settling must finish even if shutdown cancels us now: the vendor has it.
+                await asyncio.shield(self._settle_until_written(job, result))
+
+    async def _send_when_a_slot_is_free(self, job: Job, probe: bool) -> Result | None:
+        """The sink's answer; None when the delivery was handed back unsent."""
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            self._waiting_for_slot -= 1
+            await asyncio.shield(self._hand_back(job))
+            raise
+        self._waiting_for_slot -= 1
+        try:
+            if self._stopping or (self.health.failing and not probe):
+                # Claimed ahead, but the sink has failed since (one probe at a time now) or
+                # the bridge is stopping: not sent, so it must not count as an attempt.
+                await asyncio.shield(self._hand_back(job))
+                return None
             try:
                 result = await self.sink.send(job)
             except Exception as err:  # a sink bug must not stop the pump
                 log.exception("delivery.error")
                 result = Result.retry(f"internal error: {type(err).__name__}")
-            # Settling must finish even if shutdown cancels us now: the vendor already has it.
-            await asyncio.shield(self._settle_until_written(job, result))
+            # Before the slot goes to the next delivery: if the sink just failed, that one
+            # must see it and be handed back rather than sent.
+            self.health.record(result)
+            return result
+        finally:
+            self._slots.release()
+
+    async def _hand_back(self, job: Job) -> None:
+        try:
+            await self._store.unclaim([job])
+        except StoreWriteError as err:  # it stays 'inflight' and goes out at the next start
+            log.debug("store.write_failed", error=str(err))
 
     async def _settle_until_written(self, job: Job, result: Result) -> None:
         """A settle that fails to write (disk full) is tried again; if it never succeeds the
@@ -206,7 +257,6 @@ class Dispatcher:
         self._note(result, delay)
 
     def _note(self, result: Result, delay: float) -> None:
-        self.health.record(result)
         outcome = result.outcome
         if outcome is Outcome.PAUSED:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import aiomqtt
 
+from bridge.ingest.feedback import Feedback
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.harness import (
@@ -121,3 +123,31 @@ def _status_is(port: int, expected: bytes):
         return await _retained_status(port) == expected
 
     return predicate
+
+
+class _PublishLosingTheCancel:
+    """Stands in for aiomqtt's client where Python 3.11's asyncio.wait_for loses a cancellation
+    that arrives together with the PUBACK (CPython gh-86296)."""
+
+    def __init__(self) -> None:
+        self.publishing = asyncio.Event()
+
+    async def publish(self, topic: str, payload: bytes, qos: int) -> None:
+        self.publishing.set()
+        # what wait_for does when the awaited future is done at that moment:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.05)
+
+
+async def test_feedback_publisher_stops_even_when_a_publish_loses_the_cancel() -> None:
+    """A stop that arrives with a PUBACK must still end the publisher (it once held up the
+    bridge's stop for good: the loop went back to waiting on its queue)."""
+    feedback = Feedback(ack_topic="clockin/{terminal}/ack")
+    client = _PublishLosingTheCancel()
+    task = asyncio.create_task(feedback.publish_forever(client))  # type: ignore[arg-type]
+    feedback.send("gate1", {"status": "accepted"})
+    await asyncio.wait_for(client.publishing.wait(), 5)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done, "the publisher kept running after it was cancelled"
+    assert task.cancelled()

@@ -50,3 +50,14 @@ class Feedback:
                 with contextlib.suppress(asyncio.QueueFull):  # keep it for the next connection
                     self._queue.put_nowait((topic, payload))
                 raise
+            _reraise_swallowed_cancel()
+
+
+def _reraise_swallowed_cancel() -> None:
+    """On Python 3.11, asyncio.wait_for (inside aiomqtt's publish) loses a cancellation that
+    arrives as the awaited PUBACK does (CPython gh-86296, fixed in 3.12); this loop would then
+    wait on its queue for ever and hold up the bridge's stop. A task still running while asked
+    to cancel can only have lost it: raise it again."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -7,33 +7,66 @@ import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from bridge.events import Action
 from bridge.sinks.base import Job, Outcome, Result
 from bridge.store.connection import StoreBase
+from bridge.store.group_commit import GroupCommit
 from bridge.store.records import parse_utc_text
 
-_CLAIM_SQL = """
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    jobs: list[Job]  # in event-time order
+    # When fewer than asked were due: when the next claimable one falls due (None: none waits).
+    next_due: float | None
+
+
+class _Settle(NamedTuple):
+    job: Job
+    result: Result
+    retry_at: float
+    now: float
+
+
+# A pending delivery may be sent when no delivery of its person is in flight and it is the
+# person's oldest pending one. Two NOT EXISTS rather than one with OR, so that each is a seek on
+# deliveries_person.
+_CLAIMABLE = """
+    d.sink = :sink AND d.state = 'pending'
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries AS e
+        WHERE e.sink = d.sink AND e.person = d.person AND e.state = 'inflight')
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries AS e
+        WHERE e.sink = d.sink AND e.person = d.person AND e.state = 'pending'
+          AND (e.event_time < d.event_time OR (e.event_time = d.event_time AND e.id < d.id)))
+"""
+
+_CLAIM_SQL = f"""
 UPDATE deliveries SET state = 'inflight', attempts = attempts + 1
 WHERE id IN (
     SELECT d.id FROM deliveries AS d
-    WHERE d.sink = :sink AND d.state = 'pending'
+    WHERE {_CLAIMABLE}
       -- due; or scheduled further ahead than any retry can be, which only happens when the
       -- gateway's clock was set back after the schedule was written
       AND (d.next_attempt_at <= :now OR d.next_attempt_at > :now + :horizon)
-      -- per person, only one at a time, and only the oldest undelivered punch; two NOT
-      -- EXISTS rather than one with OR, so each is a seek on deliveries_person
-      AND NOT EXISTS (
-          SELECT 1 FROM deliveries AS e
-          WHERE e.sink = d.sink AND e.person = d.person AND e.state = 'inflight')
-      AND NOT EXISTS (
-          SELECT 1 FROM deliveries AS e
-          WHERE e.sink = d.sink AND e.person = d.person AND e.state = 'pending'
-            AND (e.event_time < d.event_time OR (e.event_time = d.event_time AND e.id < d.id)))
     ORDER BY d.next_attempt_at, d.event_time
     LIMIT :limit)
 RETURNING id
+"""
+
+# When the next claimable delivery falls due. Only what a claim could take counts: a person's
+# later punches waiting behind one in flight or retrying must not make the pump spin.
+_NEXT_DUE_SQL = f"""
+SELECT d.next_attempt_at FROM deliveries AS d
+WHERE {_CLAIMABLE}
+ORDER BY d.next_attempt_at
+LIMIT 1
 """
 
 _JOB_SQL = """
@@ -56,27 +89,46 @@ class QueueMixin(StoreBase):
             )
             return cursor.rowcount
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._settles: GroupCommit[_Settle, str] = GroupCommit(self._settle_batch)
+
     async def claim(
         self, sink: str, *, limit: int, now: float, horizon: float = 86400.0
     ) -> list[Job]:
         """Claim due deliveries (the attempt is counted now, so a crash still uses one up)."""
+        return (await self.claim_batch(sink, limit=limit, now=now, horizon=horizon)).jobs
+
+    async def claim_batch(
+        self, sink: str, *, limit: int, now: float, horizon: float = 86400.0
+    ) -> Claim:
+        """Claim up to `limit` due deliveries; when fewer were due, also say when the next
+        claimable one falls due (in the same call to the database thread)."""
         params = {"sink": sink, "now": now, "limit": limit, "horizon": horizon}
         claiming = asyncio.ensure_future(self._write(_claim, params))
         try:
-            jobs = await asyncio.shield(claiming)
+            claim = await asyncio.shield(claiming)
         except asyncio.CancelledError:
             # The claim runs to its end on the database thread: hand back what it took, or it
             # would wait as 'inflight' for the next start.
             with contextlib.suppress(Exception):
-                taken = [job.delivery_id for job in await claiming]
-                await self._write(_unclaim, taken)
+                await self.unclaim((await claiming).jobs)
             raise
-        return sorted(jobs, key=lambda job: (job.time, job.delivery_id))
+        return claim
+
+    async def unclaim(self, jobs: Sequence[Job]) -> None:
+        """Hand back claimed deliveries that were not sent: pending again, attempt not used."""
+        if jobs:
+            await self._write(_unclaim, [job.delivery_id for job in jobs])
 
     async def settle(self, job: Job, result: Result, *, retry_at: float, now: float) -> str:
         """Record a send's result (and the person's new state at the sink, in the same
-        transaction); return the delivery's new state."""
-        return await self._write(_settle, job, result, retry_at, now)
+        transaction); return the delivery's new state. Settles asked for together are
+        committed together (group commit)."""
+        return await self._settles.submit(_Settle(job, result, retry_at, now))
+
+    async def _settle_batch(self, settles: list[_Settle]) -> list[str]:
+        return await self._write(_settle_all, settles)
 
     async def expire(self, job: Job, *, now: float, max_age_days: float) -> bool:
         """Kill a delivery whose event is older than the retry age limit; True when it was."""
@@ -87,19 +139,23 @@ class QueueMixin(StoreBase):
         return True
 
     async def next_due(self, sink: str) -> float | None:
-        rows = await self._db.execute_fetchall(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE sink = ? AND state = 'pending'",
-            (sink,),
-        )
-        return rows[0][0]
+        """When the next delivery a claim could take falls due; None when there is none."""
+        rows = await self._db.execute_fetchall(_NEXT_DUE_SQL, {"sink": sink})
+        return rows[0][0] if rows else None
 
 
 # --- on the connection's thread, inside one transaction (StoreBase._write) -------------------
 
 
-def _claim(conn: sqlite3.Connection, params: dict[str, object]) -> list[Job]:
+def _claim(conn: sqlite3.Connection, params: dict[str, Any]) -> Claim:
     ids = [row[0] for row in conn.execute(_CLAIM_SQL, params).fetchall()]
-    return [_job(conn.execute(_JOB_SQL, (delivery_id,)).fetchone()) for delivery_id in ids]
+    jobs = [_job(conn.execute(_JOB_SQL, (delivery_id,)).fetchone()) for delivery_id in ids]
+    jobs.sort(key=lambda job: (job.time, job.delivery_id))
+    next_due = None
+    if len(jobs) < params["limit"]:
+        row = conn.execute(_NEXT_DUE_SQL, params).fetchone()
+        next_due = row[0] if row else None
+    return Claim(jobs, next_due)
 
 
 def _unclaim(conn: sqlite3.Connection, delivery_ids: list[int]) -> None:
@@ -128,6 +184,10 @@ def _job(row: sqlite3.Row) -> Job:
         stored_at=row["created_at"],
         source_id=row["source_id"],
     )
+
+
+def _settle_all(conn: sqlite3.Connection, settles: list[_Settle]) -> list[str]:
+    return [_settle(conn, *settle) for settle in settles]
 
 
 def _settle(conn: sqlite3.Connection, job: Job, result: Result, retry_at: float, now: float) -> str:
@@ -163,6 +223,14 @@ def _settle(conn: sqlite3.Connection, job: Job, result: Result, retry_at: float,
     conn.execute(
         "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ?",
         (retry_at, detail, job.delivery_id),
+    )
+    # The person's later punches wait behind this one: schedule them no earlier, so that a
+    # claim's scan of what is due passes over them instead of finding and skipping each.
+    conn.execute(
+        "UPDATE deliveries SET next_attempt_at = :at"
+        " WHERE sink = :sink AND person = :person AND state = 'pending' AND next_attempt_at < :at"
+        " AND (event_time, id) > (SELECT event_time, id FROM deliveries WHERE id = :id)",
+        {"at": retry_at, "sink": job.sink, "person": job.person, "id": job.delivery_id},
     )
     return "pending"
 

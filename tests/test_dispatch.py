@@ -1,0 +1,239 @@
+"""The dispatcher on a real SQLite store: claiming ahead, handing back, sleeping without spinning.
+
+The sink here is a small recording stand-in (the Dispatcher is what is under test; each real
+sink has its own contract suite in test_sink_contract.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from bridge.config import RetryConfig
+from bridge.dispatch import Dispatcher
+from bridge.events import Action
+from bridge.metrics import Metrics
+from bridge.sinks.base import Job, Result
+from bridge.store import Store
+from bridge.store.group_commit import GroupCommit
+from tests.test_store import MORNING, SINK, claim, ingest, opened, query, settle, swipe
+
+
+class RecordingSink:
+    """Answers with `answer(job)`, after waiting for `gate` when one is set."""
+
+    name = SINK
+
+    def __init__(self, answer: Callable[[Job], Result] = lambda _job: Result.delivered()):
+        self.answer = answer
+        self.sent: list[Job] = []
+        self.gate: asyncio.Event | None = None
+        self.started = asyncio.Event()
+
+    async def send(self, job: Job) -> Result:
+        self.sent.append(job)
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        return self.answer(job)
+
+
+@contextlib.asynccontextmanager
+async def dispatching(
+    store: Store, sink: RecordingSink, *, concurrency: int, grace: float = 5.0
+) -> AsyncIterator[Dispatcher]:
+    dispatcher = Dispatcher(
+        sink=sink,
+        store=store,
+        concurrency=concurrency,
+        retry=RetryConfig(initial_seconds=30, max_seconds=300),
+        metrics=Metrics(),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop, grace_seconds=grace))
+    try:
+        yield dispatcher
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, grace + 10)
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def swipes(store: Store, people: int, per_person: int = 1) -> None:
+    """`per_person` punches for each of `people` badges, in and out by turns, 10 minutes apart
+    (no double swipes)."""
+    events = [
+        swipe(
+            f"p{p}-{n}",
+            MORNING + timedelta(minutes=10 * n),
+            badge=f"B{p}",
+            action=Action.OUT if n % 2 else Action.IN,
+        )
+        for n in range(per_person)
+        for p in range(people)
+    ]
+    assert all(s.status == "accepted" for s in await ingest(store, *events))
+
+
+def cpu_seconds_while(seconds: float) -> Callable[[], asyncio.Future[float]]:
+    async def measure() -> float:
+        began = time.process_time()
+        await asyncio.sleep(seconds)
+        return time.process_time() - began
+
+    return lambda: asyncio.ensure_future(measure())
+
+
+async def test_everything_is_delivered_in_per_person_order_with_claims_ahead(tmp_path: Path):
+    async with opened(tmp_path / "q.db") as store:
+        await swipes(store, people=30, per_person=4)
+        sink = RecordingSink()
+        async with dispatching(store, sink, concurrency=4):
+            await until(lambda: len(sink.sent) == 120)
+        by_person: dict[str, list[datetime]] = {}
+        for job in sink.sent:
+            by_person.setdefault(job.person, []).append(job.time)
+        assert all(times == sorted(times) for times in by_person.values())
+        assert query(store_path(tmp_path), "SELECT DISTINCT state FROM deliveries") == [
+            ("delivered",)
+        ]
+
+
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "q.db"
+
+
+async def test_never_more_requests_at_once_than_the_concurrency(tmp_path: Path):
+    async with opened(store_path(tmp_path)) as store:
+        await swipes(store, people=20)
+        sink = RecordingSink()
+        sink.gate = asyncio.Event()
+        async with dispatching(store, sink, concurrency=3):
+            await until(lambda: len(sink.sent) == 3)
+            await asyncio.sleep(0.3)
+            assert len(sink.sent) == 3, "claimed ahead, but not sent ahead"
+            # Claimed ahead: up to one more round is held as 'inflight', waiting for a slot.
+            held = query(
+                store_path(tmp_path), "SELECT COUNT(*) FROM deliveries WHERE state = 'inflight'"
+            )[0][0]
+            assert 3 <= held <= 6
+            sink.gate.set()
+            await until(lambda: len(sink.sent) == 20)
+
+
+async def test_deliveries_claimed_ahead_are_handed_back_when_the_sink_fails(tmp_path: Path):
+    """Once the vendor fails, the ones waiting for a slot are not sent into the outage (one
+    probe at a time from then on) and their attempt is not counted."""
+    async with opened(store_path(tmp_path)) as store:
+        await swipes(store, people=12)
+        sink = RecordingSink(answer=lambda _job: Result.retry("HTTP 503"))
+        sink.gate = asyncio.Event()
+        async with dispatching(store, sink, concurrency=2):
+            await until(lambda: len(sink.sent) == 2)
+            await asyncio.sleep(0.2)  # the claim ahead is in
+            sink.gate.set()
+            await asyncio.sleep(0.5)
+            assert len(sink.sent) == 2, "a delivery claimed ahead was sent into the outage"
+        attempts = query(store_path(tmp_path), "SELECT SUM(attempts) FROM deliveries")[0][0]
+        assert attempts == 2
+        assert query(store_path(tmp_path), "SELECT DISTINCT state FROM deliveries") == [
+            ("pending",)
+        ]
+
+
+async def test_stopping_hands_back_what_was_not_sent(tmp_path: Path):
+    async with opened(store_path(tmp_path)) as store:
+        await swipes(store, people=6)
+        sink = RecordingSink()
+        sink.gate = asyncio.Event()
+        async with dispatching(store, sink, concurrency=1, grace=0.3):
+            await until(lambda: len(sink.sent) == 1)
+            await asyncio.sleep(0.2)
+        rows = query(
+            store_path(tmp_path), "SELECT state, attempts, COUNT(*) FROM deliveries GROUP BY 1, 2"
+        )
+        # The one at the vendor when the grace ran out stays in flight (sent again at the next
+        # start); the ones waiting for a slot are pending again, their attempt not used.
+        assert sorted(rows) == [("inflight", 1, 1), ("pending", 0, 5)]
+
+
+async def test_no_busy_loop_while_a_persons_later_punches_wait_behind_a_retry(tmp_path: Path):
+    async with opened(store_path(tmp_path)) as store:
+        await swipes(store, people=1, per_person=4)
+        [first] = await claim(store)
+        await settle(store, first, Result.retry("HTTP 503"), retry_at=time.time() + 30)
+        sink = RecordingSink()
+        async with dispatching(store, sink, concurrency=4):
+            cpu = await cpu_seconds_while(1.5)()
+        assert sink.sent == []
+        assert cpu < 0.3, f"the pump spun: {cpu:.2f} s of CPU in 1.5 s"
+
+
+async def test_no_busy_loop_while_a_persons_later_punches_wait_behind_one_in_flight(
+    tmp_path: Path,
+):
+    async with opened(store_path(tmp_path)) as store:
+        await swipes(store, people=1, per_person=4)
+        sink = RecordingSink()
+        sink.gate = asyncio.Event()
+        async with dispatching(store, sink, concurrency=4):
+            await until(lambda: len(sink.sent) == 1)
+            cpu = await cpu_seconds_while(1.5)()
+            sink.gate.set()
+            await until(lambda: len(sink.sent) == 4)
+        assert cpu < 0.3, f"the pump spun: {cpu:.2f} s of CPU in 1.5 s"
+
+
+async def test_a_retry_schedules_the_persons_later_punches_behind_it(tmp_path: Path):
+    async with opened(store_path(tmp_path)) as store:
+        await swipes(store, people=2, per_person=3)
+        jobs = await claim(store)
+        retry_at = time.time() + 120
+        mine = next(job for job in jobs if job.person == "p-B0")
+        await settle(store, mine, Result.retry("HTTP 503"), retry_at=retry_at)
+        rows = query(
+            store_path(tmp_path),
+            "SELECT person, next_attempt_at FROM deliveries WHERE state = 'pending'",
+        )
+        assert all(at >= retry_at for person, at in rows if person == "p-B0")
+        assert all(at < retry_at for person, at in rows if person == "p-B1")
+        claim_after = await store.claim_batch(SINK, limit=10, now=time.time())
+        assert claim_after.jobs == []  # B1's next waits behind B1's own one in flight
+        assert claim_after.next_due is not None
+        assert claim_after.next_due >= retry_at
+
+
+async def test_group_commit_writes_what_arrives_during_a_commit_as_one_batch():
+    batches: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        batches.append(items)
+        await asyncio.sleep(0.05)  # a commit's fsync
+        return [item * 10 for item in items]
+
+    commit: GroupCommit[int, int] = GroupCommit(write)
+    first = asyncio.ensure_future(commit.submit(0))
+    await asyncio.sleep(0.01)  # its commit has begun
+    answers = await asyncio.gather(first, *(commit.submit(n) for n in range(1, 20)))
+    assert answers == [n * 10 for n in range(20)]
+    assert batches == [[0], list(range(1, 20))]
+
+
+async def test_group_commit_tells_every_writer_of_a_failed_batch():
+    async def write(items: list[int]) -> list[int]:
+        await asyncio.sleep(0.01)
+        raise OSError("disk full")
+
+    commit: GroupCommit[int, int] = GroupCommit(write)
+    results = await asyncio.gather(*(commit.submit(n) for n in range(5)), return_exceptions=True)
+    assert all(isinstance(result, OSError) for result in results)
