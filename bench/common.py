@@ -182,6 +182,9 @@ def write_directory(path: Path, people: int) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
+DEFAULT_ACK_TOPIC = "clockin/{terminal}/ack"  # the bridge's default: feedback on
+
+
 def write_config(
     directory: Path,
     *,
@@ -193,7 +196,7 @@ def write_config(
     mctime_url: str | None = None,
     mctime_rate: float = 10.0,
     log_level: str = "warning",
-    ack_topic: str | None = "clockin/{terminal}/ack",
+    ack_topic: str | None = DEFAULT_ACK_TOPIC,
     max_batch: int = 500,
     pause_probe_seconds: float = 3600.0,
     client_id: str = "bench-bridge",

@@ -64,15 +64,18 @@ def summary(values: list[float]) -> dict[str, float]:
 async def run(args: argparse.Namespace) -> None:
     common.header("latency: publish -> request at a zero-latency fake Go2Clock")
     work = common.workdir("latency")
-    phases = [(1.0, args.slow_seconds), (500.0, args.fast_seconds)]
+    phases = [(1.0, args.slow_seconds), (args.fast_rate, args.fast_seconds)]
     total = sum(int(rate * seconds) for rate, seconds in phases)
     with common.broker(work) as broker:
         async with common.fake_go2clock() as (fake, url):
             config, http_port = common.write_config(
-                work, broker_port=broker.port, people=total + 10, go2clock_url=url
+                work, broker_port=broker.port, people=total + 10, go2clock_url=url,
+                log_level=args.log_level,
+                ack_topic=None if args.no_feedback else common.DEFAULT_ACK_TOPIC,
             )
             reference = BareSubscriber(broker.port)
-            with common.running_bridge(config, http_port) as bridge:
+            profile = work / "latency.pyspy.txt" if args.profile else None
+            with common.running_bridge(config, http_port, profile=profile) as bridge:
                 await bridge.wait_ready()
                 await asyncio.sleep(1.0)
                 start = 0
@@ -117,6 +120,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 s at 1/s, 5 s at 500/s")
     parser.add_argument("--slow-seconds", type=float, default=60.0)
     parser.add_argument("--fast-seconds", type=float, default=30.0)
+    parser.add_argument("--fast-rate", type=float, default=500.0, help="events/s")
+    parser.add_argument("--profile", action="store_true", help="run the bridge under py-spy")
+    parser.add_argument("--no-feedback", action="store_true", help="terminal feedback off")
+    parser.add_argument("--log-level", default="warning", help="the bridge's (debug: every claim)")
     args = parser.parse_args()
     if args.quick:
         args.slow_seconds, args.fast_seconds = 10.0, 5.0

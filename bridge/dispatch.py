@@ -4,10 +4,10 @@ Order per person is enforced by the claim query (only the oldest undelivered pun
 can be claimed, and only while none of theirs is in flight); different people go in parallel up
 to the sink's concurrency.
 
-To keep every sending slot busy, the pump claims up to one round ahead (2 x concurrency held
-in all: sending, waiting for a slot, or being settled) and in batches of at least half the
-concurrency, so that neither a claim nor a settle commit stands between one request's end and
-the next one's start. A claimed delivery that has not been sent when the sink starts failing,
+To keep every sending slot busy, the pump claims ahead: up to concurrency + CLAIM_AHEAD
+deliveries are held at once (sending, waiting for a slot, or being settled), claimed in
+batches, so that neither a claim nor a settle commit stands between one request's end and the
+next one's start. A claimed delivery that has not been sent when the sink starts failing,
 or when the bridge stops, is handed back unsent.
 
 The pump sleeps until woken by new work, a settled delivery or the next due time, and looks
@@ -45,6 +45,9 @@ STORE_RETRY_SECONDS = 2.0
 CLOCK_SLACK_SECONDS = 60.0
 RECHECK_SECONDS = 5.0
 SETTLE_ATTEMPTS = 30
+# Deliveries held beyond the concurrency (claimed, waiting for a slot or being settled), so
+# that the claim and settle commits (a few ms each under load) never leave a slot idle.
+CLAIM_AHEAD = 32
 
 
 class Dispatcher:
@@ -71,6 +74,8 @@ class Dispatcher:
         # Claimed and not settled yet: waiting for a slot, sending, or being settled.
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)  # requests at the vendor at once
+        self._capacity = concurrency + CLAIM_AHEAD
+        self._claim_batch = max(1, min(self._capacity // 4, 16))
         self._waiting_for_slot = 0
         self._stopping = False
         self._store_failing = False
@@ -127,10 +132,10 @@ class Dispatcher:
         """Claim what there is room for and start it; seconds until the pump should look again
         (None: when woken, which a settle in progress will do)."""
         held = len(self._in_flight)
-        limit = self.health.claim_limit(concurrency=2 * self._concurrency, in_flight=held)
+        limit = self.health.claim_limit(concurrency=self._capacity, in_flight=held)
         # A small claim only when nothing is waiting for a slot: otherwise wait for room for a
         # batch, and spare the database a transaction per delivery.
-        if limit < max(1, self._concurrency // 2) and self._waiting_for_slot:
+        if limit < self._claim_batch and self._waiting_for_slot:
             limit = 0
         if limit == 0:
             if self.health.failing and not held:

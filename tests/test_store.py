@@ -863,3 +863,43 @@ def test_claims_follow_each_persons_event_order(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(drain_and_check(Path(tmp) / "q.db", events, plan, batch_size))
+
+
+# --- group commit ------------------------------------------------------------------------------
+
+
+def _reject(conn: sqlite3.Connection, n: int) -> int:
+    conn.execute(
+        "INSERT INTO rejected (received_at, topic, format, payload, payload_size, reason)"
+        " VALUES ('now', 't', 'canonical', x'00', 1, ?)",
+        (f"n{n}",),
+    )
+    return n
+
+
+def _reject_then_fail(conn: sqlite3.Connection) -> None:
+    _reject(conn, 99)
+    raise ValueError("this call's own bug")
+
+
+async def test_writes_asked_for_together_share_one_commit_but_not_their_errors(tmp_path: Path):
+    path = tmp_path / "q.db"
+    async with opened(path) as store:
+        statements: list[str] = []
+        await store._db.set_trace_callback(statements.append)  # observes, changes nothing
+        first = asyncio.ensure_future(store._write(_reject, 0))
+        await asyncio.sleep(0)  # its commit has begun: the rest wait and go together
+        results = await asyncio.gather(
+            first,
+            store._write(_reject, 1),
+            store._write(_reject_then_fail),
+            store._write(_reject, 2),
+            return_exceptions=True,
+        )
+        await store._db.set_trace_callback(None)
+    assert results[:2] == [0, 1]
+    assert isinstance(results[2], ValueError)
+    assert results[3] == 2
+    assert statements.count("COMMIT") == 2
+    # the failing call's own insert was undone, the others in its transaction kept
+    assert query(path, "SELECT reason FROM rejected ORDER BY id") == [("n0",), ("n1",), ("n2",)]

@@ -97,3 +97,13 @@ def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
     dropped this does nothing, and the broker redelivers (which the store recognises)."""
     if message.qos > 0:
         client._client.ack(message.mid, message.qos)
+
+
+def raise_lost_cancellation() -> None:
+    """Call after awaiting one of aiomqtt's calls. On Python 3.11, asyncio.wait_for (inside
+    them) loses a cancellation that arrives just as the awaited reply does (CPython gh-86296,
+    fixed in 3.12), and the caller would carry on as if never asked to stop. A task still
+    running while asked to cancel can only have lost it: raise it again."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,14 @@ import structlog
 
 from bridge.config import MqttConfig, Subscription
 from bridge.events import ClockEvent, PayloadError, parse_event, terminal_from_topic
-from bridge.ingest.client import OFFLINE, ONLINE, acknowledge, connected, disable_nagle
+from bridge.ingest.client import (
+    OFFLINE,
+    ONLINE,
+    acknowledge,
+    connected,
+    disable_nagle,
+    raise_lost_cancellation,
+)
 from bridge.ingest.feedback import Feedback
 from bridge.metrics import Metrics
 from bridge.skew import ClockSkewWatch
@@ -40,8 +48,8 @@ FEEDBACK_STATUS = {
 class _Route:
     subscription: Subscription
 
-    def matches(self, message: aiomqtt.Message) -> bool:
-        return message.topic.matches(self.subscription.topic)
+    def matches(self, topic: str) -> bool:
+        return aiomqtt.Topic(topic).matches(self.subscription.topic)
 
 
 class Ingest:
@@ -65,6 +73,9 @@ class Ingest:
         self._max_batch = max_batch
         self._on_stored = on_stored
         self._routes = [_Route(sub) for sub in config.subscriptions]
+        # A site has a few terminal topics: remember each one's route instead of matching the
+        # wildcards again for every message (that matching showed in the profile).
+        self._route_for = functools.lru_cache(maxsize=4096)(self._find_route)
         self.connected = asyncio.Event()
         self.disconnected_since: float | None = time.time()
         self.last_error: str | None = None
@@ -107,6 +118,7 @@ class Ingest:
         for route in self._routes:
             await client.subscribe(route.subscription.topic, qos=1)
         await client.publish(self._config.status_topic, ONLINE, qos=1, retain=True)
+        raise_lost_cancellation()  # a stop asked for while connecting must not be missed
         self.connected.set()
         self.disconnected_since = None
         self._metrics.mqtt_connected.set(1)
@@ -187,12 +199,15 @@ class Ingest:
                 },
             )
 
+    def _find_route(self, topic: str) -> _Route | None:
+        return next((route for route in self._routes if route.matches(topic)), None)
+
     def _parse(self, message: aiomqtt.Message) -> Incoming | Rejection | None:
         received_at = datetime.now(UTC)
         topic = message.topic.value
         raw = message.payload
         payload = bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode()
-        route = next((r for r in self._routes if r.matches(message)), None)
+        route = self._route_for(topic)
         if route is None:  # the broker sent a topic we did not ask for
             return Rejection(
                 topic, "unknown", payload, "no subscription matches", received_at, topic

