@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 
 from bench import common
@@ -27,9 +28,26 @@ CONCURRENCY = 16
 IDEAL = CONCURRENCY / LATENCY
 
 
+async def bare_client_rate(latency: float, count: int) -> float:
+    """The reference: a bare aiohttp client (its own process) against a fake like the bridge's,
+    same concurrency and latency: what this machine, the fake and aiohttp allow."""
+    async with common.fake_go2clock(delay=latency) as (_fake, url):
+        process = await asyncio.create_subprocess_exec(
+            common.PY, str(common.ROOT / "bench" / "bare_client.py"), "--url", url,
+            "--key", common.API_KEY, "--count", str(count), "--concurrency", str(CONCURRENCY),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate()
+    return float(json.loads(out)["rate"])
+
+
 async def go2clock_part(args: argparse.Namespace) -> None:
     work = common.workdir("drain")
     n = args.count
+    reference_count = min(n, 20_000)
+    bare = await bare_client_rate(args.latency, reference_count)
+    print(f"  A: reference, bare aiohttp client ({CONCURRENCY} in flight, no queue): "
+          f"{reference_count} PUTs at {bare:.0f}/s = {bare / IDEAL:.1%} of the ideal {IDEAL:.0f}/s")
     built = await common.build_backlog_via_store(work, n, people=2000,
                                                  sinks={"go2clock": "userid"})
     print(f"  A: {n} events for 2000 people queued through Store.ingest in {built:.1f} s")
@@ -56,11 +74,13 @@ async def go2clock_part(args: argparse.Namespace) -> None:
           f"{fake.duplicate_answers} duplicate answers, {doubles} stored twice; drained in "
           f"{span:.1f} s = {rate:.0f}/s; ideal {CONCURRENCY}/{args.latency * 1000:g} ms = "
           f"{ideal:.0f}/s; ratio {rate / ideal:.1%} (target >= 90%: "
-          f"{'met' if rate / ideal >= 0.9 else 'NOT met'}); peak RSS {rss[1]:.0f} MiB")
+          f"{'met' if rate / ideal >= 0.9 else 'NOT met'}); {rate / bare:.1%} of the bare client; "
+          f"peak RSS {rss[1]:.0f} MiB")
     if profile is not None:
         print(f"  py-spy profile: {profile}")
     common.result("drain", events=n, created=fake.created_count, seconds=round(span, 1),
                   rate=round(rate), ideal=round(ideal), ratio=round(rate / ideal, 3),
+                  bare_client_rate=round(bare), ratio_to_bare=round(rate / bare, 3),
                   peak_rss_mib=round(rss[1], 1))
 
 

@@ -8,11 +8,14 @@ import json
 import os
 import signal
 import sys
+import types
 from pathlib import Path
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from bridge.ingest.client import raise_lost_cancellation
+from bridge.ingest.feedback import WINDOW, Feedback
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.harness import (
@@ -145,3 +148,41 @@ async def test_a_cancellation_lost_inside_aiomqtt_is_raised_again() -> None:
     assert done
     assert task.cancelled()
     assert not carried_on.is_set()
+
+
+class _PahoMessageInfo:
+    def __init__(self) -> None:
+        self.rc = mqtt.MQTT_ERR_SUCCESS
+        self.acknowledged = False
+
+    def is_published(self) -> bool:
+        return self.acknowledged
+
+
+class _PahoClient:
+    """Stands in for the paho client inside aiomqtt's: records what it is handed."""
+
+    def __init__(self) -> None:
+        self.handed: list[_PahoMessageInfo] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> _PahoMessageInfo:
+        info = _PahoMessageInfo()
+        self.handed.append(info)
+        return info
+
+
+async def test_feedback_waits_when_the_broker_has_not_acknowledged_a_window_of_replies() -> None:
+    feedback = Feedback(ack_topic="clockin/{terminal}/ack")
+    client = types.SimpleNamespace(_client=_PahoClient())
+    for n in range(WINDOW + 50):
+        feedback.send("gate1", {"n": n})
+    task = asyncio.create_task(feedback.publish_forever(client))  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(0.1)
+        assert len(client._client.handed) == WINDOW, "paho must not be handed more"
+        for info in client._client.handed[:10]:
+            info.acknowledged = True
+        await asyncio.sleep(0.1)
+        assert len(client._client.handed) == WINDOW + 10
+    finally:
+        task.cancel()

@@ -8,6 +8,7 @@ broker gone) the oldest feedback is dropped and counted; the events themselves a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ import structlog
 log = structlog.get_logger("bridge.feedback")
 
 QUEUE_LIMIT = 10_000
+WINDOW = 100  # replies handed to paho and not yet acknowledged by the broker
+WINDOW_POLL_SECONDS = 0.005
 
 
 class Feedback:
@@ -46,15 +49,29 @@ class Feedback:
 
         Each reply goes straight to paho, which runs the QoS 1 exchange with the broker:
         awaiting every PUBACK in turn through aiomqtt's publish cost more CPU than the rest of
-        a swipe's ingest at 500 swipes/s (bench/latency.py). A reply still unacknowledged when
-        the connection drops is lost with it: feedback is best effort.
+        a swipe's ingest at 500 swipes/s (bench/latency.py). At most WINDOW replies are
+        unacknowledged at a time, so a slow broker makes the queue here wait (bounded, oldest
+        dropped) instead of paho's, which is unbounded and rescanned on every PUBACK. A reply
+        still unacknowledged when the connection drops is lost with it: feedback is best
+        effort.
         """
         paho_client = client._client  # aiomqtt has no publish that does not wait
+        unacknowledged: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
         while True:
             topic, payload = await self._queue.get()
+            _forget_acknowledged(unacknowledged)
+            while len(unacknowledged) >= WINDOW:  # only while the broker falls behind
+                await asyncio.sleep(WINDOW_POLL_SECONDS)
+                _forget_acknowledged(unacknowledged)
             info = paho_client.publish(topic, payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 with contextlib.suppress(asyncio.QueueFull):  # keep it for the next connection
                     self._queue.put_nowait((topic, payload))
                 msg = f"feedback not published: {mqtt.error_string(info.rc)}"
                 raise aiomqtt.MqttError(msg)
+            unacknowledged.append(info)
+
+
+def _forget_acknowledged(unacknowledged: collections.deque[mqtt.MQTTMessageInfo]) -> None:
+    while unacknowledged and unacknowledged[0].is_published():
+        unacknowledged.popleft()
