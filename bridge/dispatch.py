@@ -8,7 +8,8 @@ To keep every sending slot busy, the pump claims ahead: up to concurrency + CLAI
 deliveries are held at once (sending, waiting for a slot, or being settled), claimed in
 batches, so that neither a claim nor a settle commit stands between one request's end and the
 next one's start. A claimed delivery that has not been sent when the sink starts failing,
-or when the bridge stops, is handed back unsent.
+or when the bridge stops, is handed back unsent; after a crash it goes out at the next start
+with an attempt counted, and the stateful sinks check the vendor first, as for any resend.
 
 The pump sleeps until woken by new work, a settled delivery or the next due time, and looks
 again every RECHECK_SECONDS at most, for what repair commands in another process changed (one
