@@ -122,11 +122,6 @@ class QueueMixin(StoreBase):
         await self._write(_set_state, job.delivery_id, "dead", now, reason)
         return True
 
-    async def next_due(self, sink: str) -> float | None:
-        """When the next delivery a claim could take falls due; None when there is none."""
-        rows = await self._db.execute_fetchall(_NEXT_DUE_SQL, {"sink": sink})
-        return rows[0][0] if rows else None
-
 
 # --- on the connection's thread, inside one transaction (StoreBase._write) -------------------
 
