@@ -903,3 +903,24 @@ async def test_writes_asked_for_together_share_one_commit_but_not_their_errors(t
     assert statements.count("COMMIT") == 2
     # the failing call's own insert was undone, the others in its transaction kept
     assert query(path, "SELECT reason FROM rejected ORDER BY id") == [("n0",), ("n1",), ("n2",)]
+
+
+async def test_status_reads_beside_a_long_write_instead_of_waiting_for_it(tmp_path: Path):
+    """A /metrics scrape on a big database must not hold up ingest and delivery, nor wait for
+    them: the status views read on a connection of their own."""
+    async with opened(tmp_path / "q.db") as store:
+        await ingest(store, swipe("a", MORNING))
+
+        def slow_write(conn: sqlite3.Connection) -> None:
+            _reject(conn, 1)
+            time.sleep(1.0)  # stands in for a big batch and its fsync
+
+        writing = asyncio.ensure_future(store._write(slow_write))
+        await asyncio.sleep(0.1)  # the write holds the writer's thread now
+        began = time.monotonic()
+        status = await store.status(now=time.time())
+        took = time.monotonic() - began
+        await writing
+    assert took < 0.5, f"status waited {took:.2f} s for the write"
+    assert status["sinks"]["go2clock"]["states"] == {"pending": 1}  # type: ignore[index]
+    assert status["rejected"] == 0  # the write had not committed yet

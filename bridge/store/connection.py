@@ -31,6 +31,11 @@ def _split_sql(script: str) -> list[str]:
 
 WRITE_ERROR_HOLD_SECONDS = 5.0
 
+
+def _read_only_uri(path: Path) -> str:
+    return f"{path.absolute().as_uri()}?mode=ro"
+
+
 T = TypeVar("T")
 
 
@@ -69,6 +74,7 @@ def _in_one_transaction(conn: sqlite3.Connection, calls: list[_Call]) -> list[An
 class StoreBase:
     def __init__(self, db: aiosqlite.Connection, *, site_tz: ZoneInfo, window_seconds: float):
         self._db = db
+        self._reader = db  # a read-only connection of its own once open() has one
         self._lock = asyncio.Lock()
         self._writes: GroupCommit[_Call, Any] = GroupCommit(self._commit)
         self._site_tz = site_tz
@@ -99,7 +105,16 @@ class StoreBase:
             # must survive a power cut.
             await db.execute("PRAGMA synchronous = FULL")
             await store._migrate(version)
-            yield store
+            # The status views scan whole tables (a second with a million deliveries): they
+            # read on a connection and thread of their own, so that a /metrics scrape never
+            # holds up ingest or delivery. WAL lets this reader in beside the writer.
+            reader = await aiosqlite.connect(_read_only_uri(path), uri=True)
+            try:
+                reader.row_factory = aiosqlite.Row
+                store._reader = reader
+                yield store
+            finally:
+                await reader.close()
         finally:
             await db.close()
 
