@@ -76,7 +76,8 @@ class Bridge:
                     window_seconds=settings.dedupe.window_seconds,
                 )
             )
-            # through a vendor outage and across restarts.
+            # The directory: the CSV file and the vendors' user lists, cached in SQLite so it
+            # carries on through a vendor outage and across restarts.
             directory = await open_directory(settings, store, sources)
             recovered = await store.recover_inflight()
             if recovered:
