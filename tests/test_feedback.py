@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import sys
 import types
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from bridge.ingest.client import raise_lost_cancellation
 from bridge.ingest.feedback import WINDOW, Feedback
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
+from tests.faults.common import start_bridge
 from tests.harness import (
     API_KEY,
     event_time,
@@ -102,17 +101,7 @@ async def test_availability_is_retained_with_a_last_will(broker: Mosquitto, tmp_
         assert await _retained_status(broker.port) == b"offline"  # said on a clean stop
 
         # Killed outright, the bridge cannot say it: the broker's last will does.
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "run",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env={**os.environ},
-        )
+        process = await start_bridge(config, None)
         try:
             await wait_until(_status_is(broker.port, b"online"), timeout=20, what="online")
         finally:

@@ -4,16 +4,14 @@ without losing or re-sending events."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 import yaml
 
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
-from tests.faults.common import logged
+from tests.faults.common import logged, start_bridge
 from tests.harness import API_KEY, canonical, publish, wait_until, write_config, write_directory
 
 TOPIC = "clockin/yard/events"
@@ -35,18 +33,7 @@ async def test_sighup_reloads_credentials_directory_and_level(broker: Mosquitto,
             },
         )
         log = tmp_path / "bridge.log"
-        with log.open("ab") as out:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge",
-                "run",
-                "--config",
-                str(config),
-                stdout=out,
-                stderr=out,
-                env={**os.environ},
-            )
+        process = await start_bridge(config, log)
         try:
             await wait_until(logged(log, "bridge.ready"), timeout=20, what="ready")
             await publish(broker.port, [(TOPIC, canonical(n)) for n in range(10)])

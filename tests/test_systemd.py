@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import signal
@@ -16,6 +15,7 @@ import pytest
 
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
+from tests.faults.common import start_bridge
 from tests.harness import API_KEY, write_config
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "clockin-bridge.service"
@@ -43,18 +43,8 @@ async def test_ready_watchdog_and_stopping_reach_the_notify_socket(
     fake = FakeGo2Clock(api_key=API_KEY)
     async with running_fake_go2clock(fake) as url:
         config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url)
-        env = {**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "run",
-            "--config",
-            str(config),
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
+        process = await start_bridge(config, None, env=env)
         try:
             first = await _receive(sock, "READY=1", timeout=20)
             pings = await _receive(sock, "WATCHDOG=1", timeout=2)

@@ -4,6 +4,7 @@ fault test ends with (every event delivered exactly once, in per-person order)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections import defaultdict
@@ -16,9 +17,12 @@ HEAVY = os.environ.get("FAULTS_HEAVY") == "1"
 
 
 async def start_bridge(
-    config: Path, log: Path, *, env: dict[str, str] | None = None
+    config: Path, log: Path | None, *, env: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
+    """`python -m bridge run --config CONFIG` as a real process, its output appended to `log`
+    (discarded when None), `env` added to this process's environment."""
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(log.open("ab")) if log is not None else asyncio.subprocess.DEVNULL
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
