@@ -133,7 +133,7 @@ class Dispatcher:
         """Claim what there is room for and start it; seconds until the pump should look again
         (None: when woken, which a settle in progress will do)."""
         held = len(self._in_flight)
-        limit = self.health.claim_limit(concurrency=self._capacity, in_flight=held)
+        limit = self.health.claim_limit(capacity=self._capacity, in_flight=held)
         # A small claim only when nothing is waiting for a slot: otherwise wait for room for a
         # batch, and spare the database a transaction per delivery.
         if limit < self._claim_batch and self._waiting_for_slot:
@@ -152,7 +152,7 @@ class Dispatcher:
             self._waiting_for_slot += 1
             task = sends.create_task(self._deliver(job, probe), name=f"send[{self.sink.name}]")
             self._in_flight.add(task)
-            task.add_done_callback(self._on_send_done)
+            task.add_done_callback(self._on_delivery_done)
         if len(claim.jobs) == limit:
             return None  # there may be more: a settle wakes us when there is room
         if claim.next_due is None:
@@ -169,7 +169,7 @@ class Dispatcher:
             for waiter in waiters:
                 waiter.cancel()
 
-    def _on_send_done(self, task: asyncio.Task[None]) -> None:
+    def _on_delivery_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._wake.set()
 

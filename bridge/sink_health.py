@@ -46,11 +46,11 @@ class SinkHealth:
     def failing(self) -> bool:
         return self.paused_since is not None or self.outage_since is not None
 
-    def claim_limit(self, *, concurrency: int, in_flight: int) -> int:
-        """How many deliveries may be claimed now: all free slots when healthy, else one probe
-        when the gate is open and nothing is in flight."""
+    def claim_limit(self, *, capacity: int, in_flight: int) -> int:
+        """How many deliveries may be claimed now: up to `capacity` held when healthy, else one
+        probe when the gate is open and nothing is in flight."""
         if not self.failing:
-            return concurrency - in_flight
+            return capacity - in_flight
         if in_flight or time.monotonic() < self._gate_until:
             return 0
         return 1
