@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from bridge.cli import main
 from bridge.events import Action, ClockEvent
 from bridge.sinks.base import Result
 from bridge.store import Incoming, Rejection, Store
+from tests.broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "g2c-SECRET-key-5b81e0"
@@ -62,12 +62,6 @@ def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def one_line(text: str) -> str:
