@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -154,6 +155,17 @@ class FastFakeGo2Clock(FakeGo2Clock):
     def __init__(self, api_key: str = API_KEY) -> None:
         super().__init__(api_key=api_key)
         self._keys: Counter[tuple[str, str]] = Counter()
+        self.held: list[float] = []  # seconds each PUT spent in the handler (its real latency)
+
+    async def put_punch(self, request: web.Request) -> web.StreamResponse:
+        began = time.monotonic()
+        try:
+            return await super().put_punch(request)
+        finally:
+            self.held.append(time.monotonic() - began)
+
+    def mean_held(self) -> float:
+        return sum(self.held) / len(self.held) if self.held else float("nan")
 
     def punches_by_key(self) -> Counter[tuple[str, str]]:
         return self._keys

@@ -3,7 +3,10 @@
 Method (pre-published drain): both consumers' persistent sessions are created first, then a
 paho publisher sends N QoS 1 events while both are offline, so the broker holds N messages for
 each. Then the bare subscriber (`mosquitto_sub -c -q 1 -C N`) drains its queue, timed from its
-start to its exit; then the bridge drains its queue, timed from the first to the last stored
+start to its exit; then two bare Python subscribers that only count (bench/bare_python_sub.py:
+one on paho-mqtt, one on aiomqtt, the bridge's client library), timed from their first message
+to their last, each the ceiling of any bridge written on that library; then the bridge drains its
+queue, timed from the first to the last stored
 event's `received_at` in SQLite (the bridge's own start-up is benchmark 4). The publisher does not
 compete for the 2 cores while the consumers are measured, and the broker always has work ready,
 so this is the consumer's ceiling. Acknowledgement is checked with the broker's
@@ -23,7 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime
@@ -35,6 +40,7 @@ from bench import common
 
 TARGET_RATE = 5000.0
 TARGET_RATIO = 0.25
+PYTHON_LIBRARIES = ("paho", "aiomqtt")
 
 
 class StoreCount:
@@ -83,6 +89,15 @@ def bare_subscriber(port: int, count: int, out: Path, *, create_only: bool = Fal
     return time.monotonic() - began
 
 
+def python_subscriber(port: int, library: str, count: int, *, create_only: bool = False) -> dict:
+    """bench/bare_python_sub.py in its own process: the ceiling of a Python client on `library`."""
+    command = [sys.executable, str(Path(__file__).with_name("bare_python_sub.py")),
+               "--port", str(port), "--library", library, "--count", str(count)]
+    command += ["--create-only"] if create_only else []
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def received_span(db: Path) -> float:
     import sqlite3
 
@@ -106,6 +121,8 @@ async def run(args: argparse.Namespace) -> None:
             )
             await common.create_session(config, http_port)
             bare_subscriber(broker.port, 0, work / "bare.txt", create_only=True)
+            for library in PYTHON_LIBRARIES:
+                python_subscriber(broker.port, library, 0, create_only=True)
             store = StoreCount(broker.port)
             await asyncio.sleep(1.5)
             baseline = store.latest()
@@ -122,6 +139,13 @@ async def run(args: argparse.Namespace) -> None:
             bare_rate = bare_got / bare_seconds
             print(f"  bare mosquitto_sub -q 1: {bare_got} messages in {bare_seconds:.2f} s "
                   f"= {bare_rate:.0f}/s")
+            python_rates = {}
+            for library in PYTHON_LIBRARIES:
+                got = await asyncio.to_thread(python_subscriber, broker.port, library, n)
+                python_rates[library] = got["rate"]
+                print(f"  bare Python subscriber on {library} (QoS 1, counts only): "
+                      f"{got['messages']} messages in {got['seconds']:.2f} s = {got['rate']:.0f}/s "
+                      f"= {got['rate'] / bare_rate:.1%} of mosquitto_sub")
 
             db = work / "bridge.db"
             profile = work / "ingest.pyspy.txt" if args.profile else None
@@ -148,6 +172,8 @@ async def run(args: argparse.Namespace) -> None:
                   f"received_at) = {rate:.0f}/s; {wall:.2f} s wall from process start incl. "
                   f"start-up; broker queue back to baseline (all PUBACKed): {acked}; "
                   f"RSS {rss[0]:.0f} MiB (peak {rss[1]:.0f})")
+            for library, python_rate in python_rates.items():
+                print(f"  ratio to the bare {library} subscriber: {rate / python_rate:.1%}")
             print(f"  ratio to bare subscriber: {ratio:.1%} (target >= {TARGET_RATIO:.0%}); "
                   f"rate target >= {TARGET_RATE:.0f}/s: "
                   f"{'met' if rate >= TARGET_RATE else 'NOT met'}")
@@ -156,6 +182,7 @@ async def run(args: argparse.Namespace) -> None:
             common.result(
                 "ingest", events=stored, sink=args.sink, feedback=not args.no_feedback,
                 bridge_rate=round(rate), bare_rate=round(bare_rate), ratio=round(ratio, 3),
+                python_rates={k: round(v) for k, v in python_rates.items()},
                 publisher_rate=round(pub["acknowledged"] / pub["seconds"]), all_acked=acked,
                 peak_rss_mib=round(rss[1], 1), profile=str(profile) if profile else None,
             )
