@@ -25,6 +25,7 @@ from bridge.ingest.client import (
     raise_lost_cancellation,
 )
 from bridge.ingest.feedback import Feedback
+from bridge.ingest.flow import ReadGate
 from bridge.metrics import Metrics
 from bridge.skew import ClockSkewWatch
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreWriteError
@@ -146,12 +147,18 @@ class Ingest:
         self._metrics.mqtt_connected.set(0)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
+        # Room for the batch being stored and a full one behind it; no more waits in memory.
+        # Installed only now: a pause before this loop runs would never end, and until the
+        # first acknowledgement the broker does hold its in-flight limit.
+        gate = ReadGate(client, high=2 * self._max_batch, low=self._max_batch)
+        gate.install()
         messages = client.messages
         while True:
             batch = [await anext(messages)]
             # Group commit: whatever else has already arrived joins this transaction.
             while len(messages) and len(batch) < self._max_batch:
                 batch.append(await anext(messages))
+            gate.resume_if_drained()
             parsed = [self._parse(message) for message in batch]
             items = [item for item in parsed if item is not None]
             results = await self._store.ingest(
