@@ -122,6 +122,13 @@ async def publish(port: int, messages: Iterable[tuple[str, bytes]], *, client_id
     return count
 
 
+async def eventually(check: Callable[[], bool], *, timeout: float) -> None:
+    """Poll a plain condition (for stand-ins with no event to wait on) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
 async def wait_until(
     predicate: Callable[[], Awaitable[bool]], *, timeout: float, what: str
 ) -> None:

@@ -20,6 +20,7 @@ from bridge.metrics import Metrics
 from bridge.sinks.base import Job, Result
 from bridge.store import Store
 from bridge.store.group_commit import GroupCommit
+from tests.harness import eventually
 from tests.test_store import MORNING, SINK, claim, ingest, opened, query, settle, swipe
 
 
@@ -62,13 +63,6 @@ async def dispatching(
         await asyncio.wait_for(task, grace + 10)
 
 
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 async def swipes(store: Store, people: int, per_person: int = 1) -> None:
     """`per_person` punches for each of `people` badges, in and out by turns, 10 minutes apart
     (no double swipes)."""
@@ -97,7 +91,7 @@ async def test_everything_is_delivered_in_per_person_order_with_claims_ahead(tmp
         await swipes(store, people=30, per_person=4)
         sink = RecordingSink()
         async with dispatching(store, sink, concurrency=4):
-            await until(lambda: len(sink.sent) == 120)
+            await eventually(lambda: len(sink.sent) == 120, timeout=10)
         by_person: dict[str, list[datetime]] = {}
         for job in sink.sent:
             by_person.setdefault(job.person, []).append(job.time)
@@ -117,7 +111,7 @@ async def test_never_more_requests_at_once_than_the_concurrency(tmp_path: Path):
         sink = RecordingSink()
         sink.gate = asyncio.Event()
         async with dispatching(store, sink, concurrency=3):
-            await until(lambda: len(sink.sent) == 3)
+            await eventually(lambda: len(sink.sent) == 3, timeout=10)
             await asyncio.sleep(0.3)
             assert len(sink.sent) == 3, "claimed ahead, but not sent ahead"
             # Claimed ahead: up to CLAIM_AHEAD more are held as 'inflight', waiting for a slot.
@@ -126,7 +120,7 @@ async def test_never_more_requests_at_once_than_the_concurrency(tmp_path: Path):
             )[0][0]
             assert 3 < held <= 3 + CLAIM_AHEAD
             sink.gate.set()
-            await until(lambda: len(sink.sent) == 20)
+            await eventually(lambda: len(sink.sent) == 20, timeout=10)
 
 
 async def test_deliveries_claimed_ahead_are_handed_back_when_the_sink_fails(tmp_path: Path):
@@ -137,7 +131,7 @@ async def test_deliveries_claimed_ahead_are_handed_back_when_the_sink_fails(tmp_
         sink = RecordingSink(answer=lambda _job: Result.retry("HTTP 503"))
         sink.gate = asyncio.Event()
         async with dispatching(store, sink, concurrency=2):
-            await until(lambda: len(sink.sent) == 2)
+            await eventually(lambda: len(sink.sent) == 2, timeout=10)
             await asyncio.sleep(0.2)  # the claim ahead is in
             sink.gate.set()
             await asyncio.sleep(0.5)
@@ -155,7 +149,7 @@ async def test_stopping_hands_back_what_was_not_sent(tmp_path: Path):
         sink = RecordingSink()
         sink.gate = asyncio.Event()
         async with dispatching(store, sink, concurrency=1, grace=0.3):
-            await until(lambda: len(sink.sent) == 1)
+            await eventually(lambda: len(sink.sent) == 1, timeout=10)
             await asyncio.sleep(0.2)
         rows = query(
             store_path(tmp_path), "SELECT state, attempts, COUNT(*) FROM deliveries GROUP BY 1, 2"
@@ -185,10 +179,10 @@ async def test_no_busy_loop_while_a_persons_later_punches_wait_behind_one_in_fli
         sink = RecordingSink()
         sink.gate = asyncio.Event()
         async with dispatching(store, sink, concurrency=4):
-            await until(lambda: len(sink.sent) == 1)
+            await eventually(lambda: len(sink.sent) == 1, timeout=10)
             cpu = await cpu_seconds_over(1.5)
             sink.gate.set()
-            await until(lambda: len(sink.sent) == 4)
+            await eventually(lambda: len(sink.sent) == 4, timeout=10)
         assert cpu < 0.3, f"the pump spun: {cpu:.2f} s of CPU in 1.5 s"
 
 

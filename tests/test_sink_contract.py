@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 
 from bridge.sinks.base import Job, Outcome, Result, Sink
+from tests.harness import eventually
 from tests.sink_adapters import ADAPTERS, SinkAdapter
 
 T0 = datetime(2024, 7, 1, 6, 0, tzinfo=UTC)
@@ -103,13 +104,6 @@ def assert_no_secret(result: Result, secrets: tuple[str, ...]) -> None:
     assert not leaked, f"{result.outcome}: {result.detail!r} shows a credential"
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    # polls: the three fakes share no condition to wait on (ASYNC110 would want an Event)
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 # -- the contract, one scenario per clause ---------------------------------------------------
 
 
@@ -181,7 +175,7 @@ async def answer_lost(vendor: Vendor, store: Store, person: str, *, how: str) ->
         adapter.set_delay(vendor.fake, SLOW_ANSWER)
     first = await store.send(sink, job)
     assert first.outcome in (Outcome.RETRY_LATER, Outcome.DUPLICATE), first
-    await eventually(lambda: vendor.bookings(person) >= 1)  # the vendor did the work
+    await eventually(lambda: vendor.bookings(person) >= 1, timeout=5)  # the vendor did the work
     adapter.set_delay(vendor.fake, 0.0)
     if first.outcome is Outcome.RETRY_LATER:
         second = await store.send(sink, again(job))
@@ -202,12 +196,12 @@ async def cancelled_in_flight(vendor: Vendor, store: Store, person: str) -> None
     job = await store.booking_job(vendor, sink, person)
     vendor.adapter.set_delay(vendor.fake, SLOW_ANSWER)
     sending = asyncio.create_task(store.send(sink, job))
-    await eventually(lambda: bool(vendor.fake.requests))  # the request has left
+    await eventually(lambda: bool(vendor.fake.requests), timeout=5)  # the request has left
     await asyncio.sleep(0.05)
     sending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await sending
-    await eventually(lambda: vendor.bookings(person) >= 1)  # the vendor booked it anyway
+    await eventually(lambda: vendor.bookings(person) >= 1, timeout=5)  # the vendor booked it anyway
     vendor.adapter.set_delay(vendor.fake, 0.0)
     replay = await store.send(sink, again(job))
     assert replay.outcome is Outcome.DUPLICATE, replay
