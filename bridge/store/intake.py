@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from bridge.events import Action, ClockEvent
 from bridge.inference import infer_action
 from bridge.store.connection import StoreBase
+from bridge.store.rejected import insert_rejection
 from bridge.store.records import (
     Incoming,
     PersonResolver,
@@ -40,7 +41,7 @@ class IntakeMixin(StoreBase):
     ) -> list[Stored]:
         # Runs on the connection's thread, inside the transaction (StoreBase._write).
         return [
-            _insert_rejection(conn, item)
+            insert_rejection(conn, item)
             if isinstance(item, Rejection)
             else self._insert_event(conn, item, resolve, received_at)
             for item in batch
@@ -152,22 +153,6 @@ class IntakeMixin(StoreBase):
                 " AND d.state = 'unmapped')"
             )
         return len(updates)
-
-
-def _insert_rejection(conn: sqlite3.Connection, item: Rejection) -> Stored:
-    conn.execute(
-        "INSERT INTO rejected (received_at, topic, format, payload, payload_size, reason)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            utc_text(item.received_at),
-            item.topic,
-            item.format,
-            item.payload[:65536],  # more than the 16 KiB limit, enough to inspect
-            len(item.payload),
-            item.reason,
-        ),
-    )
-    return Stored(key="", status="rejected", terminal=item.terminal, reason=item.reason)
 
 
 def _previous(
