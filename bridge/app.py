@@ -16,6 +16,7 @@ from bridge.config import ConfigError, Settings, load_settings
 from bridge.directory_sources import Source, build_sources
 from bridge.dispatch import Dispatcher
 from bridge.ingest import Ingest
+from bridge.ingest.junk import JunkLimiter
 from bridge.logs import register_secret, set_level
 from bridge.metrics import Metrics
 from bridge.people import People, open_directory, sink_columns
@@ -74,6 +75,7 @@ class Bridge:
                     settings.store.path,
                     site_tz=settings.site.tz,
                     window_seconds=settings.dedupe.window_seconds,
+                    rejected_max_bytes=settings.store.rejected_max_mb * 1024 * 1024,
                 )
             )
             # The directory: the CSV file and the vendors' user lists, cached in SQLite so it
@@ -120,6 +122,11 @@ class Bridge:
                 metrics=self.metrics,
                 max_clock_skew_seconds=settings.site.max_clock_skew_seconds,
                 name_of=people.name_of,
+                time_limits=settings.site.time_limits,
+                junk=JunkLimiter(
+                    per_terminal=settings.store.rejected_per_terminal_per_minute,
+                    total=settings.store.rejected_per_minute,
+                ),
             )
             await self._serve(people, sources)
 

@@ -12,12 +12,16 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_BADGE_CHARS = 64
+MAX_TERMINAL_CHARS = 64
+# A terminal id becomes an MQTT topic level (its feedback topic), a metrics label and a log
+# field: no topic separators or wildcards, no `$` (reserved topics), nothing invisible.
+_TERMINAL_FORBIDDEN = frozenset("/+#$")
 _BADGE_SEPARATORS = str.maketrans("", "", " :-")
 
 
@@ -78,16 +82,82 @@ def parse_event(
 
     parser = PARSERS[PayloadFormat(fmt)]
     data = decode_object(payload)
+    # The topic's terminal is checked even when the payload names another: the topic is stored
+    # with the event, so a 60 KB topic level must not get in behind a valid payload.
+    from_topic = terminal_from_topic(pattern, topic)
+    if not from_topic:
+        msg = f"topic {show(topic)} names no terminal (pattern {show(pattern)})"
+        raise PayloadError(msg)
+    try:
+        check_terminal(from_topic)
+    except PayloadError as err:
+        msg = f"topic: {err}"
+        raise PayloadError(msg) from None
     event = parser(
         data,
-        terminal=terminal_from_topic(pattern, topic),
+        terminal=from_topic,
         site_tz=site_tz,
         received_at=received_at.astimezone(UTC),
     )
-    if event is not None and not event.terminal:
-        msg = f"topic {show(topic)} names no terminal (pattern {show(pattern)})"
-        raise PayloadError(msg)
+    if event is not None and event.terminal != from_topic:
+        try:
+            check_terminal(event.terminal)
+        except PayloadError as err:
+            msg = f"terminal: {err}"
+            raise PayloadError(msg) from None
     return event
+
+
+def terminal_problem(value: str) -> str | None:
+    """Why `value` cannot be a terminal id, or None when it can."""
+    if not value:
+        return "is empty"
+    if len(value) > MAX_TERMINAL_CHARS:
+        return f"is longer than {MAX_TERMINAL_CHARS} characters"
+    if not value.isprintable():  # control, format (bidi) and separator characters
+        return "has control or invisible characters"
+    if not _TERMINAL_FORBIDDEN.isdisjoint(value):
+        return "has one of / + # $"
+    return None
+
+
+def check_terminal(value: str) -> str:
+    """`value` if it is a usable terminal id, else PayloadError saying why."""
+    problem = terminal_problem(value)
+    if problem is not None:
+        msg = f"terminal id {show(value)} {problem}"
+        raise PayloadError(msg)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLimits:
+    """The event times a terminal may plausibly send: a device clock reset to 1970 or set
+    years ahead is a fault to show an operator, not a punch to book."""
+
+    earliest: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    max_future: timedelta = timedelta(days=1)
+
+
+def check_event_time(event: ClockEvent, *, received_at: datetime, limits: TimeLimits) -> None:
+    """PayloadError when the event's time is outside `limits`, naming both clocks."""
+    if not event.time_given:
+        return  # the gateway's own clock
+    received = received_at.astimezone(UTC).isoformat()
+    if event.time < limits.earliest:
+        msg = (
+            f"device time {event.time.isoformat()} is before {limits.earliest.isoformat()}"
+            f" (site.min_event_time); received {received} by the gateway"
+        )
+    elif event.time - received_at > limits.max_future:
+        msg = (
+            f"device time {event.time.isoformat()} is more than"
+            f" {limits.max_future.total_seconds():.0f} s ahead of the gateway's clock"
+            f" (site.max_future_seconds); received {received}"
+        )
+    else:
+        return
+    raise PayloadError(msg)
 
 
 def terminal_from_topic(pattern: str, topic: str) -> str:

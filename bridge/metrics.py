@@ -7,11 +7,51 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from bridge import __version__
 
 QUEUE_STATES = ("unmapped", "pending", "inflight", "held", "delivered", "dead", "dropped")
+# Terminal ids come from the terminals: only this many get a label of their own (the first
+# seen), the rest are counted as OTHER_TERMINALS, so a flood of made-up ids cannot grow
+# /metrics or the process without bound.
+MAX_TERMINAL_LABELS = 200
+OTHER_TERMINALS = "other"
+
+
+class TerminalLabels:
+    """The label a terminal id is counted under: itself for the first `limit` seen, else
+    OTHER_TERMINALS (and one more overflowed id counted)."""
+
+    def __init__(self, *, limit: int, overflowed: Counter) -> None:
+        self._limit = limit
+        self._known: set[str] = set()
+        self._overflowed = overflowed
+
+    def __call__(self, terminal: str) -> str:
+        if terminal in self._known:
+            return terminal
+        if len(self._known) < self._limit and terminal != OTHER_TERMINALS:
+            self._known.add(terminal)
+            return terminal
+        self._overflowed.inc()
+        return OTHER_TERMINALS
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, max_terminal_labels: int = MAX_TERMINAL_LABELS) -> None:
         self.registry = registry = CollectorRegistry()
+        self.terminal_overflow = Counter(
+            "clockin_terminal_label_overflow_total",
+            f"Messages counted under terminal={OTHER_TERMINALS!r} because"
+            " the terminal ids with a label of their own were all taken",
+            registry=registry,
+        )
+        # Every terminal label below goes through this, so the series stay bounded.
+        self.terminal_label = TerminalLabels(
+            limit=max_terminal_labels, overflowed=self.terminal_overflow
+        )
+        self.rejected_not_kept = Counter(
+            "clockin_rejected_not_kept_total",
+            "Rejected messages counted but not stored: their terminal (or all together) sent"
+            " more junk than the per-minute limits keep",
+            registry=registry,
+        )
         self.events = Counter(
             "clockin_events_total",
             "MQTT messages by what became of them (stored, unmapped, duplicate, redelivered,"

@@ -24,12 +24,18 @@ class ClockSkewWatch:
         self.skewed_events: Counter[str] = Counter()
         self._skewed_terminals: set[str] = set()
 
-    def check(self, event: ClockEvent, *, received_at: datetime) -> bool:
-        """True when the event's time is further off than allowed."""
+    def check(
+        self, event: ClockEvent, *, received_at: datetime, terminal: str | None = None
+    ) -> bool:
+        """True when the event's time is further off than allowed.
+
+        `terminal` is the name to track the event's terminal under: the ingest passes its
+        bounded metrics label, so made-up terminal ids cannot grow what is remembered here.
+        """
         if not event.time_given:
             return False
         skew = (event.time - received_at).total_seconds()
-        terminal = event.terminal
+        terminal = event.terminal if terminal is None else terminal
         if abs(skew) > self._max:
             self.skewed_events[terminal] += 1
             if terminal not in self._skewed_terminals:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -13,12 +14,27 @@ from pydantic import (
 )
 
 from bridge.config.base import _read_secret_file, _Section
-from bridge.events import PayloadFormat
+from bridge.events import PayloadFormat, TimeLimits
 
 
 class SiteConfig(_Section):
     timezone: str = "UTC"
     max_clock_skew_seconds: float = Field(300.0, gt=0)
+    # Event times outside [min_event_time, now + max_future_seconds] are rejected: a device
+    # clock reset to 1970 or set years ahead is a fault for an operator, not a punch.
+    min_event_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    max_future_seconds: float = Field(86400.0, gt=0)
+
+    @field_validator("min_event_time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @property
+    def time_limits(self) -> TimeLimits:
+        return TimeLimits(
+            earliest=self.min_event_time, max_future=timedelta(seconds=self.max_future_seconds)
+        )
 
     @field_validator("timezone")
     @classmethod
@@ -99,6 +115,13 @@ class MqttConfig(_Section):
 class StoreConfig(_Section):
     path: Path = Path("clockin-bridge.db")
     max_batch: int = Field(500, ge=1, le=10_000)
+    # Rejected payloads kept, all together (MiB); the oldest are pruned first, and counted.
+    rejected_max_mb: int = Field(64, ge=1, le=1_000_000)
+    # Rejected messages stored per minute, per terminal and for all terminals together; beyond
+    # that they are only counted (clockin_rejected_not_kept_total) and a warning names the
+    # terminal that floods.
+    rejected_per_terminal_per_minute: int = Field(60, ge=1)
+    rejected_per_minute: int = Field(600, ge=1)
 
 
 class DedupeConfig(_Section):

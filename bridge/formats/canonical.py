@@ -65,6 +65,23 @@ def _text(value: object) -> str | None:
     raise ValueError(msg)
 
 
+def _note(value: object) -> str | None:
+    """Free text for a person to read: line breaks and tabs allowed, no other control, format
+    or bidi characters (they would reach the vendor and the operator's terminal)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        msg = f"must be a string, not a JSON {json_kind(value)}"
+        raise ValueError(msg)
+    if len(value) > MAX_NOTE_CHARS:
+        msg = f"longer than {MAX_NOTE_CHARS} characters"
+        raise ValueError(msg)
+    if not value.replace("\n", " ").replace("\t", " ").isprintable():
+        msg = "has control or invisible characters"
+        raise ValueError(msg)
+    return value
+
+
 def _badge(value: object) -> str | None:
     return None if value is None else normalise_badge(value)
 
@@ -92,7 +109,7 @@ class CanonicalPayload(BaseModel):
     job: Text = None
     lat: Annotated[float | None, Field(strict=True, ge=-90, le=90, allow_inf_nan=False)] = None
     lon: Annotated[float | None, Field(strict=True, ge=-180, le=180, allow_inf_nan=False)] = None
-    note: Annotated[str | None, Field(strict=True, max_length=MAX_NOTE_CHARS)] = None
+    note: Annotated[str | None, BeforeValidator(_note)] = None
     terminal: Text = None
 
     @model_validator(mode="after")

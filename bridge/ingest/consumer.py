@@ -15,7 +15,15 @@ import aiomqtt
 import structlog
 
 from bridge.config import MqttConfig, Subscription
-from bridge.events import ClockEvent, PayloadError, parse_event, terminal_from_topic
+from bridge.events import (
+    ClockEvent,
+    PayloadError,
+    TimeLimits,
+    check_event_time,
+    parse_event,
+    terminal_from_topic,
+    terminal_problem,
+)
 from bridge.ingest.client import (
     OFFLINE,
     ONLINE,
@@ -26,11 +34,18 @@ from bridge.ingest.client import (
 )
 from bridge.ingest.feedback import Feedback
 from bridge.ingest.flow import ReadGate
+from bridge.ingest.junk import JunkLimiter
 from bridge.metrics import Metrics
 from bridge.skew import ClockSkewWatch
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreWriteError
 
 log = structlog.get_logger("bridge.ingest")
+
+# A topic is kept with its rejected payload up to this length: one that long can name no valid
+# terminal, and MQTT allows 64 KiB topics, which would otherwise be stored whole.
+MAX_TOPIC_KEPT = 1024
+INVALID_TERMINAL = "(invalid)"
+MAX_CACHED_TOPIC = 256  # what a junk message's terminal is counted and limited as
 
 StoredCallback = Callable[[Sequence[Stored]], Awaitable[None]]
 NameLookup = Callable[[ClockEvent], str | None]
@@ -66,6 +81,8 @@ class Ingest:
         metrics: Metrics,
         max_clock_skew_seconds: float = 300.0,
         name_of: NameLookup = lambda _event: None,
+        time_limits: TimeLimits | None = None,
+        junk: JunkLimiter | None = None,
     ):
         self._config = config
         self._store = store
@@ -76,7 +93,12 @@ class Ingest:
         self._routes = [_Route(sub) for sub in config.subscriptions]
         # A site has a few terminal topics: remember each one's route instead of matching the
         # wildcards again for every message (that matching showed in the profile).
-        self._route_for = functools.lru_cache(maxsize=4096)(self._find_route)
+        # Bounded: 4,096 topics of at most MAX_CACHED_TOPIC characters (longer ones are matched
+        # every time; MQTT allows 64 KiB topics).
+        self._cached_route = functools.lru_cache(maxsize=4096)(self._find_route)
+        self._time_limits = time_limits or TimeLimits()
+        self._junk = junk or JunkLimiter(per_terminal=60, total=600)
+        self._parse_failure_logged = float("-inf")
         self.connected = asyncio.Event()
         self.disconnected_since: float | None = time.time()
         self.last_error: str | None = None
@@ -159,10 +181,14 @@ class Ingest:
             while len(messages) and len(batch) < self._max_batch:
                 batch.append(await anext(messages))
             gate.resume_if_drained()
-            parsed = [self._parse(message) for message in batch]
-            items = [item for item in parsed if item is not None]
+            received_at = datetime.now(UTC)
+            items = [
+                item
+                for item in (self._parse_safely(message, received_at) for message in batch)
+                if item is not None
+            ]
             results = await self._store.ingest(
-                items, resolve=self._resolve, received_at=datetime.now(UTC)
+                items, resolve=self._resolve, received_at=received_at
             )
             for message in batch:
                 acknowledge(client, message)
@@ -171,12 +197,10 @@ class Ingest:
             await self._on_stored(results)
 
     def _count(self, items: Sequence[Incoming | Rejection], results: Sequence[Stored]) -> None:
+        label = self._metrics.terminal_label
         for item, stored in zip(items, results, strict=True):
-            if isinstance(item, Rejection):
-                self._metrics.events.labels(item.terminal, item.format, "rejected").inc()
-            else:
-                terminal = item.event.terminal
-                self._metrics.events.labels(terminal, item.format, stored.status).inc()
+            terminal = item.terminal if isinstance(item, Rejection) else item.event.terminal
+            self._metrics.events.labels(label(terminal), item.format, stored.status).inc()
 
     def _tell_terminals(
         self, items: Sequence[Incoming | Rejection], results: Sequence[Stored]
@@ -184,40 +208,64 @@ class Ingest:
         if not self.feedback.enabled:
             return
         for item, stored in zip(items, results, strict=True):
-            if isinstance(item, Rejection):
-                message = {
-                    "id": None,
-                    "status": "rejected",
-                    "person": None,
-                    "action": None,
-                    "reason": item.reason,
-                }
-                self.feedback.send(item.terminal, message)
+            event = None if isinstance(item, Rejection) else item.event
+            terminal = item.terminal if event is None else event.terminal
+            if not terminal:  # a junk topic level: there is no one to answer
                 continue
-            event = item.event
             self.feedback.send(
-                event.terminal,
+                terminal,
                 {
-                    "id": event.source_id,
+                    "id": None if event is None else event.source_id,
                     "status": FEEDBACK_STATUS[stored.status],
-                    "person": self._name_of(event),
+                    "person": None if event is None else self._name_of(event),
                     "action": stored.action.value if stored.action else None,
                     "reason": stored.reason,
                 },
             )
 
+    def _route_for(self, topic: str) -> _Route | None:
+        if len(topic) > MAX_CACHED_TOPIC:
+            return self._find_route(topic)
+        return self._cached_route(topic)
+
     def _find_route(self, topic: str) -> _Route | None:
         return next((route for route in self._routes if route.matches(topic)), None)
 
-    def _parse(self, message: aiomqtt.Message) -> Incoming | Rejection | None:
-        received_at = datetime.now(UTC)
+    def _parse_safely(
+        self, message: aiomqtt.Message, received_at: datetime
+    ) -> Incoming | Rejection | None:
+        """`_parse`, but a message that makes it fail in a way nobody foresaw is rejected
+        (and kept) like any other bad payload, rather than stopping ingest for everyone."""
+        try:
+            item = self._parse(message, received_at)
+        except Exception as err:
+            now = time.monotonic()
+            if now - self._parse_failure_logged >= 60.0:  # a traceback a minute is plenty
+                self._parse_failure_logged = now
+                log.exception("ingest.parse_failed", topic=message.topic.value[:MAX_CACHED_TOPIC])
+            item = self._rejection(
+                message.topic.value,
+                "unknown",
+                _payload_bytes(message),
+                f"could not be read ({type(err).__name__}: {str(err)[:200]})",
+                received_at,
+                "",
+            )
+        if isinstance(item, Rejection) and not self._junk.keep(item.terminal or INVALID_TERMINAL):
+            self._metrics.rejected_not_kept.inc()
+            self._metrics.events.labels(
+                self._metrics.terminal_label(item.terminal), item.format, "not_kept"
+            ).inc()
+            return None
+        return item
+
+    def _parse(self, message: aiomqtt.Message, received_at: datetime) -> Incoming | Rejection | None:
         topic = message.topic.value
-        raw = message.payload
-        payload = bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode()
+        payload = _payload_bytes(message)
         route = self._route_for(topic)
         if route is None:  # the broker sent a topic we did not ask for
-            return Rejection(
-                topic, "unknown", payload, "no subscription matches", received_at, topic
+            return self._rejection(
+                topic, "unknown", payload, "no subscription matches", received_at, ""
             )
         fmt = route.subscription.format
         try:
@@ -229,15 +277,34 @@ class Ingest:
                 site_tz=self._site_tz,
                 received_at=received_at,
             )
+            if event is not None:
+                check_event_time(event, received_at=received_at, limits=self._time_limits)
         except PayloadError as err:
             terminal = terminal_from_topic(route.subscription.topic, topic)
-            return Rejection(topic, fmt.value, payload, str(err), received_at, terminal)
+            return self._rejection(topic, fmt.value, payload, str(err), received_at, terminal)
         if event is None:
             return None
         if event.time_warning:
             log.warning("event.time_adjusted", terminal=event.terminal, warning=event.time_warning)
-        if self.skew.check(event, received_at=received_at):
-            self._metrics.clock_skew.labels(event.terminal).inc()
+        label = self._metrics.terminal_label(event.terminal)
+        if self.skew.check(event, received_at=received_at, terminal=label):
+            self._metrics.clock_skew.labels(label).inc()
         routed = route.subscription.sinks
         sinks = None if routed is None else frozenset(routed)
-        return Incoming(event, topic, sinks, fmt.value)
+        return Incoming(event, topic, sinks, fmt.value, payload)
+
+    @staticmethod
+    def _rejection(
+        topic: str, fmt: str, payload: bytes, reason: str, received_at: datetime, terminal: str
+    ) -> Rejection:
+        """A Rejection whose terminal is a usable id or empty, and whose topic is kept short."""
+        if terminal and terminal_problem(terminal) is not None:
+            terminal = ""
+        if len(topic) > MAX_TOPIC_KEPT:
+            topic = f"{topic[:MAX_TOPIC_KEPT]}...({len(topic.encode())} bytes)"
+        return Rejection(topic, fmt, payload, reason, received_at, terminal)
+
+
+def _payload_bytes(message: aiomqtt.Message) -> bytes:
+    raw = message.payload
+    return bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode()

@@ -18,6 +18,8 @@ import aiomqtt
 import paho.mqtt.client as mqtt
 import structlog
 
+from bridge.events import terminal_problem
+
 log = structlog.get_logger("bridge.feedback")
 
 QUEUE_LIMIT = 10_000
@@ -36,7 +38,10 @@ class Feedback:
         return self._topic is not None
 
     def send(self, terminal: str, message: Mapping[str, Any]) -> None:
-        if self._topic is None or not terminal:
+        # A terminal id with '/', '+' or '#' would make another terminal's topic, or no valid
+        # topic at all: such an id never gets this far (bridge.events.check_terminal), and is
+        # refused again here, where the topic is built.
+        if self._topic is None or terminal_problem(terminal) is not None:
             return
         if self._queue.full():
             self._queue.get_nowait()
@@ -63,7 +68,11 @@ class Feedback:
             while len(unacknowledged) >= WINDOW:  # only while the broker falls behind
                 await asyncio.sleep(WINDOW_POLL_SECONDS)
                 _forget_acknowledged(unacknowledged)
-            info = paho_client.publish(topic, payload, qos=1)
+            try:
+                info = paho_client.publish(topic, payload, qos=1)
+            except ValueError as err:  # paho refuses the topic: that reply alone is lost
+                log.warning("feedback.refused", topic=topic[:200], error=str(err))
+                continue
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 with contextlib.suppress(asyncio.QueueFull):  # keep it for the next connection
                     self._queue.put_nowait((topic, payload))

@@ -40,12 +40,51 @@ class IntakeMixin(StoreBase):
         received_at: datetime,
     ) -> list[Stored]:
         # Runs on the connection's thread, inside the transaction (StoreBase._write).
-        return [
-            insert_rejection(conn, item)
-            if isinstance(item, Rejection)
-            else self._insert_event(conn, item, resolve, received_at)
-            for item in batch
-        ]
+        conn.execute("SAVEPOINT batch")
+        try:
+            stored = [self._store_one(conn, item, resolve, received_at) for item in batch]
+        except Exception as err:
+            conn.execute("ROLLBACK TO batch")
+            conn.execute("RELEASE batch")
+            if _is_database_failure(err):
+                raise
+            # One message the rules could not handle (a time at the edge of the calendar, a
+            # value the driver refuses): store the batch again one message at a time, so that
+            # only that one is rejected and the rest are stored and acknowledged.
+            return [self._store_isolated(conn, item, resolve, received_at) for item in batch]
+        conn.execute("RELEASE batch")
+        return stored
+
+    def _store_one(
+        self,
+        conn: sqlite3.Connection,
+        item: Incoming | Rejection,
+        resolve: PersonResolver,
+        received_at: datetime,
+    ) -> Stored:
+        if isinstance(item, Rejection):
+            return insert_rejection(conn, item)
+        return self._insert_event(conn, item, resolve, received_at)
+
+    def _store_isolated(
+        self,
+        conn: sqlite3.Connection,
+        item: Incoming | Rejection,
+        resolve: PersonResolver,
+        received_at: datetime,
+    ) -> Stored:
+        """Store one message in a savepoint of its own; what fails becomes a rejected row."""
+        conn.execute("SAVEPOINT item")
+        try:
+            stored = self._store_one(conn, item, resolve, received_at)
+        except Exception as err:
+            conn.execute("ROLLBACK TO item")
+            conn.execute("RELEASE item")
+            if _is_database_failure(err):
+                raise
+            return insert_rejection(conn, _as_rejection(item, err, received_at))
+        conn.execute("RELEASE item")
+        return stored
 
     def _insert_event(
         self,
@@ -153,6 +192,37 @@ class IntakeMixin(StoreBase):
                 " AND d.state = 'unmapped')"
             )
         return len(updates)
+
+
+def _is_database_failure(err: Exception) -> bool:
+    """The database itself failed (disk full, I/O, corruption), not one message's values: then
+    nothing is stored and nothing acknowledged, and the broker keeps the messages."""
+    if isinstance(err, sqlite3.OperationalError | sqlite3.InternalError | MemoryError):
+        return True
+    return type(err) is sqlite3.DatabaseError  # "database disk image is malformed"
+
+
+def _as_rejection(item: Incoming | Rejection, err: Exception, received_at: datetime) -> Rejection:
+    """What to keep of a message that could not be stored: everything, with printable text
+    (a topic or reason the driver refused, e.g. a lone surrogate, is escaped)."""
+    reason = f"could not be stored ({type(err).__name__}: {str(err)[:200]})"
+    if isinstance(item, Rejection):
+        topic, fmt, payload, terminal = item.topic, item.format, item.payload, item.terminal
+        reason = f"{item.reason}; {reason}"
+    else:
+        topic, fmt, payload, terminal = item.topic, item.format, item.payload, item.event.terminal
+    return Rejection(
+        topic=_printable(topic),
+        format=fmt,
+        payload=payload,
+        reason=_printable(reason),
+        received_at=received_at,
+        terminal=_printable(terminal),
+    )
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _previous(

@@ -28,6 +28,7 @@ class Incoming:
     topic: str
     sinks: frozenset[str] | None = None  # the subscription's routing; None: every sink
     format: str = "canonical"
+    payload: bytes = b""  # as received: kept as a rejection if the event cannot be stored
 
 
 @dataclass(frozen=True, slots=True)
