@@ -103,4 +103,23 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (source, seq)
     );
     """,
+    # 6: rejected payloads are bounded. A row keeps at most 16 KiB of the payload, with the
+    # sha256 of the whole one (NULL on rows from before) and what the row counts against the
+    # cap (`footprint`, bytes). rejected_budget, one row: the cap, the running total of the
+    # footprints (so an insert never sums the table) and how many rows were pruned, oldest
+    # first, to stay under the cap.
+    """
+    ALTER TABLE rejected ADD COLUMN payload_sha256 TEXT;
+    ALTER TABLE rejected ADD COLUMN footprint INTEGER NOT NULL DEFAULT 0;
+    UPDATE rejected SET footprint = length(payload) + length(CAST(topic AS BLOB))
+        + length(CAST(reason AS BLOB)) + length(CAST(format AS BLOB)) + 160;
+    CREATE TABLE rejected_budget (
+        id              INTEGER PRIMARY KEY CHECK (id = 1),
+        max_bytes       INTEGER NOT NULL,
+        stored_bytes    INTEGER NOT NULL,          -- sum of rejected.footprint
+        pruned          INTEGER NOT NULL           -- rows deleted to stay under max_bytes
+    );
+    INSERT INTO rejected_budget (id, max_bytes, stored_bytes, pruned)
+        VALUES (1, 67108864, (SELECT COALESCE(SUM(footprint), 0) FROM rejected), 0);
+    """,
 )

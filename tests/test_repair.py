@@ -355,9 +355,9 @@ async def test_rejected_list_and_show(tmp_path: Path) -> None:
     await rejected_queue(db)
     config = str(config_for(tmp_path, db))
     listed = run_json("rejected", "list", "--config", config, cwd=tmp_path)
-    assert [entry["id"] for entry in listed] == [1, 2, 3, 4]
-    assert listed[2]["reason"] == "payload is not JSON"
-    assert listed[0]["received_at"] == "2026-11-23T08:00:00+01:00"
+    assert [entry["id"] for entry in listed] == [4, 3, 2, 1], "newest first"
+    assert listed[1]["reason"] == "payload is not JSON"
+    assert listed[3]["received_at"] == "2026-11-23T08:00:00+01:00"
     shown = run_json("rejected", "show", "3", "--config", config, cwd=tmp_path)
     assert shown["payload"] == "{broken"
     assert cli("rejected", "show", "99", "--config", config, cwd=tmp_path).returncode == 1

@@ -692,6 +692,9 @@ async def test_status_of_an_empty_store(tmp_path: Path) -> None:
         assert await store.status(now=time.time()) == {
             "events": {},
             "rejected": 0,
+            "rejected_bytes": 0,
+            "rejected_max_bytes": 64 * 1024 * 1024,
+            "rejected_pruned": 0,
             "retried": 0,
             "sinks": {},
         }

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bridge.commands.table import format_table
+from bridge.commands.table import format_table, printable
 from bridge.config import Settings, load_settings
 from bridge.store import Store, StoreError, parse_utc_text, utc_text
 from bridge.store.admin import Moved
@@ -115,16 +115,20 @@ def emit(
     empty: str = "",
     footer: Sequence[str] = (),
 ) -> None:
-    """--json: `data` as JSON on stdout; otherwise the table (or `empty` when no rows)."""
+    """--json: `data` as JSON on stdout; otherwise the table (or `empty` when no rows).
+
+    Every command prints through here, and what it prints may come from a terminal, a vendor
+    or the directory: control and bidi characters are escaped (table.printable; a footer line
+    is one line, its line breaks escaped too). JSON escapes them itself (ensure_ascii)."""
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        print(json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=True))
         return
     if headers and rows:
         print(format_table(headers, rows))
     elif empty:
-        print(empty)
+        print(printable(empty))
     for line in footer:
-        print(line)
+        print(printable(line))
 
 
 def report_moved(
@@ -149,7 +153,7 @@ def _ids(ids: Sequence[int], limit: int = 20) -> str:
 
 
 def fail(message: str, code: int) -> int:
-    print(f"clockin-bridge: {message}", file=sys.stderr)
+    print(f"clockin-bridge: {printable(message)}", file=sys.stderr)
     return code
 
 

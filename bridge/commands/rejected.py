@@ -1,10 +1,15 @@
-"""`clockin-bridge rejected list|show ID|reprocess [ID...|--all]`: payloads that were not events.
+"""`clockin-bridge rejected list [--limit N] [--before ID]|show ID|reprocess [ID...|--all]`:
+payloads that were not events.
+
+`list` pages newest first and reads no payload; `show` prints one payload, bytes that are not
+UTF-8 and control characters escaped (as every command prints untrusted text, common.emit).
 
 Reprocess is for after a config or directory fix: the stored raw payload is parsed again with
 the current config's subscription for its topic, at the time it was first received, and stored
 through Store.ingest, so every duplicate layer applies (a payload reprocessed twice, or sent
 twice, is one event). The rejected row is kept and marked with the event it became; a payload
-that still fails is left as it was and its new reason reported.
+that still fails is left as it was and its new reason reported. A payload kept only in part
+(the store keeps 16 KiB of each) is never parsed again: it is reported as cut.
 """
 
 from __future__ import annotations
@@ -35,15 +40,34 @@ from bridge.people import make_resolver, open_directory, sink_columns
 from bridge.store import Incoming, PersonResolver, Store, parse_utc_text, utc_text
 
 PAYLOAD_SHOWN = 2000
+PAGE = 50
+TOPIC_WIDTH = 60
+REASON_WIDTH = 70
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"{text} is not a positive number"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     rejected = commands.add_parser("rejected", help="payloads that could not become events")
     actions = rejected.add_subparsers(dest="action", required=True)
 
-    listing = actions.add_parser("list", parents=[common], help="list rejected payloads")
+    listing = actions.add_parser(
+        "list", parents=[common], help="list rejected payloads, newest first"
+    )
     listing.add_argument(
         "--all", action="store_true", help="include those already reprocessed into events"
+    )
+    listing.add_argument(
+        "--limit", type=_positive, default=PAGE, help=f"at most this many (default {PAGE})"
+    )
+    listing.add_argument(
+        "--before", type=int, metavar="ID", help="only those older than this id (the next page)"
     )
     listing.set_defaults(handler=handler(cmd_list))
 
@@ -82,6 +106,12 @@ def subscription_for(settings: Settings, topic: str) -> Subscription | None:
 
 def reparse(row: dict[str, Any], settings: Settings) -> Incoming | str:
     """The stored payload as an Incoming under the current config, or why it still fails."""
+    kept = len(row["payload"])
+    if kept < row["payload_size"]:
+        return (
+            f"payload kept only in part ({kept} of {row['payload_size']} bytes):"
+            " it cannot be parsed again"
+        )
     subscription = subscription_for(settings, row["topic"])
     if subscription is None:
         return "no subscription matches"
@@ -122,14 +152,21 @@ def _summary(row: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return data
 
 
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     settings = settings_of(args)
 
     async def read() -> list[dict[str, Any]]:
         async with opened_store(settings) as store:
-            return await store.rejected_rows(include_reprocessed=args.all)
+            return await store.rejected_page(
+                limit=args.limit, before=args.before, include_reprocessed=args.all
+            )
 
     rows = asyncio.run(read())
+    more = len(rows) == args.limit
     emit(
         args,
         [_summary(row, settings) for row in rows],
@@ -138,33 +175,39 @@ def cmd_list(args: argparse.Namespace) -> int:
             [
                 row["id"],
                 local_text(row["received_at"], settings.site.tz),
-                row["topic"],
+                _cut(row["topic"], TOPIC_WIDTH),
                 row["format"],
                 row["payload_size"],
-                row["reason"][:70],
+                _cut(row["reason"], REASON_WIDTH),
                 row["reprocessed_as"],
             ]
             for row in rows
         ],
         empty="no rejected payloads" + ("" if args.all else " waiting"),
+        footer=[f"older ones: rejected list --before {rows[-1]['id']}"] if more else [],
     )
     return EXIT_OK
+
+
+def payload_text(payload: bytes) -> str:
+    """A payload as text: UTF-8 where it is, other bytes as \\xNN escapes (exact: base64)."""
+    return payload.decode("utf-8", errors="backslashreplace")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = settings_of(args)
 
-    async def read() -> list[dict[str, Any]]:
+    async def read() -> dict[str, Any] | None:
         async with opened_store(settings) as store:
-            return await store.rejected_rows(ids=[args.id])
+            return await store.rejected_row(args.id)
 
-    rows = asyncio.run(read())
-    if not rows:
+    row = asyncio.run(read())
+    if row is None:
         return fail(f"no rejected payload {args.id}", EXIT_NOT_DONE)
-    row = rows[0]
     payload = bytes(row["payload"])
     data = _summary(row, settings)
-    data["payload"] = payload.decode("utf-8", errors="replace")
+    data["payload_kept"] = len(payload)
+    data["payload"] = payload_text(payload)
     data["payload_base64"] = base64.b64encode(payload).decode()
     width = max(len(key) for key in data)
     lines = [
@@ -172,8 +215,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         for key, value in data.items()
         if key not in ("payload", "payload_base64")
     ]
-    shown = data["payload"][:PAYLOAD_SHOWN]
-    lines += ["payload:", shown + (" ..." if len(data["payload"]) > PAYLOAD_SHOWN else "")]
+    if len(payload) < row["payload_size"]:
+        lines.append(f"(only the first {len(payload)} of {row['payload_size']} bytes were kept)")
+    text = data["payload"]
+    shown = text[:PAYLOAD_SHOWN] + (" ..." if len(text) > PAYLOAD_SHOWN else "")
+    # One printed line per payload line: emit escapes what is left (\\r, ESC, bidi).
+    lines += ["payload:", *shown.split("\n")]
     emit(args, data, footer=lines)
     return EXIT_OK
 

@@ -1,8 +1,33 @@
-"""The one table format of the operator commands: aligned columns, numbers to the right."""
+"""The one table format of the operator commands: aligned columns, numbers to the right;
+and `printable`, which every line they print goes through (common.emit)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+
+# What a terminal would act on rather than show, or show misleadingly: C0 and C1 controls,
+# DEL (ESC starts the escape sequences), the bidi embeddings, overrides and isolates (U+202E
+# makes text read backwards, "Trojan Source"), the bidi marks, the line and paragraph
+# separators, and lone surrogates (not encodable, so not printable at all).
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+    "\u2066-\u2069\ud800-\udfff]"
+)
+_BLANKS = re.compile("[ \t\r\n]+")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+
+
+def printable(text: str) -> str:
+    """Text from terminals, vendors or the directory, safe to print on an operator's terminal:
+    each character above escaped (`\\x1b`, `\\u202e`, `\\n`), everything else as it is."""
+    return _UNPRINTABLE.sub(_escape, text)
 
 
 def cell(value: object) -> str:
@@ -10,7 +35,9 @@ def cell(value: object) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:g}"
-    return " ".join(str(value).split())  # a multi-line error stays on its row
+    # A multi-line error stays on its row: line breaks and tabs read as one space; any other
+    # control character is escaped.
+    return printable(_BLANKS.sub(" ", str(value)).strip())
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

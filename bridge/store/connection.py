@@ -21,6 +21,7 @@ import aiosqlite
 from bridge.schema import MIGRATIONS
 from bridge.store.group_commit import GroupCommit
 from bridge.store.records import StoreError, StoreWriteError
+from bridge.store.rejected import set_rejected_cap
 
 
 def _split_sql(script: str) -> list[str]:
@@ -90,8 +91,15 @@ class StoreBase:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, path: Path, *, site_tz: ZoneInfo, window_seconds: float = 60.0
+        cls,
+        path: Path,
+        *,
+        site_tz: ZoneInfo,
+        window_seconds: float = 60.0,
+        rejected_max_bytes: int | None = None,
     ) -> AsyncIterator[Self]:
+        """The database, migrated. `rejected_max_bytes`: the cap on rejected payloads (the
+        daemon passes store.rejected_max_mb; None keeps the one recorded in the database)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
@@ -105,6 +113,8 @@ class StoreBase:
             # must survive a power cut.
             await db.execute("PRAGMA synchronous = FULL")
             await store._migrate(version)
+            if rejected_max_bytes is not None:
+                await store._write(set_rejected_cap, rejected_max_bytes)
             # The status views scan whole tables (a second with a million deliveries): they
             # read on a connection and thread of their own, so that a /metrics scrape never
             # holds up ingest or delivery. WAL lets this reader in beside the writer.

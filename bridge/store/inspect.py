@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bridge.store.connection import StoreBase
+
+# What `rejected list` shows of a row: never the payload (a page of 50 reads no blob).
+_REJECTED_SUMMARY = (
+    "id, received_at, topic, format, payload_size, reason, reprocessed_at, reprocessed_as"
+)
 
 
 class InspectMixin(StoreBase):
@@ -41,9 +48,39 @@ class InspectMixin(StoreBase):
             )
         }
         rejected = (await self._reader.execute_fetchall("SELECT COUNT(*) FROM rejected"))[0][0]
+        [budget] = await self._reader.execute_fetchall(
+            "SELECT stored_bytes, max_bytes, pruned FROM rejected_budget WHERE id = 1"
+        )
         retried = (
             await self._reader.execute_fetchall(
                 "SELECT COUNT(*) FROM deliveries WHERE attempts > 1"
             )
         )[0][0]
-        return {"events": events, "rejected": rejected, "retried": retried, "sinks": sinks}
+        return {
+            "events": events,
+            "rejected": rejected,
+            "rejected_bytes": budget[0],
+            "rejected_max_bytes": budget[1],
+            "rejected_pruned": budget[2],
+            "retried": retried,
+            "sinks": sinks,
+        }
+
+    async def rejected_page(
+        self, *, limit: int, before: int | None = None, include_reprocessed: bool = True
+    ) -> list[dict[str, Any]]:
+        """Rejected rows newest first, at most `limit`, ids below `before`; without payloads."""
+        sql = f"SELECT {_REJECTED_SUMMARY} FROM rejected WHERE id < ?"
+        if not include_reprocessed:
+            sql += " AND reprocessed_at IS NULL"
+        params = (2**63 - 1 if before is None else before, limit)
+        rows = await self._reader.execute_fetchall(sql + " ORDER BY id DESC LIMIT ?", params)
+        return [dict(row) for row in rows]
+
+    async def rejected_row(self, rejected_id: int) -> dict[str, Any] | None:
+        """One rejected row in full: payload (as kept), its size and hash."""
+        rows = await self._reader.execute_fetchall(
+            f"SELECT {_REJECTED_SUMMARY}, payload, payload_sha256 FROM rejected WHERE id = ?",
+            (rejected_id,),
+        )
+        return dict(rows[0]) if rows else None
