@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import time
@@ -99,6 +100,9 @@ class Ingest:
         self._time_limits = time_limits or TimeLimits()
         self._junk = junk or JunkLimiter(per_terminal=60, total=600)
         self._parse_failure_logged = float("-inf")
+        # What became of every message since start: stored (an event, also a duplicate),
+        # rejected (kept for inspection), not_kept (junk beyond the limits), ignored.
+        self.counts: collections.Counter[str] = collections.Counter()
         self.connected = asyncio.Event()
         self.disconnected_since: float | None = time.time()
         self.last_error: str | None = None
@@ -181,26 +185,33 @@ class Ingest:
             while len(messages) and len(batch) < self._max_batch:
                 batch.append(await anext(messages))
             gate.resume_if_drained()
-            received_at = datetime.now(UTC)
-            items = [
-                item
-                for item in (self._parse_safely(message, received_at) for message in batch)
-                if item is not None
-            ]
-            results = await self._store.ingest(
-                items, resolve=self._resolve, received_at=received_at
-            )
+            results = await self.store_batch(batch)
             for message in batch:
                 acknowledge(client, message)
-            self._count(items, results)
-            self._tell_terminals(items, results)
             await self._on_stored(results)
+
+    async def store_batch(self, batch: Sequence[aiomqtt.Message]) -> list[Stored]:
+        """Parse and store one batch of messages; what became of each one that is stored or
+        rejected, in arrival order. Raises nothing but StoreWriteError (the database itself
+        failed: acknowledge nothing). Every message ends counted in exactly one of
+        `self.counts`' stored, rejected, not_kept or ignored."""
+        received_at = datetime.now(UTC)
+        items = [
+            item
+            for item in (self._parse_safely(message, received_at) for message in batch)
+            if item is not None
+        ]
+        results = await self._store.ingest(items, resolve=self._resolve, received_at=received_at)
+        self._count(items, results)
+        self._tell_terminals(items, results)
+        return results
 
     def _count(self, items: Sequence[Incoming | Rejection], results: Sequence[Stored]) -> None:
         label = self._metrics.terminal_label
         for item, stored in zip(items, results, strict=True):
             terminal = item.terminal if isinstance(item, Rejection) else item.event.terminal
             self._metrics.events.labels(label(terminal), item.format, stored.status).inc()
+            self.counts["rejected" if stored.status == "rejected" else "stored"] += 1
 
     def _tell_terminals(
         self, items: Sequence[Incoming | Rejection], results: Sequence[Stored]
@@ -251,7 +262,10 @@ class Ingest:
                 received_at,
                 "",
             )
-        if isinstance(item, Rejection) and not self._junk.keep(item.terminal or INVALID_TERMINAL):
+        if item is None:  # not a clock event (another sensor of a Tasmota device)
+            self.counts["ignored"] += 1
+        elif isinstance(item, Rejection) and not self._junk.keep(item.terminal or INVALID_TERMINAL):
+            self.counts["not_kept"] += 1
             self._metrics.rejected_not_kept.inc()
             self._metrics.events.labels(
                 self._metrics.terminal_label(item.terminal), item.format, "not_kept"
