@@ -80,7 +80,10 @@ def _print_status_table(status: dict[str, object]) -> None:
     assert isinstance(events, dict)
     print()
     print("events: " + (", ".join(f"{k} {v}" for k, v in sorted(events.items())) or "none"))
-    print(f"rejected payloads: {status['rejected']}")
+    rejected = f"rejected payloads: {status['rejected']}"
+    if status["rejected_pruned"]:
+        rejected += f", {status['rejected_pruned']} older ones pruned (store.rejected_max_mb)"
+    print(rejected)
     print(f"deliveries retried: {status['retried']}")
 
 

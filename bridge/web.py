@@ -138,7 +138,9 @@ tr:nth-child(even){{background:#f4f4f4}}</style></head>
             "sinks",
         )
     }
-<p>Rejected payloads: <span id="rejected">{status["rejected"]}</span></p>
+<p>Rejected payloads: <span id="rejected">{status["rejected"]}</span>
+(<span id="rejected-pruned">{status["rejected_pruned"]}</span> older ones pruned to stay under
+store.rejected_max_mb)</p>
 <h2>Last errors</h2>
 {
         _table(
