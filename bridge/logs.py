@@ -7,7 +7,6 @@ redaction. Redaction runs after exceptions are rendered, so traceback text is sc
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -16,6 +15,8 @@ from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+from bridge.redaction import mask_secrets
 
 MASK = "***"
 
@@ -32,16 +33,13 @@ _handler: logging.Handler | None = None  # ours on the root logger, replaced on 
 
 def register_secret(value: str) -> None:
     """Mask `value` wherever it appears in a logged string (e.g. after a credentials reload)."""
-    if not value:
-        return  # masking "" would put *** between every character
-    # Also the escaped forms a repr() or a JSON dump inside a message would show.
-    _secrets.update({value, repr(value)[1:-1], json.dumps(value)[1:-1]})
+    if value:  # masking "" would put *** between every character
+        _secrets.add(value)
 
 
 def _scrub(text: str) -> str:
-    for secret in sorted(_secrets, key=len, reverse=True):  # longest first: no partial leftovers
-        text = text.replace(secret, MASK)
-    return text
+    # Raw, escaped (repr, JSON), URL-encoded, in any case, or cut short: bridge.redaction.
+    return mask_secrets(text, _secrets, mask=MASK)
 
 
 def _redact_value(value: Any) -> Any:

@@ -19,6 +19,7 @@ from bridge.directory_sources.records import (
     badge_of,
     clean_fields,
 )
+from bridge.redaction import mask_secrets
 
 
 class Go2ClockUsers:
@@ -71,6 +72,7 @@ class Go2ClockUsers:
             raise SourceError(msg)
         if answer.get("status") != "success":
             error = str(answer.get("error") or answer.get("message") or "no reason given")
+            error = mask_secrets(error, self.secrets())  # before the cut: a head is no whole
             if "api key" in error.lower():
                 msg = f"{path}: credentials refused ({error.strip()[:100]})"
             else:

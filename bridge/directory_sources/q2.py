@@ -21,6 +21,7 @@ from bridge.directory_sources.records import (
     badge_of,
     clean_fields,
 )
+from bridge.redaction import mask_secrets
 
 MAX_PAGES = 1000  # 5 million users: a server that never says "-1" is stopped here
 INACTIVE = "inactive"
@@ -82,7 +83,9 @@ class Q2Users:
             msg = "the answer is not a JSON object"
             raise SourceError(msg)
         if answer.get("statusCode") != "SUCCESS":
-            message = str(answer.get("message") or "no reason given").strip()[:200]
+            # masked before the cut: a token cut short would not be found whole any more
+            message = str(answer.get("message") or "no reason given")
+            message = mask_secrets(message, self.secrets()).strip()[:200]
             msg = f"{answer.get('statusCode')!s}: {message}"
             raise SourceError(msg)
         data = answer.get("data") or []

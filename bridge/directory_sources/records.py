@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -78,9 +78,3 @@ def join_key(column: str, value: str) -> str:
     """How two values of a join column are compared: e-mail ignores case."""
     value = value.strip()
     return value.casefold() if column == EMAIL else value
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "**********")
-    return text

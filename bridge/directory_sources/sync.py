@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import aiohttp
 
 from bridge.directory_sources.build import Source
-from bridge.directory_sources.records import Record, SourceError, scrub
+from bridge.directory_sources.records import Record, SourceError
+from bridge.redaction import mask_secrets
 from bridge.store import Store
 
 
@@ -30,7 +31,7 @@ async def fetch_one(source: Source, session: aiohttp.ClientSession) -> list[Reco
     try:
         return await source.fetch(session)
     except SourceError as err:
-        return scrub(str(err), source.secrets())
+        return mask_secrets(str(err), source.secrets())
     except (ValueError, TypeError, KeyError, AttributeError) as err:  # an answer of a shape
         return f"unexpected answer ({type(err).__name__})"  # the parser did not foresee
 

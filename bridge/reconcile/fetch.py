@@ -10,7 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from bridge.sinks.base import parse_retry_after, redact
+from bridge.redaction import mask_answer, mask_secrets, mask_values
+from bridge.sinks.base import parse_retry_after
 
 ATTEMPTS = 3
 EXCERPT_MAX = 160
@@ -52,15 +53,18 @@ async def fetch_json(
                 status, retry_after = response.status, response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as err:
             detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-            raise ReadError(redact(f"{what}: {detail}", hidden)) from None
+            raise ReadError(mask_secrets(f"{what}: {detail}", hidden)) from None
         if status in RETRY_STATUSES and attempt < ATTEMPTS:
             await asyncio.sleep(min(5.0, parse_retry_after(retry_after) or 0.5 * attempt))
             continue
-        body = redact(body.decode("utf-8", errors="replace"), hidden).encode()
         if status != 200:
-            raise ReadError(f"{what}: HTTP {status}: {excerpt(body)}")
+            raise ReadError(f"{what}: HTTP {status}: {excerpt(mask_answer(body, hidden))}")
         try:
-            return json.loads(body)
+            answer = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise ReadError(f"{what}: answer is not JSON: {excerpt(body)}") from None
+            shown = excerpt(mask_answer(body, hidden))
+            raise ReadError(f"{what}: answer is not JSON: {shown}") from None
+        # masked once decoded: a key the vendor quoted back escaped (`\/`, `\u0041`) is plain
+        # text now, and the readers put the answer's fields into their error messages
+        return mask_values(answer, hidden)
     raise AssertionError  # pragma: no cover - the loop returns or raises

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import enum
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
-
-from pydantic import SecretStr
 
 from bridge.events import Action
 
@@ -94,18 +91,6 @@ class Sink(Protocol):
     name: str
 
     async def send(self, job: Job) -> Result: ...
-
-
-REDACTED = "<redacted>"
-
-
-def redact(text: str, secrets: Iterable[SecretStr | str]) -> str:
-    """The text with every secret (in any letter case) replaced: vendors echo keys back."""
-    for secret in secrets:
-        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-        if value:
-            text = re.sub(re.escape(value), REDACTED, text, flags=re.IGNORECASE)
-    return text
 
 
 def parse_retry_after(value: str | None) -> float | None:

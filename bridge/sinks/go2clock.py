@@ -19,7 +19,8 @@ import aiohttp
 
 from bridge.config import Go2ClockConfig
 from bridge.events import Action
-from bridge.sinks.base import Job, Result, classify_http_status, redact
+from bridge.redaction import mask_answer, mask_secrets
+from bridge.sinks.base import Job, Result, classify_http_status
 
 DETAIL_MAX = 300
 EXCERPT_MAX = 120
@@ -154,9 +155,10 @@ class Go2ClockSink:
         except (aiohttp.ClientError, TimeoutError) as err:
             # CancelledError is a BaseException and passes through untouched
             return Result.retry(self._redact(self._describe(err)))
-        # redact the body before it is excerpted, so no part of an echoed key survives a cut
-        redacted = self._redact(body.decode("utf-8", errors="replace"), limit=None)
-        result = classify_go2clock_reply(status, redacted.encode(), retry_after)
+        # masked once decoded and before it is excerpted: no form or part of an echoed key
+        # survives a cut; the detail is masked again after the reply's fields were decoded
+        body = mask_answer(body, [self._api_key])
+        result = classify_go2clock_reply(status, body, retry_after)
         return dataclasses.replace(result, detail=self._redact(result.detail))
 
     def _describe(self, err: BaseException) -> str:
@@ -164,6 +166,5 @@ class Go2ClockSink:
             return f"{type(err).__name__}: no answer within {self._config.timeout_seconds:g}s"
         return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
-    def _redact(self, text: str, limit: int | None = DETAIL_MAX) -> str:
-        text = redact(text, [self._api_key])
-        return text if limit is None else _short(text, limit)
+    def _redact(self, text: str) -> str:
+        return _short(mask_secrets(text, [self._api_key]))

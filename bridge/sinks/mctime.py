@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from bridge.config import McTimeConfig
-from bridge.sinks.base import Job, Outcome, Result, redact
+from bridge.redaction import mask_answer, mask_secrets
+from bridge.sinks.base import Job, Outcome, Result
 from bridge.sinks.mctime_rules import (
     DETAIL_MAX,
     PAGE_SIZE,
@@ -118,7 +119,7 @@ class McTimeSink:
             # Sent, answer lost: maybe applied. CancelledError (a BaseException) passes through.
             detail = f"{self._describe(err)}; {body['action']} unverified, checked before a resend"
             return Result.retry(short(detail), state=unverified_state(base, job))
-        raw = self._redact(raw.decode("utf-8", errors="replace"), limit=None).encode()
+        raw = mask_answer(raw, [self._api_key])  # before any excerpt of it
         answer = classify_mctime_reply(status, raw, retry_after)
         if answer.reply is Reply.APPLIED:
             return Result.delivered(
@@ -159,7 +160,7 @@ class McTimeSink:
                     status, retry_after = response.status, response.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError) as err:
                 return Result.retry(short(f"GET /clock: {self._describe(err)}"))
-            raw = self._redact(raw.decode("utf-8", errors="replace"), limit=None).encode()
+            raw = mask_answer(raw, [self._api_key])  # before any excerpt of it
             answer = parse_reply(raw)
             if status != 200 or answer is None or answer.get("valid") is False:
                 return self._clock_read_failed(status, raw, retry_after)
@@ -189,9 +190,8 @@ class McTimeSink:
             return f"{type(err).__name__}: no answer within {self._config.timeout_seconds:g}s"
         return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
-    def _redact(self, text: str, limit: int | None = DETAIL_MAX) -> str:
-        text = redact(text, [self._api_key])
-        return text if limit is None else short(text, limit)
+    def _redact(self, text: str) -> str:
+        return short(mask_secrets(text, [self._api_key]), DETAIL_MAX)
 
 
 def _state(clock: Clock | None) -> dict[str, str] | None:

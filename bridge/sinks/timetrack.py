@@ -27,7 +27,8 @@ import aiohttp
 
 from bridge.config import TimeTrackConfig
 from bridge.events import Action
-from bridge.sinks.base import Job, Outcome, Result, redact
+from bridge.redaction import mask_answer, mask_secrets
+from bridge.sinks.base import Job, Outcome, Result
 from bridge.sinks.timetrack_shift import ShiftStateError, closed_attendance, plan_job, read_state
 from bridge.sinks.timetrack_wire import (
     DETAIL_MAX,
@@ -280,15 +281,14 @@ class TimeTrackSink:
         except (aiohttp.ClientError, TimeoutError) as err:
             # CancelledError is a BaseException and passes through untouched
             return err
-        # redact before anything is excerpted, so no part of an echoed secret survives a cut
-        text = self._redact(body.decode("utf-8", errors="replace"), limit=None)
-        return _Answer(status, text.encode(), retry_after)
+        # masked once decoded and before anything is excerpted: no form or part of an echoed
+        # secret survives a cut
+        return _Answer(status, mask_answer(body, [self._key, self._secret]), retry_after)
 
     def _describe(self, err: BaseException) -> str:
         if isinstance(err, TimeoutError) and not str(err):
             return f"{type(err).__name__}: no answer within {self._config.timeout_seconds:g}s"
         return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
-    def _redact(self, text: str, limit: int | None = DETAIL_MAX) -> str:
-        text = redact(text, [self._key, self._secret])
-        return text if limit is None else short(text, limit)
+    def _redact(self, text: str) -> str:
+        return short(mask_secrets(text, [self._key, self._secret]), DETAIL_MAX)
