@@ -21,6 +21,7 @@ from bridge.commands.table import format_table
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.directory import DirectoryError
 from bridge.logs import configure_logging
+from bridge.preflight import check_environment
 from bridge.store import Store, StoreError
 
 EXIT_CONFIG = 2
@@ -39,6 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.app import Bridge  # imported here so `status` stays light
 
     settings = load_settings(args.config)
+    check_environment(settings)  # ConfigError: port in use, state folder, TLS key: exit 2
     configure_logging(
         level=settings.log.level, fmt=settings.log.format, secrets=settings.secret_values()
     )
@@ -129,7 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Everything the bridge creates (the database and its -wal and -shm files, exports) holds
+# names, badges and hours: readable by the bridge's own user only. Set here, in the one entry
+# point the console script, `python -m bridge`, the Docker image and the systemd unit share.
+PRIVATE_UMASK = 0o077
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        return _main(argv)
+    finally:
+        os.umask(previous)  # for a caller in the same process (tests); a real process ends here
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from bridge.preflight import cannot_listen
+
 if TYPE_CHECKING:
     from bridge.app import Bridge
 
@@ -176,7 +178,11 @@ async def serving(bridge: Bridge, *, host: str, port: int) -> AsyncIterator[int]
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as err:  # taken since `run` checked it: the same one line, exit 2
+        await runner.cleanup()
+        raise cannot_listen(f"{host}:{port}", err) from None
     try:
         server = site._server
         sockets = getattr(server, "sockets", None) or []

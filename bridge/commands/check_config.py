@@ -1,7 +1,8 @@
 """`clockin-bridge check-config --config FILE`: load and validate, print a short summary.
 
-Exit 0 when the bridge could start with it; a bad config (or directory) exits 2 with the same
-one-line message `run` gives.
+Exit 0 when the bridge could start with it; a bad config (or directory), or a machine it could
+not start on (http.listen taken, the state folder not writable, a TLS key that cannot be loaded
+without a passphrase), exits 2 with the same one-line message `run` gives.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from bridge.commands.common import EXIT_CONFIG, EXIT_OK, emit, fail, handler, settings_of
 from bridge.config import Settings
 from bridge.directory import DirectoryError, DirectoryFile
+from bridge.preflight import environment_problems
 from bridge.schema import MIGRATIONS
 
 
@@ -69,6 +71,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         info = summary(settings)
     except DirectoryError as err:
         return fail(f"config error: directory.path: {err}", EXIT_CONFIG)
+    # What `run` would meet on this machine (port, state folder, TLS files): one line each,
+    # as `run` prints the first of them.
+    problems = environment_problems(settings)
+    for problem in problems:
+        fail(f"config error: {problem}", EXIT_CONFIG)
+    if problems:
+        return EXIT_CONFIG
     database = info["database"]
     lines = [
         f"config {args.config}: ok",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -101,12 +102,35 @@ def _format_errors(err: ValidationError) -> str:
     return "; ".join(lines)
 
 
+# A quoted piece of a PyYAML problem: the text it choked on (`found undefined alias 'x'`).
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
+
+
+def _without_values(problem: str) -> str:
+    """PyYAML's problem without what it quotes from the file, which may be a secret (`*abc`
+    is read as an alias, `!abc` as a tag): kept are a single character or escape (`found
+    character '@'`) and its own token names (`'<stream end>'`)."""
+
+    def keep_syntax(match: re.Match[str]) -> str:
+        inner = match.group(0)[1:-1]
+        one_character = len(inner) == 1 or (len(inner) == 2 and inner[0] == "\\")
+        if one_character or (inner.startswith("<") and inner.endswith(">")):
+            return match.group(0)
+        return ""
+
+    return " ".join(_QUOTED.sub(keep_syntax, problem).split())
+
+
 def _yaml_problem(path: Path, err: yaml.YAMLError) -> str:
-    # str(err) quotes the offending line, which may hold a secret: keep only the position.
+    # str(err) quotes the offending line, which may hold a secret: keep only the kind of
+    # problem, without any value it quotes, and the position.
     if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
         mark = err.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}"
-        return f"config file {path} is not valid YAML: {err.problem} ({where})"
+        problem = _without_values(err.problem or "") or "a syntax error"
+        if problem == "second occurrence":  # of an anchor: the name is in err.context
+            problem = "an anchor defined twice"
+        return f"config file {path} is not valid YAML: {problem} ({where})"
     return f"config file {path} is not valid YAML"
 
 

@@ -7,11 +7,12 @@ import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiomqtt
 import structlog
 
-from bridge.config import MqttConfig, MqttTls
+from bridge.config import ConfigError, MqttConfig, MqttTls
 
 log = structlog.get_logger("bridge.ingest")
 
@@ -19,15 +20,61 @@ ONLINE = b"online"
 OFFLINE = b"offline"
 
 
+class _KeyIsEncrypted(Exception):
+    """OpenSSL asked for the key's passphrase."""
+
+
+def _no_passphrase() -> str:
+    # Without a password callback OpenSSL prompts `Enter PEM pass phrase:` on the terminal,
+    # which would hang a daemon (or read whatever stdin holds). Refuse instead.
+    raise _KeyIsEncrypted
+
+
+def _pem_problem(key: str, path: Path, err: OSError) -> ConfigError:
+    if isinstance(err, ssl.SSLError):
+        return ConfigError(f"mqtt.tls.{key}: {path} is not a readable PEM file (damaged?)")
+    return ConfigError(f"mqtt.tls.{key}: cannot read {path}: {err.strerror or err}")
+
+
 def tls_context(tls: MqttTls) -> ssl.SSLContext:
-    context = ssl.create_default_context(
-        cafile=str(tls.ca_file) if tls.ca_file is not None else None
-    )
+    """The TLS context for the broker, loaded without ever prompting. A file that cannot be
+    used raises ConfigError naming its key (`mqtt.tls.key_file: ... is encrypted`); `run` and
+    `check-config` call this before starting anything."""
+    try:
+        context = ssl.create_default_context(
+            cafile=str(tls.ca_file) if tls.ca_file is not None else None
+        )
+    except OSError as err:  # ssl.SSLError is an OSError
+        assert tls.ca_file is not None  # the system's CAs load without error
+        raise _pem_problem("ca_file", tls.ca_file, err) from None
     if tls.cert_file is not None and tls.key_file is not None:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        _load_client_certificate(context, tls.cert_file, tls.key_file)
     if tls.insecure:
         context.check_hostname = False
     return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
+    try:  # the certificate alone first, so a damaged one is not blamed on the key
+        ssl.create_default_context(cafile=str(cert_file))
+    except OSError as err:
+        raise _pem_problem("cert_file", cert_file, err) from None
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file), password=_no_passphrase)
+    except _KeyIsEncrypted:
+        msg = (
+            f"mqtt.tls.key_file: {key_file} is encrypted with a passphrase, which the bridge"
+            " does not ask for: give it the key unencrypted (openssl pkey -in KEY -out NEW),"
+            " readable by its user only"
+        )
+        raise ConfigError(msg) from None
+    except ssl.SSLError as err:
+        if "KEY_VALUES_MISMATCH" in str(err) or "values mismatch" in str(err):
+            msg = f"mqtt.tls.key_file: {key_file} is not the key of cert_file {cert_file}"
+            raise ConfigError(msg) from None
+        raise _pem_problem("key_file", key_file, err) from None
+    except OSError as err:
+        raise _pem_problem("key_file", key_file, err) from None
 
 
 def new_client(config: MqttConfig) -> aiomqtt.Client:

@@ -3,12 +3,12 @@ and day). Pure: no I/O except writing the CSV file it is given."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bridge.commands.table import format_table
+from bridge.csv_export import write_csv as write_safe_csv
 from bridge.reconcile.compare import Finding, Kind
 from bridge.reconcile.run import Report
 
@@ -114,19 +114,21 @@ def format_text(report: Report) -> str:
 
 
 def write_csv(reports: Sequence[Report], path: Path) -> None:
-    """One row per source, person and day (every day seen, matched or not)."""
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for report in reports:
-            for r in person_days(report):
-                writer.writerow(
-                    [
-                        report.source,
-                        r["person"],
-                        r["day"],
-                        r["matched"],
-                        *(r[k.value] for k in KINDS),
-                        "; ".join(describe(f) for f in r["findings"]),
-                    ]
-                )
+    """One row per source, person and day (every day seen, matched or not); formula-like text
+    neutralised and a new file private (bridge.csv_export)."""
+    write_safe_csv(
+        path,
+        CSV_COLUMNS,
+        (
+            [
+                report.source,
+                r["person"],
+                r["day"],
+                r["matched"],
+                *(r[k.value] for k in KINDS),
+                "; ".join(describe(f) for f in r["findings"]),
+            ]
+            for report in reports
+            for r in person_days(report)
+        ),
+    )
