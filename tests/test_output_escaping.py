@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from argparse import Namespace
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from bridge.commands.common import emit
 from bridge.commands.table import format_table, printable
 from bridge.events import Action, ClockEvent
 from bridge.sinks.base import Result
@@ -77,7 +79,10 @@ def nobody(event: ClockEvent) -> Mapping[str, str | None]:
         ("\x1b[31mred", "\\x1b[31mred"),
         ("a\x00b\x7fc\x85d", "a\\x00b\\x7fc\\x85d"),
         ("line\nbreak\ttab\rcr", "line\\nbreak\\ttab\\rcr"),
-        ("\u202aLRE\u202eRLO\u2066LRI\u2069PDI\u200fRLM", "\\u202aLRE\\u202eRLO\\u2066LRI\\u2069PDI\\u200fRLM"),
+        (
+            "\u202aLRE\u202eRLO\u2066LRI\u2069PDI\u200fRLM",
+            "\\u202aLRE\\u202eRLO\\u2066LRI\\u2069PDI\\u200fRLM",
+        ),
         ("\u2028sep\ud800", "\\u2028sep\\ud800"),
         ("back\\slash", "back\\slash"),
     ],
@@ -93,6 +98,18 @@ def test_a_table_cell_keeps_its_row_and_its_alignment() -> None:
         " 1  first second\\x1b[2J",
         "22  \\u202e",
     ]
+
+
+def test_emit_escapes_every_line_it_prints_and_json_escapes_itself(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The one output path of every command (reconcile's report and show views are footers)."""
+    emit(Namespace(json=False), {}, footer=[f"name {HOSTILE}"], empty=HOSTILE)
+    assert_escaped(capsys.readouterr().out)
+    emit(Namespace(json=True), {"name": HOSTILE})
+    out = capsys.readouterr().out
+    assert all(char not in out for char in RAW)
+    assert json.loads(out) == {"name": HOSTILE}
 
 
 # --- rejected list and show ----------------------------------------------------------------

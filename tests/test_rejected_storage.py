@@ -18,6 +18,7 @@ from bridge.schema import MIGRATIONS
 from bridge.store import Rejection, Store
 from bridge.store.connection import _split_sql
 from bridge.store.rejected import PAYLOAD_KEPT, footprint
+from tests.test_cli import cli, write_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MORNING = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
@@ -72,7 +73,9 @@ async def test_a_row_keeps_16_kib_with_the_original_size_and_sha256(tmp_path: Pa
     big = bytes(range(256)) * 256  # 64 KiB, not UTF-8
     small = b'{"badge": '
     async with opened(db) as store:
-        await reject(store, [Rejection(TOPIC, "canonical", p, "bad", MORNING) for p in (big, small)])
+        await reject(
+            store, [Rejection(TOPIC, "canonical", p, "bad", MORNING) for p in (big, small)]
+        )
     kept = rows(db, "SELECT length(payload), payload, payload_size, payload_sha256 FROM rejected")
     assert kept == [
         (PAYLOAD_KEPT, big[:PAYLOAD_KEPT], 64 * KIB, hashlib.sha256(big).hexdigest()),
@@ -127,6 +130,9 @@ async def test_a_lower_cap_at_start_prunes_at_once_and_the_count_survives(tmp_pa
     async with opened(db) as store:  # no cap given (a command): the recorded one stays
         status = await store.status(now=time.time())
     assert (status["rejected_max_bytes"], status["rejected_pruned"]) == (100 * KIB, pruned)
+    config = {"site": {"timezone": "Europe/Berlin"}, "store": {"path": str(db)}}
+    result = cli("status", "--config", str(write_config(tmp_path, config)), cwd=tmp_path)
+    assert f"rejected payloads: {100 - pruned}, {pruned} older ones pruned" in result.stdout
 
 
 async def test_junk_grows_the_file_by_at_most_the_cap(tmp_path: Path) -> None:
@@ -160,7 +166,7 @@ async def test_a_database_from_before_the_cap_is_counted_on_upgrade(tmp_path: Pa
             for statement in _split_sql(script):
                 conn.execute(statement)
         conn.execute("PRAGMA user_version = 5")
-        for n in range(50):
+        for _ in range(50):
             conn.execute(
                 "INSERT INTO rejected (received_at, topic, format, payload, payload_size, reason)"
                 " VALUES ('2026-11-23T07:00:00.000000Z', ?, 'canonical', ?, 65536, 'old')",
@@ -191,4 +197,3 @@ async def test_rejected_page_reads_newest_first_below_an_id(tmp_path: Path) -> N
     assert one is not None
     assert bytes(one["payload"]) == junk(4).payload
     assert one["payload_sha256"] == hashlib.sha256(junk(4).payload).hexdigest()
-

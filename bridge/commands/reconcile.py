@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from bridge.commands.common import (
     EXIT_NOT_DONE,
     EXIT_OK,
     UsageError,
+    emit,
     fail,
     handler,
     opened_store,
@@ -37,6 +37,7 @@ from bridge.reconcile.run import (
     requeue_missing,
     window_for,
 )
+from bridge.redaction import mask_secrets
 
 EXIT_UNREADABLE = 3
 
@@ -100,13 +101,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(_run(args, settings, first, last))
     except ReadError as err:
-        return fail(f"reconcile: {err}", EXIT_UNREADABLE)
+        # the readers mask what the vendor said; this is the last line of defence
+        return fail(mask_secrets(f"reconcile: {err}", settings.secret_values()), EXIT_UNREADABLE)
     if args.csv is not None:
         write_csv([report], args.csv)
-    if args.json:
-        print(json.dumps(to_json(report), indent=2, sort_keys=True))
-    else:
-        print(format_text(report))
+    # Through emit, as every command: names and notes from the vendor are printed escaped.
+    emit(args, to_json(report), footer=format_text(report).split("\n"))
     return EXIT_OK if report.ok else EXIT_NOT_DONE
 
 

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 # makes text read backwards, "Trojan Source"), the bidi marks, the line and paragraph
 # separators, and lone surrogates (not encodable, so not printable at all).
 _UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
-    "\u2066-\u2069\ud800-\udfff]"
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 )
 _BLANKS = re.compile("[ \t\r\n]+")
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

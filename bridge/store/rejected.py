@@ -50,9 +50,7 @@ def insert_rejection(conn: sqlite3.Connection, item: Rejection) -> Stored:
             size,
         ),
     )
-    conn.execute(
-        "UPDATE rejected_budget SET stored_bytes = stored_bytes + ? WHERE id = 1", (size,)
-    )
+    conn.execute("UPDATE rejected_budget SET stored_bytes = stored_bytes + ? WHERE id = 1", (size,))
     return Stored(key="", status="rejected", terminal=item.terminal, reason=item.reason)
 
 
