@@ -11,6 +11,7 @@ import contextlib
 import errno
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bridge.config import ConfigError, HttpConfig, Settings
@@ -73,7 +74,7 @@ def check_state_folder(path: Path) -> None:
 def environment_problems(settings: Settings) -> list[ConfigError]:
     """Every problem of the machine with this config, in the order `run` meets them."""
     problems = []
-    checks = [lambda: check_state_folder(settings.store.path)]
+    checks: list[Callable[[], object]] = [lambda: check_state_folder(settings.store.path)]
     if settings.mqtt.tls is not None:
         tls = settings.mqtt.tls
         checks.append(lambda: tls_context(tls))
