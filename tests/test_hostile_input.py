@@ -160,3 +160,21 @@ async def test_a_wildcard_terminal_gets_no_feedback_and_others_still_do(
     )
     assert "terminal id '#'" in acks[0][1]["reason"]
     assert acks[-1][0] == "clockin/gate1/ack"
+
+
+def test_reprocess_applies_the_daemons_time_limits() -> None:
+    """`rejected reprocess` parses again with the same rules: a 1970 clock stays rejected."""
+    from bridge.commands.rejected import reparse
+    from bridge.config import load_settings
+
+    payload = _swipe(time="1970-01-01T00:00:00Z")
+    row = {
+        "topic": TOPIC,
+        "payload": payload,
+        "payload_size": len(payload),
+        "received_at": "2026-11-23T07:00:00.000000Z",
+    }
+    reason = reparse(row, load_settings(None))
+    assert isinstance(reason, str)
+    assert "site.min_event_time" in reason
+    assert "received 2026-11-23T07:00:00+00:00" in reason

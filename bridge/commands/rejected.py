@@ -35,7 +35,7 @@ from bridge.commands.progress import Progress
 from bridge.config import Settings, Subscription
 from bridge.directory import DirectoryError
 from bridge.directory_sources import build_sources
-from bridge.events import PayloadError, parse_event
+from bridge.events import PayloadError, check_event_time, parse_event
 from bridge.people import make_resolver, open_directory, sink_columns
 from bridge.store import Incoming, PersonResolver, Store, parse_utc_text, utc_text
 
@@ -115,6 +115,7 @@ def reparse(row: dict[str, Any], settings: Settings) -> Incoming | str:
     subscription = subscription_for(settings, row["topic"])
     if subscription is None:
         return "no subscription matches"
+    received_at = parse_utc_text(row["received_at"])
     try:
         event = parse_event(
             row["topic"],
@@ -122,14 +123,16 @@ def reparse(row: dict[str, Any], settings: Settings) -> Incoming | str:
             subscription.format,
             pattern=subscription.topic,
             site_tz=settings.site.tz,
-            received_at=parse_utc_text(row["received_at"]),
+            received_at=received_at,
         )
+        if event is not None:  # the daemon's own time limits, against when it was received
+            check_event_time(event, received_at=received_at, limits=settings.site.time_limits)
     except PayloadError as err:
         return str(err)
     if event is None:
         return f"not a clock event ({subscription.format.value} format)"
     sinks = None if subscription.sinks is None else frozenset(subscription.sinks)
-    return Incoming(event, row["topic"], sinks, subscription.format.value)
+    return Incoming(event, row["topic"], sinks, subscription.format.value, bytes(row["payload"]))
 
 
 async def resolver_for(settings: Settings, store: Store) -> PersonResolver:
