@@ -82,30 +82,60 @@ def parse_event(
 
     parser = PARSERS[PayloadFormat(fmt)]
     data = decode_object(payload)
-    # The topic's terminal is checked even when the payload names another: the topic is stored
-    # with the event, so a 60 KB topic level must not get in behind a valid payload.
-    from_topic = terminal_from_topic(pattern, topic)
-    if not from_topic:
-        msg = f"topic {show(topic)} names no terminal (pattern {show(pattern)})"
-        raise PayloadError(msg)
-    try:
-        check_terminal(from_topic)
-    except PayloadError as err:
-        msg = f"topic: {err}"
-        raise PayloadError(msg) from None
+    from_topic = topic_terminal(pattern, topic)
+    if from_topic is not None:
+        # Checked even before the payload: the topic is stored with the event, so a 60 KB
+        # topic level must not get in behind a valid payload.
+        if not from_topic:
+            msg = f"topic {show(topic)} names no terminal (pattern {show(pattern)})"
+            raise PayloadError(msg)
+        try:
+            check_terminal(from_topic)
+        except PayloadError as err:
+            msg = f"topic: {err}"
+            raise PayloadError(msg) from None
     event = parser(
         data,
-        terminal=from_topic,
+        terminal=from_topic or "",
         site_tz=site_tz,
         received_at=received_at.astimezone(UTC),
     )
-    if event is not None and event.terminal != from_topic:
+    if event is None:
+        return None
+    if from_topic is None:  # a fixed topic: the payload says which terminal it is
+        if not event.terminal:
+            msg = (
+                f"topic {show(topic)} names no terminal (pattern {show(pattern)})"
+                " and the payload has no 'terminal'"
+            )
+            raise PayloadError(msg)
         try:
             check_terminal(event.terminal)
         except PayloadError as err:
             msg = f"terminal: {err}"
             raise PayloadError(msg) from None
+    elif event.terminal != from_topic:
+        # The broker's ACL lets a terminal publish only on its own topic: the topic is the
+        # identity it vouches for, and a payload may not claim to be another terminal.
+        msg = (
+            f"terminal: {show(event.terminal)} is not the topic's terminal {show(from_topic)}"
+            " (a terminal publishes only its own events)"
+        )
+        raise PayloadError(msg)
     return event
+
+
+def topic_terminal(pattern: str, topic: str) -> str | None:
+    """The terminal the topic names (the level at the pattern's first wildcard), or None when
+    the pattern has no wildcard or the topic is too short to reach it."""
+    levels = pattern.split("/")
+    if levels[0] == "$share":  # $share/<group>/<filter>: the group is no topic level
+        levels = levels[2:]
+    parts = topic.split("/")
+    for i, level in enumerate(levels):
+        if level in ("+", "#"):
+            return parts[i] if i < len(parts) else None
+    return None
 
 
 def terminal_problem(value: str) -> str | None:
@@ -158,24 +188,6 @@ def check_event_time(event: ClockEvent, *, received_at: datetime, limits: TimeLi
     else:
         return
     raise PayloadError(msg)
-
-
-def terminal_from_topic(pattern: str, topic: str) -> str:
-    """The topic level matched by the pattern's first '+' (or all levels matched by '#').
-
-    A pattern without wildcards, or a topic too short to reach the wildcard, gives the whole
-    topic. The broker already matched the literal levels, so they are not checked again.
-    """
-    levels = pattern.split("/")
-    if levels[0] == "$share":  # $share/<group>/<filter>: the group is no topic level
-        levels = levels[2:]
-    parts = topic.split("/")
-    for i, level in enumerate(levels):
-        if level == "+":
-            return parts[i] if i < len(parts) else topic
-        if level == "#":
-            return "/".join(parts[i:])
-    return topic
 
 
 def normalise_badge(value: object) -> str:

@@ -20,7 +20,7 @@ from bridge.events import (
     PayloadFormat,
     normalise_badge,
     parse_event,
-    terminal_from_topic,
+    topic_terminal,
 )
 from tests.strategies import (
     canonical_shaped,
@@ -82,15 +82,15 @@ def utc(*args: int) -> datetime:
         ("clockin/+/events", "clockin/gate1/events", "gate1"),
         ("tele/+/SENSOR", "tele/reader-hall/SENSOR", "reader-hall"),
         ("+/+/events", "site1/gate1/events", "site1"),  # the first '+' names the terminal
-        ("clockin/#", "clockin/site1/gate1", "site1/gate1"),
+        ("clockin/#", "clockin/site1/gate1", "site1"),  # '#' too: its first level
         ("clockin/+/#", "clockin/gate1/events/raw", "gate1"),
         ("$share/bridges/clockin/+/events", "clockin/gate2/events", "gate2"),
-        ("clockin/gate1/events", "clockin/gate1/events", "clockin/gate1/events"),
-        ("clockin/x/+", "clockin", "clockin"),  # too short to reach the '+': the whole topic
+        ("clockin/gate1/events", "clockin/gate1/events", None),  # no wildcard: no terminal
+        ("clockin/x/+", "clockin", None),  # too short to reach the '+'
     ],
 )
-def test_terminal_from_topic(pattern: str, topic: str, terminal: str) -> None:
-    assert terminal_from_topic(pattern, topic) == terminal
+def test_topic_terminal(pattern: str, topic: str, terminal: str | None) -> None:
+    assert topic_terminal(pattern, topic) == terminal
 
 
 def test_an_empty_terminal_level_is_rejected() -> None:
@@ -98,9 +98,32 @@ def test_an_empty_terminal_level_is_rejected() -> None:
         canonical({"badge": "04A1"}, topic="clockin//events")
 
 
-def test_a_payload_terminal_overrides_the_topic() -> None:
-    event = canonical({"id": 7, "badge": "04A1", "terminal": "lobby"})
+def test_a_payload_may_not_claim_another_terminal() -> None:
+    """The broker's ACL vouches for the topic level: that is the terminal."""
+    assert canonical({"id": 7, "badge": "04A1", "terminal": "gate1"}).terminal == "gate1"
+    with pytest.raises(PayloadError, match="is not the topic's terminal 'gate1'"):
+        canonical({"id": 7, "badge": "04A1", "terminal": "lobby"})
+
+
+def test_on_a_fixed_topic_the_payload_names_the_terminal() -> None:
+    def fixed(payload: dict[str, Any]) -> ClockEvent | None:
+        return parse_event(
+            "site/kiosk",
+            to_bytes(payload),
+            PayloadFormat.CANONICAL,
+            pattern="site/kiosk",
+            site_tz=LONDON,
+            received_at=RECEIVED,
+        )
+
+    event = fixed({"id": 7, "badge": "04A1", "terminal": "lobby"})
+    assert event is not None
     assert (event.terminal, event.key) == ("lobby", "lobby/7")
+    with pytest.raises(PayloadError, match="the payload has no 'terminal'"):
+        fixed({"id": 7, "badge": "04A1"})
+    for bad, problem in [("#", "has one of"), ("a/b", "has one of"), ("x" * 65, "longer than")]:
+        with pytest.raises(PayloadError, match=f"terminal: terminal id .* {problem}"):
+            fixed({"badge": "04A1", "terminal": bad})
 
 
 # --- bytes to a JSON object ---------------------------------------------------------------
@@ -270,9 +293,8 @@ def test_badge_and_user(payload: dict[str, Any], badge: str | None, user: str | 
         ({"user": 17, "note": "a\x1b[2Jb"}, "note: has control or invisible characters"),
         ({"user": 17, "note": "ab\u202ecd"}, "note: has control or invisible characters"),
         ({"user": 17, "note": "a\x00"}, "note: has control or invisible characters"),
-        ({"user": 17, "terminal": "#"}, "terminal: terminal id '#' has one of / + # $"),
-        ({"user": 17, "terminal": "gate/2"}, "terminal: terminal id 'gate/2' has one of"),
-        ({"user": 17, "terminal": "x" * 65}, "terminal: terminal id 'xxx"),
+        ({"user": 17, "terminal": "#"}, "terminal: '#' is not the topic's terminal 'gate1'"),
+        ({"user": 17, "terminal": "gate/2"}, "terminal: 'gate/2' is not the topic's terminal"),
         ({"user": 17, "terminal": "g\u2066"}, "terminal: has non-printable characters"),
         ({"user": 17, "job": {"code": 1}}, "job: must be a string or an integer"),
     ],
@@ -414,7 +436,7 @@ def test_the_derived_key_depends_on_the_terminal() -> None:
     here = canonical(SWIPE).key
     assert canonical(SWIPE, topic="clockin/gate2/events").key != here
     assert (
-        canonical({**SWIPE, "terminal": "gate2"}).key
+        canonical({**SWIPE, "terminal": "gate2"}, topic="clockin/gate2/events").key
         == canonical(SWIPE, topic="clockin/gate2/events").key
     )
 

@@ -43,9 +43,11 @@ POISON = {
     ),
     "time before the year 1": (_swipe(time="0001-01-01T00:00:10+00:00"), TOPIC, "is before"),
     "a 1970 clock": (_swipe(time="1970-01-01T00:00:00Z"), TOPIC, "site.min_event_time"),
-    "wildcard terminal #": (_swipe(terminal="#"), TOPIC, "terminal id '#' has one of"),
-    "wildcard terminal +": (_swipe(terminal="+"), TOPIC, "terminal id '+' has one of"),
-    "terminal with a slash": (_swipe(terminal="gate2/ack"), TOPIC, "has one of / + # $"),
+    "wildcard terminal #": (_swipe(terminal="#"), TOPIC, "'#' is not the topic's terminal"),
+    "wildcard terminal +": (_swipe(terminal="+"), TOPIC, "'+' is not the topic's terminal"),
+    "terminal with a slash": (_swipe(terminal="gate2/ack"), TOPIC, "is not the topic's"),
+    "another terminal's id": (_swipe(terminal="gate2"), TOPIC, "'gate2' is not the topic's"),
+    "$ in the topic level": (_swipe(), "clockin/$SYS/events", "has one of / + # $"),
     "60 KB topic level": (_swipe(), f"clockin/{'x' * 60_000}/events", "longer than 64"),
     "NUL in the badge": (_swipe(badge="B00\x0002"), TOPIC, "non-printable"),
     "escape sequence in the note": (_swipe(note="\x1b[2J\x1b]0;owned\x07"), TOPIC, "control"),
@@ -158,7 +160,7 @@ async def test_a_wildcard_terminal_gets_no_feedback_and_others_still_do(
             "reason": acks[0][1]["reason"],
         },
     )
-    assert "terminal id '#'" in acks[0][1]["reason"]
+    assert "'#' is not the topic's terminal" in acks[0][1]["reason"]
     assert acks[-1][0] == "clockin/gate1/ack"
 
 

@@ -22,7 +22,7 @@ from bridge.events import (
     TimeLimits,
     check_event_time,
     parse_event,
-    terminal_from_topic,
+    topic_terminal,
     terminal_problem,
 )
 from bridge.ingest.client import (
@@ -294,7 +294,7 @@ class Ingest:
             if event is not None:
                 check_event_time(event, received_at=received_at, limits=self._time_limits)
         except PayloadError as err:
-            terminal = terminal_from_topic(route.subscription.topic, topic)
+            terminal = topic_terminal(route.subscription.topic, topic) or ""
             return self._rejection(topic, fmt.value, payload, str(err), received_at, terminal)
         if event is None:
             return None
