@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from bridge.simulators.serving import serving
 
@@ -68,6 +69,10 @@ class FakeGo2Clock:
         self.lose_answers = 0
         self.invalid_userids: set[str] = set()
         self.invalid_key_http_status = 200
+        # A vendor that quotes the key back: when set, every request is answered with
+        # HTTP echo_status and the body echo_key makes of the APIKEY it carried.
+        self.echo_key: Callable[[str], str] | None = None
+        self.echo_status = 200
         # employees: userid, pwd, idcard, deptname, name, email
         self.users: list[dict[str, Any]] = []
         self.user_requests: list[str] = []  # the paths of the employee-list requests
@@ -298,7 +303,15 @@ async def _read_fields(request: web.Request) -> dict[str, str]:
 
 
 def make_app(fake: FakeGo2Clock) -> web.Application:
-    app = web.Application()
+    @web.middleware
+    async def echo(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if fake.echo_key is None:
+            return await handler(request)
+        await request.read()
+        body = fake.echo_key(request.headers.get("APIKEY", ""))
+        return web.Response(status=fake.echo_status, text=body, content_type="application/json")
+
+    app = web.Application(middlewares=[echo])
     app.router.add_put("/api/punches/", fake.put_punch)
     app.router.add_post("/api/punches/", fake.download_day)
     app.router.add_post("/api/punches_range/", fake.download_range)

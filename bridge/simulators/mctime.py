@@ -119,6 +119,10 @@ class FakeMcTime:
         self.fail_503 = 0  # next N requests: 503, nothing applied
         self.fail_504 = 0  # next N requests: applied, then 504 (the answer took too long)
         self.delay_seconds = 0.0  # before a request is applied and answered
+        # A vendor that quotes the key back: when set, every request is answered with
+        # HTTP echo_status and the body echo_key makes of the API_KEY header it carried.
+        self.echo_key: Callable[[str], str] | None = None
+        self.echo_status = 200
         self.lose_answers = 0  # next N POSTs: applied, then the connection is dropped
         self.lose_requests = 0  # next N POSTs: the connection is dropped, nothing applied
         self.rate_limit = RATE_LIMIT
@@ -197,6 +201,10 @@ class FakeMcTime:
         while self._arrivals and self._arrivals[0] <= now - 1.0:
             self._arrivals.popleft()
         self._arrivals.append(now)
+        if self.echo_key is not None:
+            record["answer"] = "echo"
+            text = self.echo_key(request.headers.get("API_KEY", ""))
+            return web.Response(status=self.echo_status, text=text, content_type="application/json")
         if self.lose_requests > 0 and request.method == "POST":
             self.lose_requests -= 1
             record["answer"] = "lost before applied"

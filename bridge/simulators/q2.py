@@ -57,6 +57,10 @@ class FakeQ2:
         self.fail_5xx = 0
         self.fail_status = 503
         self.delay_seconds = 0.0
+        # A vendor that quotes the token back: when set, every request is answered with
+        # HTTP echo_status and the body echo_token makes of the developerToken it carried.
+        self.echo_token: Callable[[str], str] | None = None
+        self.echo_status = 200
         self._changed = asyncio.Condition()
 
     # -- for tests ---------------------------------------------------------------------------
@@ -153,6 +157,10 @@ class FakeQ2:
             self.fail_5xx -= 1
             entry["answer"] = self.fail_status
             return web.Response(status=self.fail_status, text="Service Unavailable")
+        if self.echo_token is not None:
+            entry["answer"] = "echo"
+            body = self.echo_token(params.get("developerToken", ""))
+            return web.Response(status=self.echo_status, text=body, content_type="application/json")
         response, entry["answer"] = self._answer(params)
         return response
 

@@ -90,6 +90,10 @@ class FakeTimeTrack:
         self.rate_limited = 0
         self.retry_after_seconds = 1
         self.delay_seconds = 0.0
+        # A vendor that quotes the key back: when set, every request is answered with
+        # HTTP echo_status and the body echo_key makes of the X-TimeTrack-Api-Secret it carried.
+        self.echo_key: Callable[[str], str] | None = None
+        self.echo_status = 200
         self.lose_answers = 0  # creates: store it, then drop the connection unanswered
         self._changed = asyncio.Condition()
 
@@ -133,6 +137,10 @@ class FakeTimeTrack:
         await self._notify()
         if self.delay_seconds > 0:
             await asyncio.sleep(self.delay_seconds)
+        if self.echo_key is not None:
+            entry["answer"] = "echo"
+            text = self.echo_key(request.headers.get("X-TimeTrack-Api-Secret", ""))
+            return web.Response(status=self.echo_status, text=text, content_type="application/json")
         if self.fail_5xx > 0:
             self.fail_5xx -= 1
             entry["answer"] = self.fail_status
