@@ -183,7 +183,7 @@ def _spans(view: _View, secret: str) -> Iterable[tuple[int, int]]:
     first = (lambda i: i) if starts is None else starts.__getitem__
     last = (lambda i: i + 1) if ends is None else ends.__getitem__
     head, tail = _patterns(secret)
-    lowered = secret.lower()
+    lowered = [char.lower() for char in secret]  # one entry per character, whatever lower() does
     position = 0
     while (found := head.search(shown, position)) is not None:
         end, i = found.end(), found.end() - found.start()
@@ -267,4 +267,8 @@ def mask_answer(body: bytes, secrets: Iterable[SecretStr | str], *, mask: str = 
         answer = json.loads(text)
     except ValueError:
         return mask_secrets(text, hidden, mask=mask).encode()
-    return json.dumps(mask_values(answer, hidden, mask=mask), ensure_ascii=False).encode()
+    masked = mask_values(answer, hidden, mask=mask)
+    try:
+        return json.dumps(masked, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate (`"\ud800"`) is only JSON when escaped
+        return json.dumps(masked).encode()

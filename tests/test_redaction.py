@@ -251,6 +251,11 @@ def test_a_json_answer_stays_the_same_json_when_masked() -> None:
     assert json.loads(mask_answer(body, [secret])) == {"status": "failure", "error": MASK, "n": 1}
 
 
+def test_an_answer_with_a_lone_surrogate_is_still_json_once_masked() -> None:
+    body = b'{"error": "\\ud800 SeCrEt/abc"}'
+    assert json.loads(mask_answer(body, ["SeCrEt/abc"])) == {"error": f"\ud800 {MASK}"}
+
+
 def test_decoding_views_stay_linear_on_hostile_text() -> None:
     text = "\\" * 50_000 + "%25" * 20_000 + "&#92;" * 10_000 + " end"
     assert mask_secrets(text, ["\\\\\\\\\\a\\\\"]) == text  # no backtracking blow-up
