@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.store.connection import StoreBase
+from bridge.store.connection import StoreBase, fetch_all
 
 # Rows per UPDATE in bulk changes: each chunk is its own short transaction, so the daemon's
 # claims and settles get in between.
@@ -52,16 +52,16 @@ class AdminMixin(StoreBase):
         sql = f"{_DELIVERY_SQL} {where} ORDER BY d.event_time, d.id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows = await self._db.execute_fetchall(sql, params)
+        rows = await fetch_all(self._db, sql, params)
         return [dict(row) for row in rows]
 
     async def delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        rows = await self._db.execute_fetchall(f"{_DELIVERY_SQL} WHERE d.id = ?", (delivery_id,))
+        rows = await fetch_all(self._db, f"{_DELIVERY_SQL} WHERE d.id = ?", (delivery_id,))
         return dict(rows[0]) if rows else None
 
     async def person_state(self, sink: str, person: str | None) -> dict[str, Any]:
-        rows = await self._db.execute_fetchall(
-            "SELECT state FROM person_state WHERE sink = ? AND person = ?", (sink, person)
+        rows = await fetch_all(
+            self._db, "SELECT state FROM person_state WHERE sink = ? AND person = ?", (sink, person)
         )
         return json.loads(rows[0][0]) if rows else {}
 
@@ -111,7 +111,8 @@ class AdminMixin(StoreBase):
         params: dict[str, Any] = {"to": to, "at": at, "expect": expect}
         params.update({f"id{n}": delivery_id for n, delivery_id in enumerate(ids)})
         async with self._transaction() as db:
-            rows = await db.execute_fetchall(
+            rows = await fetch_all(
+                db,
                 f"UPDATE deliveries SET {', '.join(sets)}"
                 f" WHERE id IN ({marks}) AND state = :expect RETURNING id",
                 params,
@@ -123,7 +124,8 @@ class AdminMixin(StoreBase):
         found: dict[int, str | None] = dict.fromkeys(wanted)
         for start in range(0, len(wanted), CHUNK):
             chunk = wanted[start : start + CHUNK]
-            rows = await self._db.execute_fetchall(
+            rows = await fetch_all(
+                self._db,
                 f"SELECT id, state FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
@@ -135,7 +137,7 @@ class AdminMixin(StoreBase):
         if sink is not None:
             sql += " AND sink = ?"
             params.append(sink)
-        rows = await self._db.execute_fetchall(sql + " ORDER BY event_time, id", params)
+        rows = await fetch_all(self._db, sql + " ORDER BY event_time, id", params)
         return [row[0] for row in rows]
 
     async def requeue_held(self, delivery_id: int, *, change: StateChange, now: float) -> str:
@@ -146,8 +148,8 @@ class AdminMixin(StoreBase):
         nothing is written).
         """
         async with self._transaction() as db:
-            rows = await db.execute_fetchall(
-                "SELECT sink, person, state FROM deliveries WHERE id = ?", (delivery_id,)
+            rows = await fetch_all(
+                db, "SELECT sink, person, state FROM deliveries WHERE id = ?", (delivery_id,)
             )
             if not rows:
                 msg = f"no delivery {delivery_id}"
@@ -156,8 +158,8 @@ class AdminMixin(StoreBase):
             if state != "held":
                 msg = f"delivery {delivery_id} is {state}, not held"
                 raise LookupError(msg)
-            saved = await db.execute_fetchall(
-                "SELECT state FROM person_state WHERE sink = ? AND person = ?", (sink, person)
+            saved = await fetch_all(
+                db, "SELECT state FROM person_state WHERE sink = ? AND person = ?", (sink, person)
             )
             new_state = json.dumps(dict(change(json.loads(saved[0][0]) if saved else {})))
             await db.execute(
@@ -183,7 +185,7 @@ class AdminMixin(StoreBase):
         if until is not None:
             sql += " AND event_time < ?"
             params.append(until)
-        rows = await self._db.execute_fetchall(sql + " ORDER BY event_time, id", params)
+        rows = await fetch_all(self._db, sql + " ORDER BY event_time, id", params)
         return [row[0] for row in rows]
 
     async def replay(self, ids: Sequence[int], *, now: float) -> Moved:
@@ -193,7 +195,8 @@ class AdminMixin(StoreBase):
         for start in range(0, len(ids), CHUNK):
             chunk = list(ids[start : start + CHUNK])
             async with self._transaction() as db:
-                rows = await db.execute_fetchall(
+                rows = await fetch_all(
+                    db,
                     "UPDATE deliveries SET state = 'pending', next_attempt_at = ?,"
                     " replayed = replayed + 1"
                     f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = 'delivered'"
@@ -220,7 +223,7 @@ class AdminMixin(StoreBase):
         if ids is not None:
             sql += f" AND id IN ({','.join('?' * len(ids))})"
             params += list(ids)
-        rows = await self._db.execute_fetchall(sql + " ORDER BY id", params)
+        rows = await fetch_all(self._db, sql + " ORDER BY id", params)
         return [dict(row) for row in rows]
 
     async def mark_reprocessed(self, rejected_id: int, *, event_key: str, at: str) -> bool:
@@ -236,12 +239,13 @@ class AdminMixin(StoreBase):
     # --- unmapped badges ---------------------------------------------------------------------
 
     async def unmapped_badges(self) -> list[dict[str, Any]]:
-        rows = await self._db.execute_fetchall(
+        rows = await fetch_all(
+            self._db,
             "SELECT COALESCE(e.badge, 'user:' || e.user_id) AS badge,"
             " COUNT(DISTINCT e.id) AS events, MIN(e.event_time) AS first_seen,"
             " MAX(e.event_time) AS last_seen, GROUP_CONCAT(DISTINCT d.sink) AS sinks"
             " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-            " WHERE d.state = 'unmapped' GROUP BY 1 ORDER BY first_seen"
+            " WHERE d.state = 'unmapped' GROUP BY 1 ORDER BY first_seen",
         )
         result = []
         for row in rows:

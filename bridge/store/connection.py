@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Self, TypeVar, cast
 from zoneinfo import ZoneInfo
@@ -39,6 +39,13 @@ def _read_only_uri(path: Path) -> str:
 
 
 T = TypeVar("T")
+
+
+async def fetch_all(
+    conn: aiosqlite.Connection, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
+) -> list[aiosqlite.Row]:
+    """Every row of `sql` as a list (aiosqlite types its answer as a bare Iterable)."""
+    return list(await conn.execute_fetchall(sql, parameters))
 
 
 class _Call(NamedTuple):
@@ -135,7 +142,7 @@ class StoreBase:
 
     async def _check_integrity(self, path: Path) -> None:
         try:
-            rows = await self._db.execute_fetchall("PRAGMA quick_check")
+            rows = await fetch_all(self._db, "PRAGMA quick_check")
         except aiosqlite.DatabaseError as err:
             msg = f"{path} is not a usable SQLite database ({err}); it was left untouched"
             raise StoreError(msg) from None
@@ -145,7 +152,7 @@ class StoreBase:
             raise StoreError(msg)
 
     async def _check_version(self) -> int:
-        rows = await self._db.execute_fetchall("PRAGMA user_version")
+        rows = await fetch_all(self._db, "PRAGMA user_version")
         version = int(rows[0][0])
         if version > len(MIGRATIONS):
             msg = f"database schema {version} is newer than this release knows ({len(MIGRATIONS)})"
@@ -207,7 +214,13 @@ class StoreBase:
     async def _commit(self, calls: list[_Call]) -> list[Any]:
         async with self._lock:
             try:
-                return await self._db._execute(_in_one_transaction, self._db._conn, calls)
+                # aiosqlite's own way of running a function on its thread, with the plain
+                # sqlite3 connection it owns. It has no public one; a thread of our own would
+                # need check_same_thread=False and a second owner of the same connection.
+                answers = await self._db._execute(  # type: ignore[no-untyped-call]
+                    _in_one_transaction, self._db._conn, calls
+                )
+                return cast(list[Any], answers)
             except sqlite3.OperationalError as err:
                 raise self._write_failed(err) from err
 

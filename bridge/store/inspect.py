@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.store.connection import StoreBase
+from bridge.store.connection import StoreBase, fetch_all
 
 # What `rejected list` shows of a row: never the payload (a page of 50 reads no blob).
 _REJECTED_SUMMARY = (
@@ -14,7 +14,8 @@ _REJECTED_SUMMARY = (
 
 class InspectMixin(StoreBase):
     async def recent_events(self, limit: int = 20) -> list[dict[str, object]]:
-        rows = await self._reader.execute_fetchall(
+        rows = await fetch_all(
+            self._reader,
             "SELECT key, terminal, subject, action, event_time, status FROM events"
             " ORDER BY id DESC LIMIT ?",
             (limit,),
@@ -22,7 +23,8 @@ class InspectMixin(StoreBase):
         return [dict(row) for row in rows]
 
     async def recent_errors(self, limit: int = 10) -> list[dict[str, object]]:
-        rows = await self._reader.execute_fetchall(
+        rows = await fetch_all(
+            self._reader,
             "SELECT d.sink, d.state, d.attempts, d.last_error, e.key FROM deliveries AS d"
             " JOIN events AS e ON e.id = d.event_id WHERE d.last_error IS NOT NULL"
             " AND d.state IN ('pending', 'dead', 'held') ORDER BY d.id DESC LIMIT ?",
@@ -32,8 +34,9 @@ class InspectMixin(StoreBase):
 
     async def status(self, *, now: float) -> dict[str, object]:
         sinks: dict[str, dict[str, object]] = {}
-        for row in await self._reader.execute_fetchall(
-            "SELECT sink, state, COUNT(*), MIN(created_at) FROM deliveries GROUP BY sink, state"
+        for row in await fetch_all(
+            self._reader,
+            "SELECT sink, state, COUNT(*), MIN(created_at) FROM deliveries GROUP BY sink, state",
         ):
             entry = sinks.setdefault(row[0], {"states": {}, "oldest_pending_seconds": None})
             entry["states"][row[1]] = row[2]  # type: ignore[index]
@@ -43,18 +46,16 @@ class InspectMixin(StoreBase):
                 entry["oldest_pending_seconds"] = max(age, previous or 0.0)
         events = {
             row[0]: row[1]
-            for row in await self._reader.execute_fetchall(
-                "SELECT status, COUNT(*) FROM events GROUP BY status"
+            for row in await fetch_all(
+                self._reader, "SELECT status, COUNT(*) FROM events GROUP BY status"
             )
         }
-        rejected = (await self._reader.execute_fetchall("SELECT COUNT(*) FROM rejected"))[0][0]
-        [budget] = await self._reader.execute_fetchall(
-            "SELECT stored_bytes, max_bytes, pruned FROM rejected_budget WHERE id = 1"
+        rejected = (await fetch_all(self._reader, "SELECT COUNT(*) FROM rejected"))[0][0]
+        [budget] = await fetch_all(
+            self._reader, "SELECT stored_bytes, max_bytes, pruned FROM rejected_budget WHERE id = 1"
         )
         retried = (
-            await self._reader.execute_fetchall(
-                "SELECT COUNT(*) FROM deliveries WHERE attempts > 1"
-            )
+            await fetch_all(self._reader, "SELECT COUNT(*) FROM deliveries WHERE attempts > 1")
         )[0][0]
         return {
             "events": events,
@@ -74,12 +75,13 @@ class InspectMixin(StoreBase):
         if not include_reprocessed:
             sql += " AND reprocessed_at IS NULL"
         params = (2**63 - 1 if before is None else before, limit)
-        rows = await self._reader.execute_fetchall(sql + " ORDER BY id DESC LIMIT ?", params)
+        rows = await fetch_all(self._reader, sql + " ORDER BY id DESC LIMIT ?", params)
         return [dict(row) for row in rows]
 
     async def rejected_row(self, rejected_id: int) -> dict[str, Any] | None:
         """One rejected row in full: payload (as kept), its size and hash."""
-        rows = await self._reader.execute_fetchall(
+        rows = await fetch_all(
+            self._reader,
             f"SELECT {_REJECTED_SUMMARY}, payload, payload_sha256 FROM rejected WHERE id = ?",
             (rejected_id,),
         )

@@ -9,8 +9,7 @@ from datetime import datetime, timedelta
 
 from bridge.events import Action, ClockEvent
 from bridge.inference import infer_action
-from bridge.store.connection import StoreBase
-from bridge.store.rejected import insert_rejection
+from bridge.store.connection import StoreBase, fetch_all
 from bridge.store.records import (
     Incoming,
     PersonResolver,
@@ -19,6 +18,7 @@ from bridge.store.records import (
     parse_utc_text,
     utc_text,
 )
+from bridge.store.rejected import insert_rejection
 
 
 class IntakeMixin(StoreBase):
@@ -159,10 +159,11 @@ class IntakeMixin(StoreBase):
 
     async def release_unmapped(self, *, resolve: PersonResolver) -> int:
         """Give unmapped deliveries their person once the directory knows them; count released."""
-        rows = await self._db.execute_fetchall(
+        rows = await fetch_all(
+            self._db,
             "SELECT d.id, d.sink, e.key, e.terminal, e.badge, e.user_id, e.action, e.event_time"
             " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-            " WHERE d.state = 'unmapped'"
+            " WHERE d.state = 'unmapped'",
         )
         updates = []
         for row in rows:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bridge.store.connection import StoreBase
+from bridge.store.connection import StoreBase, fetch_all
 
 
 class PeopleMixin(StoreBase):
@@ -26,8 +26,8 @@ class PeopleMixin(StoreBase):
         ]
         digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
         async with self._transaction() as db:
-            found = await db.execute_fetchall(
-                "SELECT digest FROM directory_sources WHERE source = ?", (source,)
+            found = await fetch_all(
+                db, "SELECT digest FROM directory_sources WHERE source = ?", (source,)
             )
             changed = not found or found[0][0] != digest
             if changed:
@@ -63,9 +63,7 @@ class PeopleMixin(StoreBase):
             )
 
     async def directory_revision(self) -> int:
-        rows = await self._db.execute_fetchall(
-            "SELECT COALESCE(MAX(revision), 0) FROM directory_sources"
-        )
+        rows = await fetch_all(self._db, "SELECT COALESCE(MAX(revision), 0) FROM directory_sources")
         return int(rows[0][0])
 
     async def directory_records(self, sources: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
@@ -73,7 +71,8 @@ class PeopleMixin(StoreBase):
         cached: dict[str, list[dict[str, Any]]] = {source: [] for source in sources}
         if not sources:
             return cached
-        rows = await self._db.execute_fetchall(
+        rows = await fetch_all(
+            self._db,
             "SELECT source, badge, join_on, fields FROM directory_records"
             f" WHERE source IN ({','.join('?' * len(sources))}) ORDER BY source, seq",
             list(sources),
@@ -90,8 +89,9 @@ class PeopleMixin(StoreBase):
 
     async def directory_sync_state(self) -> list[dict[str, Any]]:
         """Per source: records, synced_at, changed_at, error, failed_at (unix seconds)."""
-        rows = await self._db.execute_fetchall(
+        rows = await fetch_all(
+            self._db,
             "SELECT source, records, synced_at, changed_at, error, failed_at"
-            " FROM directory_sources ORDER BY source"
+            " FROM directory_sources ORDER BY source",
         )
         return [dict(row) for row in rows]

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.store.connection import StoreBase
+from bridge.store.connection import StoreBase, fetch_all
 
 
 class ReconcileMixin(StoreBase):
     async def sink_deliveries(self, sink: str, *, since: str, until: str) -> list[dict[str, Any]]:
         """Every delivery of the sink with since <= event_time < until (UTC text), any state:
         id, person, state, outcome, action, event_time; in time order."""
-        rows = await self._db.execute_fetchall(
+        rows = await fetch_all(
+            self._db,
             "SELECT d.id, d.person, d.state, d.outcome, e.action, d.event_time"
             " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
             " WHERE d.sink = ? AND d.event_time >= ? AND d.event_time < ?"
@@ -25,7 +26,8 @@ class ReconcileMixin(StoreBase):
     async def accepted_events(self, *, since: str, until: str) -> list[dict[str, Any]]:
         """Accepted events (not duplicates, not unmapped) with since <= event_time < until:
         id, badge, user_id, action, event_time; in time order."""
-        rows = await self._db.execute_fetchall(
+        rows = await fetch_all(
+            self._db,
             "SELECT id, badge, user_id, action, event_time FROM events"
             " WHERE status = 'accepted' AND event_time >= ? AND event_time < ?"
             " ORDER BY event_time, id",
