@@ -22,7 +22,7 @@ from bridge.config import ConfigError, Settings, load_settings
 from bridge.directory import DirectoryError
 from bridge.logs import configure_logging
 from bridge.preflight import check_environment
-from bridge.store import Store, StoreError
+from bridge.store import Store, StoreError, StoreRole
 
 EXIT_CONFIG = 2
 
@@ -52,10 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _status(settings: Settings) -> dict[str, object]:
-    if not settings.store.path.exists():
-        msg = f"no database at {settings.store.path} (has the bridge run yet?)"
-        raise StoreError(msg)
-    async with Store.open(settings.store.path, site_tz=settings.site.tz) as store:
+    async with Store.open(
+        settings.store.path, site_tz=settings.site.tz, role=StoreRole.READ_ONLY
+    ) as store:
         return await store.status(now=time.time())
 
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from bridge.commands.table import format_table, printable
 from bridge.config import Settings, load_settings
-from bridge.store import Store, StoreError, parse_utc_text, utc_text
+from bridge.store import Store, StoreRole, parse_utc_text, utc_text
 from bridge.store.admin import Moved
 
 EXIT_OK = 0
@@ -46,15 +46,16 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def opened_store(settings: Settings) -> AsyncIterator[Store]:
-    """The daemon's database, which must exist (a command never creates one)."""
-    if not settings.store.path.exists():
-        msg = f"no database at {settings.store.path} (has the bridge run yet?)"
-        raise StoreError(msg)
+async def opened_store(
+    settings: Settings, *, role: StoreRole = StoreRole.ADMIN
+) -> AsyncIterator[Store]:
+    """The daemon's database, which must exist (a command never creates or migrates one);
+    READ_ONLY for a command that only shows."""
     async with Store.open(
         settings.store.path,
         site_tz=settings.site.tz,
         window_seconds=settings.dedupe.window_seconds,
+        role=role,
     ) as store:
         yield store
 

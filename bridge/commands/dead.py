@@ -19,6 +19,7 @@ from bridge.commands.common import (
     report_moved,
     settings_of,
 )
+from bridge.store import StoreRole
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -53,7 +54,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     tz = settings.site.tz
 
     async def rows() -> list[dict[str, Any]]:
-        async with opened_store(settings) as store:
+        async with opened_store(settings, role=StoreRole.READ_ONLY) as store:
             return await store.deliveries_in("dead", sink=args.sink)
 
     found = asyncio.run(rows())
@@ -76,7 +77,7 @@ def show_one(args: argparse.Namespace, *, state: str) -> int:
     tz = settings.site.tz
 
     async def read() -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        async with opened_store(settings) as store:
+        async with opened_store(settings, role=StoreRole.READ_ONLY) as store:
             row = await store.delivery(args.id)
             saved = {} if row is None else await store.person_state(row["sink"], row["person"])
             return row, saved

@@ -31,6 +31,7 @@ from bridge.commands.common import (
 )
 from bridge.commands.dead import show_one
 from bridge.sinks.timetrack_shift import ShiftStateError, complete_shift, start_shift
+from bridge.store import StoreRole
 
 HEADERS = (*deliveries.HEADERS[:-1], "open_shift", "reason")
 
@@ -80,7 +81,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     tz = settings.site.tz
 
     async def read() -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        async with opened_store(settings) as store:
+        async with opened_store(settings, role=StoreRole.READ_ONLY) as store:
             rows = await store.deliveries_in("held")
             return [(row, await store.person_state(row["sink"], row["person"])) for row in rows]
 

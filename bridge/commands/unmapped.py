@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from bridge.commands.common import EXIT_OK, emit, handler, local_text, opened_store, settings_of
+from bridge.store import StoreRole
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -21,7 +22,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     tz = settings.site.tz
 
     async def read() -> list[dict[str, Any]]:
-        async with opened_store(settings) as store:
+        async with opened_store(settings, role=StoreRole.READ_ONLY) as store:
             return await store.unmapped_badges()
 
     badges = asyncio.run(read())

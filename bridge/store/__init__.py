@@ -5,6 +5,7 @@ duplicate detection), queue (claim and settle deliveries), inspect (status views
 """
 
 from bridge.store.admin import AdminMixin
+from bridge.store.connection import StoreRole
 from bridge.store.inspect import InspectMixin
 from bridge.store.intake import IntakeMixin
 from bridge.store.people import PeopleMixin
@@ -32,6 +33,7 @@ __all__ = [
     "Rejection",
     "Store",
     "StoreError",
+    "StoreRole",
     "StoreWriteError",
     "Stored",
     "parse_utc_text",

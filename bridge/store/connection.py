@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -80,6 +81,33 @@ def _in_one_transaction(conn: sqlite3.Connection, calls: list[_Call]) -> list[An
     return answers
 
 
+class StoreRole(enum.Enum):
+    """Who opens the database, which decides what opening it does.
+
+    DAEMON: creates it if missing, checks its integrity, migrates it, sets the WAL and the
+    caps, and reads status on a second connection. ADMIN (repair commands) and READ_ONLY
+    (views): the database must exist at this release's schema; one connection, nothing
+    checked or changed on open, so a command never runs the daemon's work on its live file;
+    READ_ONLY cannot write at all.
+    """
+
+    DAEMON = "daemon"
+    ADMIN = "admin"
+    READ_ONLY = "read_only"
+
+
+def _connect_target(path: Path, role: StoreRole) -> tuple[str, bool]:
+    """What to hand sqlite3.connect for `role`, and whether it is a URI."""
+    if role is StoreRole.DAEMON:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path), False
+    if not path.exists():  # a command never creates a database
+        msg = f"no database at {path} (has the bridge run yet?)"
+        raise StoreError(msg)
+    mode = "ro" if role is StoreRole.READ_ONLY else "rw"
+    return f"{path.absolute().as_uri()}?mode={mode}", True
+
+
 class StoreBase:
     def __init__(self, db: aiosqlite.Connection, *, site_tz: ZoneInfo, window_seconds: float):
         self._db = db
@@ -105,28 +133,25 @@ class StoreBase:
         site_tz: ZoneInfo,
         window_seconds: float = 60.0,
         rejected_max_bytes: int | None = None,
+        role: StoreRole = StoreRole.DAEMON,
     ) -> AsyncIterator[Self]:
-        """The database, migrated. `rejected_max_bytes`: the cap on rejected payloads (the
-        daemon passes store.rejected_max_mb; None keeps the one recorded in the database)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        """The database for `role` (see StoreRole). `rejected_max_bytes`: the cap on rejected
+        payloads (the daemon passes store.rejected_max_mb; None keeps the one recorded)."""
+        target, uri = _connect_target(path, role)
+        db = await aiosqlite.connect(target, isolation_level=None, uri=uri)
         try:
             db.row_factory = aiosqlite.Row
             store = cls(db, site_tz=site_tz, window_seconds=window_seconds)
-            await store._check_integrity(path)
-            version = await store._check_version()  # before anything changes the file
             await db.execute("PRAGMA busy_timeout = 10000")
-            await db.execute("PRAGMA journal_mode = WAL")
-            # FULL: an event is acknowledged to the broker after its commit, so that commit
-            # must survive a power cut.
-            await db.execute("PRAGMA synchronous = FULL")
-            # After a checkpoint the WAL is cut back to this size: without a limit it keeps the
-            # size of the biggest transaction ever written (a batch of 500 16 KiB rejects is
-            # 8 MB) for good.
-            await db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-            await store._migrate(version)
-            if rejected_max_bytes is not None:
-                await store._write(set_rejected_cap, rejected_max_bytes)
+            if role is not StoreRole.DAEMON:
+                # A command: one connection does it all, and the daemon's checks and
+                # migrations are not run again on its live database.
+                await store._check_current(path)
+                if role is StoreRole.ADMIN:
+                    await db.execute("PRAGMA synchronous = FULL")
+                yield store
+                return
+            await store._prepare_for_daemon(path, rejected_max_bytes)
             # The status views scan whole tables (a second with a million deliveries): they
             # read on a connection and thread of their own, so that a /metrics scrape never
             # holds up ingest or delivery. WAL lets this reader in beside the writer.
@@ -139,6 +164,36 @@ class StoreBase:
                 await reader.close()
         finally:
             await db.close()
+
+    async def _prepare_for_daemon(self, path: Path, rejected_max_bytes: int | None) -> None:
+        """Integrity check, then the settings and migrations only the daemon applies."""
+        await self._check_integrity(path)
+        version = await self._check_version()  # before anything changes the file
+        await self._db.execute("PRAGMA journal_mode = WAL")
+        # FULL: an event is acknowledged to the broker after its commit, so that commit must
+        # survive a power cut.
+        await self._db.execute("PRAGMA synchronous = FULL")
+        # After a checkpoint the WAL is cut back to this size: without a limit it keeps the
+        # size of the biggest transaction ever written (a batch of 500 16 KiB rejects is 8 MB)
+        # for good.
+        await self._db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        await self._migrate(version)
+        if rejected_max_bytes is not None:
+            await self._write(set_rejected_cap, rejected_max_bytes)
+
+    async def _check_current(self, path: Path) -> None:
+        """A command works only on a database the daemon has brought to this release's schema."""
+        try:
+            version = await self._check_version()
+        except aiosqlite.DatabaseError as err:
+            msg = f"{path} is not a usable SQLite database ({err}); it was left untouched"
+            raise StoreError(msg) from None
+        if version < len(MIGRATIONS):
+            msg = (
+                f"{path} has schema {version}, this release expects {len(MIGRATIONS)}:"
+                " start the daemon once to upgrade it"
+            )
+            raise StoreError(msg)
 
     async def _check_integrity(self, path: Path) -> None:
         try:
