@@ -441,7 +441,11 @@ async def build_backlog_via_store(
     except ImportError:  # before the directory wiring moved out of bridge/app.py
         from bridge.app import make_resolver  # type: ignore[attr-defined,no-redef]
     from bridge.directory import DirectoryFile
-    from bridge.events import PayloadFormat, parse_event
+    from bridge.events import PayloadFormat
+    try:
+        from bridge.routing import parse_event
+    except ImportError:  # before parsing moved out of bridge/events.py
+        from bridge.events import parse_event  # type: ignore[attr-defined,no-redef]
     from bridge.store import Incoming, Store
 
     write_directory(directory / "directory.csv", people)
@@ -477,7 +481,11 @@ def build_backlog_bulk(directory: Path, count: int, *, people: int, sink: str = 
     from datetime import UTC, datetime, timedelta
     from zoneinfo import ZoneInfo
 
-    from bridge.events import PayloadFormat, parse_event
+    from bridge.events import PayloadFormat
+    try:
+        from bridge.routing import parse_event
+    except ImportError:  # before parsing moved out of bridge/events.py
+        from bridge.events import parse_event  # type: ignore[attr-defined,no-redef]
     from bridge.store import Store, utc_text
 
     write_directory(directory / "directory.csv", people)

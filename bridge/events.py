@@ -1,9 +1,10 @@
-"""Pure: the clock event model and the payload parsers, one per subscription format.
+"""Pure: the clock event model and the rules every payload format shares.
 
 No I/O here, so everything is tested without a broker. A parser returns a ClockEvent, returns
 None for a message that is not a clock event at all (another Tasmota sensor), or raises
-PayloadError with a reason a person can read. The per-format parsers live in bridge.formats;
-this module holds the model and the rules every format shares (badge, time, key, terminal).
+PayloadError with a reason a person can read. The per-format parsers live in bridge.formats and
+bridge.routing reads a message through them; this module holds the model and the rules every
+format shares (badge, time, key, terminal, time limits), and imports neither.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -62,80 +62,6 @@ class ClockEvent:
     def subject(self) -> str:
         """Who swiped, as used for double-swipe detection and in/out inference."""
         return f"user:{self.user}" if self.badge is None else f"badge:{self.badge}"
-
-
-def parse_event(
-    topic: str,
-    payload: bytes,
-    fmt: PayloadFormat,
-    *,
-    pattern: str,
-    site_tz: ZoneInfo,
-    received_at: datetime,
-) -> ClockEvent | None:
-    """One MQTT message → a ClockEvent, None (not a clock event), or PayloadError."""
-    if received_at.tzinfo is None:
-        msg = "received_at must be timezone-aware"  # a caller bug, not a bad payload
-        raise ValueError(msg)
-    # The format modules import the model from here, so they are imported at call time.
-    from bridge.formats import PARSERS
-
-    parser = PARSERS[PayloadFormat(fmt)]
-    data = decode_object(payload)
-    from_topic = topic_terminal(pattern, topic)
-    if from_topic is not None:
-        # Checked even before the payload: the topic is stored with the event, so a 60 KB
-        # topic level must not get in behind a valid payload.
-        if not from_topic:
-            msg = f"topic {show(topic)} names no terminal (pattern {show(pattern)})"
-            raise PayloadError(msg)
-        try:
-            check_terminal(from_topic)
-        except PayloadError as err:
-            msg = f"topic: {err}"
-            raise PayloadError(msg) from None
-    event = parser(
-        data,
-        terminal=from_topic or "",
-        site_tz=site_tz,
-        received_at=received_at.astimezone(UTC),
-    )
-    if event is None:
-        return None
-    if from_topic is None:  # a fixed topic: the payload says which terminal it is
-        if not event.terminal:
-            msg = (
-                f"topic {show(topic)} names no terminal (pattern {show(pattern)})"
-                " and the payload has no 'terminal'"
-            )
-            raise PayloadError(msg)
-        try:
-            check_terminal(event.terminal)
-        except PayloadError as err:
-            msg = f"terminal: {err}"
-            raise PayloadError(msg) from None
-    elif event.terminal != from_topic:
-        # The broker's ACL lets a terminal publish only on its own topic: the topic is the
-        # identity it vouches for, and a payload may not claim to be another terminal.
-        msg = (
-            f"terminal: {show(event.terminal)} is not the topic's terminal {show(from_topic)}"
-            " (a terminal publishes only its own events)"
-        )
-        raise PayloadError(msg)
-    return event
-
-
-def topic_terminal(pattern: str, topic: str) -> str | None:
-    """The terminal the topic names (the level at the pattern's first wildcard), or None when
-    the pattern has no wildcard or the topic is too short to reach it."""
-    levels = pattern.split("/")
-    if levels[0] == "$share":  # $share/<group>/<filter>: the group is no topic level
-        levels = levels[2:]
-    parts = topic.split("/")
-    for i, level in enumerate(levels):
-        if level in ("+", "#"):
-            return parts[i] if i < len(parts) else None
-    return None
 
 
 def terminal_problem(value: str) -> str | None:
@@ -279,38 +205,6 @@ def derived_key(event: ClockEvent) -> str:
     fields = [event.terminal, event.subject, event.action or "auto", event.time.isoformat()]
     digest = hashlib.sha256(json.dumps(fields).encode()).hexdigest()
     return f"derived:{digest[:32]}"
-
-
-def decode_object(payload: bytes) -> dict[str, Any]:
-    """Bytes → a JSON object, or PayloadError saying which step failed."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        msg = f"payload is {len(payload)} bytes, larger than the 16 KiB limit"
-        raise PayloadError(msg)
-    try:
-        text = bytes(payload).decode("utf-8")
-    except UnicodeDecodeError as err:
-        msg = f"payload is not UTF-8 text (bad byte at {err.start})"
-        raise PayloadError(msg) from None
-    if not text.strip():
-        msg = "payload is empty"
-        raise PayloadError(msg)
-    try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as err:
-        msg = f"payload is not JSON: {err.msg} at char {err.pos}"
-        raise PayloadError(msg) from None
-    except (ValueError, RecursionError) as err:  # NaN, a 5000-digit number, [[[[…]]]]
-        msg = f"payload is not JSON: {str(err)[:80] or type(err).__name__}"
-        raise PayloadError(msg) from None
-    if not isinstance(data, dict):
-        msg = f"payload is a JSON {json_kind(data)}, not an object"
-        raise PayloadError(msg)
-    return data
-
-
-def _reject_constant(name: str) -> None:
-    msg = f"{name} is not valid JSON"  # json.loads accepts NaN and Infinity unless told not to
-    raise ValueError(msg)
 
 
 def json_kind(value: object) -> str:

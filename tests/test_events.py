@@ -19,9 +19,8 @@ from bridge.events import (
     PayloadError,
     PayloadFormat,
     normalise_badge,
-    parse_event,
-    topic_terminal,
 )
+from bridge.routing import parse_event, topic_terminal
 from tests.strategies import (
     canonical_shaped,
     fuzz_settings,

@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge.commands.rejected import topic_matches
 from bridge.commands.table import format_table
 from bridge.events import Action, ClockEvent
+from bridge.routing import topic_matches
 from bridge.sinks.base import Result
 from bridge.store import Incoming, Rejection, Store
 from tests.broker import Mosquitto

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from structlog.testing import capture_logs
 
-from bridge.events import ClockEvent, PayloadFormat, parse_event, wall_clock_warning
+from bridge.events import ClockEvent, PayloadFormat, wall_clock_warning
+from bridge.routing import parse_event
 from bridge.skew import ClockSkewWatch
 
 RECEIVED = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -32,12 +32,12 @@ from bridge.commands.common import (
     settings_of,
 )
 from bridge.commands.progress import Progress
-from bridge.config import Settings, Subscription
+from bridge.config import Settings
 from bridge.directory import DirectoryError
 from bridge.directory_sources import build_sources
-from bridge.events import PayloadError, check_event_time, parse_event
 from bridge.people import make_resolver, open_directory, sink_columns
-from bridge.store import Incoming, PersonResolver, Store, parse_utc_text, utc_text
+from bridge.routing import Router
+from bridge.store import Incoming, PersonResolver, Rejection, Store, parse_utc_text, utc_text
 
 PAYLOAD_SHOWN = 2000
 PAGE = 50
@@ -83,25 +83,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     reprocess.set_defaults(handler=handler(cmd_reprocess))
 
 
-# --- pure: which subscription, and parsing again ------------------------------------------
-
-
-def topic_matches(pattern: str, topic: str) -> bool:
-    """MQTT topic filter matching ('+' one level, '#' the rest; '$share/<group>/' ignored)."""
-    levels = pattern.split("/")
-    if levels[0] == "$share":
-        levels = levels[2:]
-    parts = topic.split("/")
-    for n, level in enumerate(levels):
-        if level == "#":
-            return True
-        if n >= len(parts) or (level not in ("+", parts[n])):
-            return False
-    return len(parts) == len(levels)
-
-
-def subscription_for(settings: Settings, topic: str) -> Subscription | None:
-    return next((s for s in settings.mqtt.subscriptions if topic_matches(s.topic, topic)), None)
+# --- pure: parsing again, as the daemon reads a message (bridge.routing) -------------------
 
 
 def reparse(row: dict[str, Any], settings: Settings) -> Incoming | str:
@@ -112,27 +94,21 @@ def reparse(row: dict[str, Any], settings: Settings) -> Incoming | str:
             f"payload kept only in part ({kept} of {row['payload_size']} bytes):"
             " it cannot be parsed again"
         )
-    subscription = subscription_for(settings, row["topic"])
-    if subscription is None:
-        return "no subscription matches"
-    received_at = parse_utc_text(row["received_at"])
-    try:
-        event = parse_event(
-            row["topic"],
-            bytes(row["payload"]),
-            subscription.format,
-            pattern=subscription.topic,
-            site_tz=settings.site.tz,
-            received_at=received_at,
-        )
-        if event is not None:  # the daemon's own time limits, against when it was received
-            check_event_time(event, received_at=received_at, limits=settings.site.time_limits)
-    except PayloadError as err:
-        return str(err)
-    if event is None:
+    router = Router(
+        settings.mqtt.subscriptions,
+        site_tz=settings.site.tz,
+        time_limits=settings.site.time_limits,  # the daemon's own, against when it was received
+    )
+    item = router.route(
+        row["topic"], bytes(row["payload"]), received_at=parse_utc_text(row["received_at"])
+    )
+    if isinstance(item, Rejection):
+        return item.reason
+    if item is None:
+        subscription = router.subscription_for(row["topic"])
+        assert subscription is not None  # without one the payload is rejected, not ignored
         return f"not a clock event ({subscription.format.value} format)"
-    sinks = None if subscription.sinks is None else frozenset(subscription.sinks)
-    return Incoming(event, row["topic"], sinks, subscription.format.value, bytes(row["payload"]))
+    return item
 
 
 async def resolver_for(settings: Settings, store: Store) -> PersonResolver:

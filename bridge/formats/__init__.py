@@ -1,6 +1,6 @@
 """One parser per PayloadFormat: a decoded JSON object → ClockEvent, None, or PayloadError.
 
-Callers use bridge.events.parse_event, which decodes the bytes and finds the terminal first.
+Callers use bridge.routing.parse_event, which decodes the bytes and finds the terminal first.
 """
 
 from __future__ import annotations

@@ -5,26 +5,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import aiomqtt
 import structlog
 
-from bridge.config import MqttConfig, Subscription
-from bridge.events import (
-    ClockEvent,
-    PayloadError,
-    TimeLimits,
-    check_event_time,
-    parse_event,
-    topic_terminal,
-    terminal_problem,
-)
+from bridge.config import MqttConfig
+from bridge.events import ClockEvent, TimeLimits
 from bridge.ingest.client import (
     OFFLINE,
     ONLINE,
@@ -37,16 +27,14 @@ from bridge.ingest.feedback import Feedback
 from bridge.ingest.flow import ReadGate
 from bridge.ingest.junk import JunkLimiter
 from bridge.metrics import Metrics
+from bridge.routing import Router, rejection
 from bridge.skew import ClockSkewWatch
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreWriteError
 
 log = structlog.get_logger("bridge.ingest")
 
-# A topic is kept with its rejected payload up to this length: one that long can name no valid
-# terminal, and MQTT allows 64 KiB topics, which would otherwise be stored whole.
-MAX_TOPIC_KEPT = 1024
-INVALID_TERMINAL = "(invalid)"
-MAX_CACHED_TOPIC = 256  # what a junk message's terminal is counted and limited as
+INVALID_TERMINAL = "(invalid)"  # what a junk message's unusable terminal is limited as
+MAX_TOPIC_LOGGED = 256
 
 StoredCallback = Callable[[Sequence[Stored]], Awaitable[None]]
 NameLookup = Callable[[ClockEvent], str | None]
@@ -59,14 +47,6 @@ FEEDBACK_STATUS = {
     "redelivered": "duplicate",
     "rejected": "rejected",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    subscription: Subscription
-
-    def matches(self, topic: str) -> bool:
-        return aiomqtt.Topic(topic).matches(self.subscription.topic)
 
 
 class Ingest:
@@ -88,16 +68,11 @@ class Ingest:
         self._config = config
         self._store = store
         self._resolve = resolve
-        self._site_tz = site_tz
         self._max_batch = max_batch
         self._on_stored = on_stored
-        self._routes = [_Route(sub) for sub in config.subscriptions]
-        # A site has a few terminal topics: remember each one's route instead of matching the
-        # wildcards again for every message (that matching showed in the profile).
-        # Bounded: 4,096 topics of at most MAX_CACHED_TOPIC characters (longer ones are matched
-        # every time; MQTT allows 64 KiB topics).
-        self._cached_route = functools.lru_cache(maxsize=4096)(self._find_route)
-        self._time_limits = time_limits or TimeLimits()
+        self._router = Router(
+            config.subscriptions, site_tz=site_tz, time_limits=time_limits or TimeLimits()
+        )
         self._junk = junk or JunkLimiter(per_terminal=60, total=600)
         self._parse_failure_logged = float("-inf")
         # What became of every message since start: stored (an event, also a duplicate),
@@ -142,8 +117,8 @@ class Ingest:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         disable_nagle(client)
-        for route in self._routes:
-            await client.subscribe(route.subscription.topic, qos=1)
+        for subscription in self._config.subscriptions:
+            await client.subscribe(subscription.topic, qos=1)
         await client.publish(self._config.status_topic, ONLINE, qos=1, retain=True)
         raise_lost_cancellation()  # a stop asked for while connecting must not be missed
         self.connected.set()
@@ -234,14 +209,6 @@ class Ingest:
                 },
             )
 
-    def _route_for(self, topic: str) -> _Route | None:
-        if len(topic) > MAX_CACHED_TOPIC:
-            return self._find_route(topic)
-        return self._cached_route(topic)
-
-    def _find_route(self, topic: str) -> _Route | None:
-        return next((route for route in self._routes if route.matches(topic)), None)
-
     def _parse_safely(
         self, message: aiomqtt.Message, received_at: datetime
     ) -> Incoming | Rejection | None:
@@ -253,14 +220,13 @@ class Ingest:
             now = time.monotonic()
             if now - self._parse_failure_logged >= 60.0:  # a traceback a minute is plenty
                 self._parse_failure_logged = now
-                log.exception("ingest.parse_failed", topic=message.topic.value[:MAX_CACHED_TOPIC])
-            item = self._rejection(
+                log.exception("ingest.parse_failed", topic=message.topic.value[:MAX_TOPIC_LOGGED])
+            item = rejection(
                 message.topic.value,
-                "unknown",
                 _payload_bytes(message),
-                f"could not be read ({type(err).__name__}: {str(err)[:200]})",
-                received_at,
-                "",
+                fmt="unknown",
+                reason=f"could not be read ({type(err).__name__}: {str(err)[:200]})",
+                received_at=received_at,
             )
         if item is None:  # not a clock event (another sensor of a Tasmota device)
             self.counts["ignored"] += 1
@@ -273,50 +239,22 @@ class Ingest:
             return None
         return item
 
-    def _parse(self, message: aiomqtt.Message, received_at: datetime) -> Incoming | Rejection | None:
-        topic = message.topic.value
-        payload = _payload_bytes(message)
-        route = self._route_for(topic)
-        if route is None:  # the broker sent a topic we did not ask for
-            return self._rejection(
-                topic, "unknown", payload, "no subscription matches", received_at, ""
-            )
-        fmt = route.subscription.format
-        try:
-            event = parse_event(
-                topic,
-                payload,
-                fmt,
-                pattern=route.subscription.topic,
-                site_tz=self._site_tz,
-                received_at=received_at,
-            )
-            if event is not None:
-                check_event_time(event, received_at=received_at, limits=self._time_limits)
-        except PayloadError as err:
-            terminal = topic_terminal(route.subscription.topic, topic) or ""
-            return self._rejection(topic, fmt.value, payload, str(err), received_at, terminal)
-        if event is None:
-            return None
-        if event.time_warning:
-            log.warning("event.time_adjusted", terminal=event.terminal, warning=event.time_warning)
-        label = self._metrics.terminal_label(event.terminal)
-        if self.skew.check(event, received_at=received_at, terminal=label):
-            self._metrics.clock_skew.labels(label).inc()
-        routed = route.subscription.sinks
-        sinks = None if routed is None else frozenset(routed)
-        return Incoming(event, topic, sinks, fmt.value, payload)
-
-    @staticmethod
-    def _rejection(
-        topic: str, fmt: str, payload: bytes, reason: str, received_at: datetime, terminal: str
-    ) -> Rejection:
-        """A Rejection whose terminal is a usable id or empty, and whose topic is kept short."""
-        if terminal and terminal_problem(terminal) is not None:
-            terminal = ""
-        if len(topic) > MAX_TOPIC_KEPT:
-            topic = f"{topic[:MAX_TOPIC_KEPT]}...({len(topic.encode())} bytes)"
-        return Rejection(topic, fmt, payload, reason, received_at, terminal)
+    def _parse(
+        self, message: aiomqtt.Message, received_at: datetime
+    ) -> Incoming | Rejection | None:
+        item = self._router.route(
+            message.topic.value, _payload_bytes(message), received_at=received_at
+        )
+        if isinstance(item, Incoming):
+            event = item.event
+            if event.time_warning:
+                log.warning(
+                    "event.time_adjusted", terminal=event.terminal, warning=event.time_warning
+                )
+            label = self._metrics.terminal_label(event.terminal)
+            if self.skew.check(event, received_at=received_at, terminal=label):
+                self._metrics.clock_skew.labels(label).inc()
+        return item
 
 
 def _payload_bytes(message: aiomqtt.Message) -> bytes:
