@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -25,11 +27,15 @@ from bridge.sinks.base import Job, Sink
 from bridge.sinks.go2clock import Go2ClockSink
 from bridge.sinks.mctime import McTimeSink
 from bridge.sinks.timetrack import TimeTrackSink
-from bridge.store import Store, Stored
+from bridge.store import QueueStatus, Store, Stored
 
 log = structlog.get_logger("bridge.app")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def _iso(moment: float | None) -> str | None:
+    return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()
 
 
 def build_sinks(settings: Settings, session: aiohttp.ClientSession) -> list[Sink]:
@@ -252,6 +258,47 @@ class Bridge:
                 woke = True
         if woke:
             self._wake_dispatchers()
+
+    # --- what the web pages read (web.StatusSource) ---------------------------------------
+
+    def readiness_problems(self) -> list[web.Problem]:
+        """Why the bridge is not ready, each with since when; empty when it is."""
+        problems: list[web.Problem] = []
+        ingest, store = self.ingest, self.store
+        if ingest is None or not ingest.connected.is_set():
+            since = ingest.disconnected_since if ingest else None
+            detail = ingest.last_error if ingest else "starting"
+            problems.append({"check": "mqtt", "since": _iso(since), "detail": detail})
+        if store is None:
+            problems.append({"check": "database", "since": None, "detail": "not open yet"})
+        elif store.write_error is not None:
+            error, since = store.write_error
+            problems.append({"check": "database", "since": _iso(since), "detail": error})
+        for name, dispatcher in self.dispatchers.items():
+            if dispatcher.paused_since is not None:
+                problems.append(
+                    {
+                        "check": f"sink:{name}",
+                        "since": _iso(dispatcher.paused_since),
+                        "detail": "paused: credentials refused",
+                    }
+                )
+        return problems
+
+    def sink_states(self) -> dict[str, str]:
+        return {
+            name: "paused" if dispatcher.paused_since else "running"
+            for name, dispatcher in self.dispatchers.items()
+        }
+
+    async def queue_status(self) -> QueueStatus | None:
+        return None if self.store is None else await self.store.status(now=time.time())
+
+    async def recent_errors(self) -> list[dict[str, object]]:
+        return [] if self.store is None else await self.store.recent_errors()
+
+    async def recent_events(self) -> list[dict[str, object]]:
+        return [] if self.store is None else await self.store.recent_events()
 
     def _wake_dispatchers(self) -> None:
         for dispatcher in self.dispatchers.values():

@@ -22,7 +22,7 @@ from bridge.config import ConfigError, Settings, load_settings
 from bridge.directory import DirectoryError
 from bridge.logs import configure_logging
 from bridge.preflight import check_environment
-from bridge.store import Store, StoreError, StoreRole
+from bridge.store import QueueStatus, Store, StoreError, StoreRole
 
 EXIT_CONFIG = 2
 
@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _status(settings: Settings) -> dict[str, object]:
+async def _status(settings: Settings) -> QueueStatus:
     async with Store.open(
         settings.store.path, site_tz=settings.site.tz, role=StoreRole.READ_ONLY
     ) as store:
@@ -68,17 +68,14 @@ def _age(seconds: object) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def _print_status_table(status: dict[str, object]) -> None:
+def _print_status_table(status: QueueStatus) -> None:
     states = ("pending", "inflight", "unmapped", "held", "delivered", "dead", "dropped")
-    sinks = status["sinks"]
-    assert isinstance(sinks, dict)
     rows = [
         [name, *(entry["states"].get(s, 0) for s in states), _age(entry["oldest_pending_seconds"])]
-        for name, entry in sorted(sinks.items())
+        for name, entry in sorted(status["sinks"].items())
     ]
     print(format_table(["sink", *states, "oldest"], rows))
     events = status["events"]
-    assert isinstance(events, dict)
     print()
     print("events: " + (", ".join(f"{k} {v}" for k, v in sorted(events.items())) or "none"))
     rejected = f"rejected payloads: {status['rejected']}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from bridge import __version__
+from bridge.store.records import QueueStatus
 
 QUEUE_STATES = ("unmapped", "pending", "inflight", "held", "delivered", "dead", "dropped")
 # Terminal ids come from the terminals: only this many get a label of their own (the first
@@ -103,11 +104,9 @@ class Metrics:
             {"version": __version__}
         )
 
-    def set_queue(self, status: dict[str, object]) -> None:
+    def set_queue(self, status: QueueStatus) -> None:
         """Refresh the queue gauges from Store.status() (read when /metrics is scraped)."""
-        sinks = status.get("sinks", {})
-        assert isinstance(sinks, dict)
-        for sink, entry in sinks.items():
+        for sink, entry in status["sinks"].items():
             for state in QUEUE_STATES:
                 self.queue_depth.labels(sink, state).set(entry["states"].get(state, 0))
             self.oldest_pending.labels(sink).set(entry["oldest_pending_seconds"] or 0)

@@ -119,9 +119,9 @@ class SinkHealth:
         now = time.monotonic()
         if now >= self._next_summary:
             status = await store.status(now=time.time())
-            entry = status["sinks"].get(self._sink, {})  # type: ignore[union-attr]
-            states = entry.get("states", {})
-            oldest = entry.get("oldest_pending_seconds")
+            entry = status["sinks"].get(self._sink)
+            states = {} if entry is None else entry["states"]
+            oldest = None if entry is None else entry["oldest_pending_seconds"]
             log.warning(
                 "sink.outage_summary",
                 sink=self._sink,

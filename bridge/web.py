@@ -4,49 +4,50 @@ from __future__ import annotations
 
 import contextlib
 import html
-import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol, TypedDict
 
 from aiohttp import web
 
+from bridge.metrics import Metrics
 from bridge.preflight import cannot_listen
+from bridge.store import QueueStatus, SinkQueue
 
-if TYPE_CHECKING:
-    from bridge.app import Bridge
-
-BRIDGE = web.AppKey("bridge", "Bridge")
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _iso(moment: float | None) -> str | None:
-    return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()
+class Problem(TypedDict):
+    """One reason the bridge is not ready: which check, since when (ISO-8601), and why."""
+
+    check: str
+    since: str | None
+    detail: str | None
 
 
-def readiness_problems(bridge: Bridge) -> list[dict[str, object]]:
-    """Why the bridge is not ready, each with since when; empty when it is."""
-    problems: list[dict[str, object]] = []
-    ingest, store = bridge.ingest, bridge.store
-    if ingest is None or not ingest.connected.is_set():
-        since = ingest.disconnected_since if ingest else None
-        detail = ingest.last_error if ingest else "starting"
-        problems.append({"check": "mqtt", "since": _iso(since), "detail": detail})
-    if store is None:
-        problems.append({"check": "database", "since": None, "detail": "not open yet"})
-    elif store.write_error is not None:
-        error, since = store.write_error
-        problems.append({"check": "database", "since": _iso(since), "detail": error})
-    for name, dispatcher in bridge.dispatchers.items():
-        if dispatcher.paused_since is not None:
-            problems.append(
-                {
-                    "check": f"sink:{name}",
-                    "since": _iso(dispatcher.paused_since),
-                    "detail": "paused: credentials refused",
-                }
-            )
-    return problems
+class StatusSource(Protocol):
+    """What these pages read of a running bridge (the daemon implements it)."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    def readiness_problems(self) -> list[Problem]:
+        """Why the bridge is not ready; empty when it is."""
+        ...
+
+    def sink_states(self) -> dict[str, str]:
+        """Each enabled sink's state for a person: running or paused."""
+        ...
+
+    async def queue_status(self) -> QueueStatus | None:
+        """The store's counts; None while the store is not open yet."""
+        ...
+
+    async def recent_errors(self) -> list[dict[str, object]]: ...
+
+    async def recent_events(self) -> list[dict[str, object]]: ...
+
+
+SOURCE = web.AppKey("source", StatusSource)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -55,31 +56,32 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    problems = readiness_problems(request.app[BRIDGE])
+    problems = request.app[SOURCE].readiness_problems()
     body = {"ready": not problems, "problems": problems}
     return web.json_response(body, status=503 if problems else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    bridge = request.app[BRIDGE]
-    if bridge.store is not None:
-        bridge.metrics.set_queue(await bridge.store.status(now=time.time()))
+    source = request.app[SOURCE]
+    status = await source.queue_status()
+    if status is not None:
+        source.metrics.set_queue(status)
     return web.Response(
-        body=bridge.metrics.render(), headers={"Content-Type": CONTENT_TYPE_METRICS}
+        body=source.metrics.render(), headers={"Content-Type": CONTENT_TYPE_METRICS}
     )
 
 
 async def status_page(request: web.Request) -> web.Response:
-    bridge = request.app[BRIDGE]
-    if bridge.store is None:
+    source = request.app[SOURCE]
+    status = await source.queue_status()
+    if status is None:
         return web.Response(text="starting", status=503)
-    status = await bridge.store.status(now=time.time())
     page = render_status_page(
-        bridge,
+        source.sink_states(),
         status,
-        await bridge.store.recent_errors(),
-        await bridge.store.recent_events(),
-        readiness_problems(bridge),
+        await source.recent_errors(),
+        await source.recent_events(),
+        source.readiness_problems(),
     )
     return web.Response(text=page, content_type="text/html")
 
@@ -95,23 +97,21 @@ def _table(headers: list[str], rows: list[list[object]], table_id: str) -> str:
 
 
 def render_status_page(
-    bridge: Bridge,
-    status: dict[str, object],
+    sink_states: dict[str, str],
+    status: QueueStatus,
     errors: list[dict[str, object]],
     events: list[dict[str, object]],
-    problems: list[dict[str, object]],
+    problems: list[Problem],
 ) -> str:
-    sinks = status["sinks"]
-    assert isinstance(sinks, dict)
-    sink_rows = []
-    for name, dispatcher in bridge.dispatchers.items():
-        entry = sinks.get(name, {"states": {}, "oldest_pending_seconds": None})
+    sink_rows: list[list[object]] = []
+    for name, state in sink_states.items():
+        entry: SinkQueue = status["sinks"].get(name, {"states": {}, "oldest_pending_seconds": None})
         states = entry["states"]
         age = entry["oldest_pending_seconds"]
         sink_rows.append(
             [
                 name,
-                "paused" if dispatcher.paused_since else "running",
+                state,
                 states.get("pending", 0) + states.get("inflight", 0),
                 states.get("unmapped", 0),
                 states.get("held", 0),
@@ -167,10 +167,10 @@ store.rejected_max_mb)</p>
 
 
 @contextlib.asynccontextmanager
-async def serving(bridge: Bridge, *, host: str, port: int) -> AsyncIterator[int]:
+async def serving(source: StatusSource, *, host: str, port: int) -> AsyncIterator[int]:
     """Serve until the context ends; yields the bound port (useful with port 0)."""
     app = web.Application()
-    app[BRIDGE] = bridge
+    app[SOURCE] = source
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -184,8 +184,7 @@ async def serving(bridge: Bridge, *, host: str, port: int) -> AsyncIterator[int]
         await runner.cleanup()
         raise cannot_listen(f"{host}:{port}", err) from None
     try:
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        yield sockets[0].getsockname()[1] if sockets else port
+        bound = runner.addresses  # aiohttp's public view of the listening sockets
+        yield int(bound[0][1]) if bound else port
     finally:
         await runner.cleanup()

@@ -14,7 +14,9 @@ from bridge.store.reconcile import ReconcileMixin
 from bridge.store.records import (
     Incoming,
     PersonResolver,
+    QueueStatus,
     Rejection,
+    SinkQueue,
     Stored,
     StoreError,
     StoreWriteError,
@@ -30,7 +32,9 @@ class Store(IntakeMixin, QueueMixin, InspectMixin, AdminMixin, ReconcileMixin, P
 __all__ = [
     "Incoming",
     "PersonResolver",
+    "QueueStatus",
     "Rejection",
+    "SinkQueue",
     "Store",
     "StoreError",
     "StoreRole",

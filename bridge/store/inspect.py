@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.store.connection import StoreBase, fetch_all
+from bridge.store.records import QueueStatus, SinkQueue
 
 # What `rejected list` shows of a row: never the payload (a page of 50 reads no blob).
 _REJECTED_SUMMARY = (
@@ -32,14 +33,14 @@ class InspectMixin(StoreBase):
         )
         return [dict(row) for row in rows]
 
-    async def status(self, *, now: float) -> dict[str, object]:
-        sinks: dict[str, dict[str, object]] = {}
+    async def status(self, *, now: float) -> QueueStatus:
+        sinks: dict[str, SinkQueue] = {}
         for row in await fetch_all(
             self._reader,
             "SELECT sink, state, COUNT(*), MIN(created_at) FROM deliveries GROUP BY sink, state",
         ):
             entry = sinks.setdefault(row[0], {"states": {}, "oldest_pending_seconds": None})
-            entry["states"][row[1]] = row[2]  # type: ignore[index]
+            entry["states"][row[1]] = row[2]
             if row[1] in ("pending", "inflight"):
                 age = now - row[3]
                 previous = entry["oldest_pending_seconds"]
@@ -50,13 +51,14 @@ class InspectMixin(StoreBase):
                 self._reader, "SELECT status, COUNT(*) FROM events GROUP BY status"
             )
         }
-        rejected = (await fetch_all(self._reader, "SELECT COUNT(*) FROM rejected"))[0][0]
+        [[rejected]] = await fetch_all(self._reader, "SELECT COUNT(*) FROM rejected")
         [budget] = await fetch_all(
-            self._reader, "SELECT stored_bytes, max_bytes, pruned FROM rejected_budget WHERE id = 1"
+            self._reader,
+            "SELECT stored_bytes, max_bytes, pruned FROM rejected_budget WHERE id = 1",
         )
-        retried = (
-            await fetch_all(self._reader, "SELECT COUNT(*) FROM deliveries WHERE attempts > 1")
-        )[0][0]
+        [[retried]] = await fetch_all(
+            self._reader, "SELECT COUNT(*) FROM deliveries WHERE attempts > 1"
+        )
         return {
             "events": events,
             "rejected": rejected,

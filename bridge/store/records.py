@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from bridge.events import Action, ClockEvent
 
@@ -52,6 +53,27 @@ class Stored:
     action: Action | None = None
     terminal: str | None = None
     reason: str | None = None
+
+
+class SinkQueue(TypedDict):
+    """One sink's deliveries: how many in each state, and the oldest undelivered one's age."""
+
+    states: dict[str, int]
+    oldest_pending_seconds: float | None
+
+
+class QueueStatus(TypedDict):
+    """Store.status(): counts for the status command, page, metrics and outage summaries.
+
+    A TypedDict rather than a class: it is what `status --json` prints, as it is."""
+
+    events: dict[str, int]  # by status
+    rejected: int
+    rejected_bytes: int
+    rejected_max_bytes: int
+    rejected_pruned: int
+    retried: int  # deliveries that took more than one attempt
+    sinks: dict[str, SinkQueue]
 
 
 def utc_text(moment: datetime) -> str:
