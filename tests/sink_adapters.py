@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from bridge.config import Go2ClockConfig, McTimeConfig, TimeTrackConfig
 from bridge.events import Action
-from bridge.sinks.base import Sink
+from bridge.delivery import Sink
 from bridge.sinks.go2clock import Go2ClockSink
 from bridge.sinks.mctime import McTimeSink
 from bridge.sinks.timetrack import TimeTrackSink

@@ -24,7 +24,7 @@ import yaml
 import bridge
 from bridge.cli import main
 from bridge.events import Action, ClockEvent
-from bridge.sinks.base import Result
+from bridge.delivery import Result
 from bridge.store import Incoming, Rejection, Store
 from tests.broker import free_port
 

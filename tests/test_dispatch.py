@@ -17,7 +17,7 @@ from bridge.config import RetryConfig
 from bridge.dispatch import CLAIM_AHEAD, Dispatcher
 from bridge.events import Action
 from bridge.metrics import Metrics
-from bridge.sinks.base import Job, Result
+from bridge.delivery import Job, Result
 from bridge.store import Store
 from bridge.store.group_commit import GroupCommit
 from tests.harness import eventually

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from bridge.config import Go2ClockConfig
 from bridge.events import Action
-from bridge.sinks.base import Job, Outcome, Result
+from bridge.delivery import Job, Outcome, Result
 from bridge.sinks.go2clock import (
     DETAIL_MAX,
     Go2ClockSink,

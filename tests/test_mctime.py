@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from bridge.config import McTimeConfig
 from bridge.events import Action
-from bridge.sinks.base import Job, Outcome, Result
+from bridge.delivery import Job, Outcome, Result
 from bridge.sinks.mctime import McTimeSink
 from bridge.sinks.mctime_rules import (
     DETAIL_MAX,
@@ -34,7 +34,7 @@ from bridge.sinks.mctime_rules import (
     read_state,
     reconcile_refusal,
 )
-from bridge.sinks.ratelimit import RateLimiter
+from bridge.vendors.ratelimit import RateLimiter
 from tests.fakes.mctime import FakeMcTime, running_fake_mctime
 
 API_KEY = "mct-Secret-KEY-4b7e2d9a1c"

@@ -32,7 +32,7 @@ from bridge.simulators.go2clock import FakeGo2Clock, _read_fields, running_fake_
 from bridge.simulators.mctime import FakeMcTime, running_fake_mctime
 from bridge.simulators.q2 import FakeQ2, running_fake_q2
 from bridge.simulators.timetrack import FakeTimeTrack, running_fake_timetrack
-from bridge.sinks.base import Outcome
+from bridge.delivery import Outcome
 from bridge.sinks.go2clock import Go2ClockSink
 from bridge.sinks.mctime import McTimeSink
 from bridge.sinks.timetrack import TimeTrackSink

@@ -54,7 +54,7 @@ from bridge.reconcile import q2 as reconcile_q2
 from bridge.reconcile.fetch import ReadError
 from bridge.reconcile.window import Window
 from bridge.redaction import FRAGMENT_MIN, MASK, TAIL_MIN, mask_answer, mask_secrets
-from bridge.sinks.base import Job, Result, Sink
+from bridge.delivery import Job, Result, Sink
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.fakes.q2 import FakeQ2, running_fake_q2

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.sinks.base import Job, Outcome, Result, Sink
+from bridge.delivery import Job, Outcome, Result, Sink
 from tests.harness import eventually
 from tests.sink_adapters import ADAPTERS, SinkAdapter
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from bridge.events import Action, ClockEvent
 from bridge.schema import MIGRATIONS
-from bridge.sinks.base import Job, Result
+from bridge.delivery import Job, Result
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreError
 
 BERLIN = ZoneInfo("Europe/Berlin")

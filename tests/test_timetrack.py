@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from bridge.config import TimeTrackConfig, TimeTrackFields
 from bridge.events import Action
-from bridge.sinks.base import Job, Outcome, Result
+from bridge.delivery import Job, Outcome, Result
 from bridge.sinks.timetrack import TimeTrackSink
 from bridge.sinks.timetrack_shift import (
     ShiftStateError,

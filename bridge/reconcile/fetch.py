@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from bridge.redaction import mask_answer, mask_secrets, mask_values
-from bridge.sinks.base import parse_retry_after
+from bridge.http import parse_retry_after
 
 ATTEMPTS = 3
 EXCERPT_MAX = 160

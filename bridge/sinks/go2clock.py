@@ -20,7 +20,8 @@ import aiohttp
 from bridge.config import Go2ClockConfig
 from bridge.events import Action
 from bridge.redaction import mask_answer, mask_secrets
-from bridge.sinks.base import Job, Result, classify_http_status
+from bridge.delivery import Job, Result
+from bridge.vendors.common import classify_http_status
 
 DETAIL_MAX = 300
 EXCERPT_MAX = 120

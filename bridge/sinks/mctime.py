@@ -20,7 +20,7 @@ import aiohttp
 
 from bridge.config import McTimeConfig
 from bridge.redaction import mask_answer, mask_secrets
-from bridge.sinks.base import Job, Outcome, Result
+from bridge.delivery import Job, Outcome, Result
 from bridge.sinks.mctime_rules import (
     DETAIL_MAX,
     PAGE_SIZE,
@@ -40,7 +40,7 @@ from bridge.sinks.mctime_rules import (
     short,
     unverified_state,
 )
-from bridge.sinks.ratelimit import RateLimiter
+from bridge.vendors.ratelimit import RateLimiter
 
 MAX_CLOCK_PAGES = 200  # 4000 running clocks
 RATE_WINDOW_MARGIN = 0.05  # seconds added to the 1 s window for network jitter

@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 
 from bridge.config import McTimeConfig
 from bridge.events import Action
-from bridge.sinks.base import Job, Result, parse_retry_after
+from bridge.delivery import Job, Result
+from bridge.http import parse_retry_after
 
 DETAIL_MAX = 300
 EXCERPT_MAX = 120

@@ -28,7 +28,7 @@ import aiohttp
 from bridge.config import TimeTrackConfig
 from bridge.events import Action
 from bridge.redaction import mask_answer, mask_secrets
-from bridge.sinks.base import Job, Outcome, Result
+from bridge.delivery import Job, Outcome, Result
 from bridge.sinks.timetrack_shift import ShiftStateError, closed_attendance, plan_job, read_state
 from bridge.sinks.timetrack_wire import (
     DETAIL_MAX,

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge.events import Action
-from bridge.sinks.base import Job, Result
+from bridge.delivery import Job, Result
 from bridge.sinks.timetrack_wire import Attendance, aware_utc, show_time
 
 

@@ -17,7 +17,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from bridge.config import TimeTrackFields
-from bridge.sinks.base import Result, classify_http_status
+from bridge.delivery import Result
+from bridge.vendors.common import classify_http_status
 
 TimestampMode = Literal["utc", "local"]
 # The docs: "YYYY-MM-DDTHH:MM:SS.fffZ". Punches are whole seconds, so milliseconds are 000.

@@ -1,0 +1,93 @@
+"""What every sink shares: the job it is handed, the result it returns. Pure models."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from bridge.events import Action
+
+
+class Outcome(enum.StrEnum):
+    DELIVERED = "delivered"
+    DUPLICATE = "duplicate"  # the vendor already holds it: counts as delivered
+    RETRY_LATER = "retry_later"
+    PERMANENT_FAILURE = "permanent_failure"
+    PAUSED = "paused"  # credentials refused: stop the sink, keep the events
+    HELD = "held"  # cannot be sent without a person deciding (e.g. an `out` with no open shift)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    detail: str = ""
+    retry_after: float | None = None  # seconds, when the vendor said (429 Retry-After)
+    # The person's new state at this sink (a running clock, an open shift), saved in the same
+    # transaction as the outcome; None leaves the saved state as it is.
+    state: Mapping[str, Any] | None = None
+    # Delivered, but the vendor changed something else to take it (McTime 201: an existing
+    # entry overwritten or trimmed): worth a warning line for whoever checks payroll.
+    warn: bool = False
+
+    @classmethod
+    def delivered(
+        cls, detail: str = "", *, state: Mapping[str, Any] | None = None, warn: bool = False
+    ) -> Result:
+        return cls(Outcome.DELIVERED, detail, state=state, warn=warn)
+
+    @classmethod
+    def duplicate(cls, detail: str = "", *, state: Mapping[str, Any] | None = None) -> Result:
+        return cls(Outcome.DUPLICATE, detail, state=state)
+
+    @classmethod
+    def retry(
+        cls,
+        detail: str,
+        retry_after: float | None = None,
+        *,
+        state: Mapping[str, Any] | None = None,
+    ) -> Result:
+        return cls(Outcome.RETRY_LATER, detail, retry_after, state)
+
+    @classmethod
+    def dead(cls, detail: str, *, state: Mapping[str, Any] | None = None) -> Result:
+        return cls(Outcome.PERMANENT_FAILURE, detail, state=state)
+
+    @classmethod
+    def paused(cls, detail: str) -> Result:
+        return cls(Outcome.PAUSED, detail)
+
+    @classmethod
+    def held(cls, detail: str, *, state: Mapping[str, Any] | None = None) -> Result:
+        return cls(Outcome.HELD, detail, state=state)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One delivery of one event to one sink, as claimed from the store."""
+
+    delivery_id: int
+    event_key: str
+    sink: str
+    person: str  # the person's id at this sink's vendor
+    action: Action
+    time: datetime  # aware, UTC
+    terminal: str
+    attempt: int  # 1 for the first try; counted at claim time
+    job: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    note: str | None = None
+    # The person's saved state at this sink when the job was claimed ({} when none yet).
+    state: Mapping[str, Any] = field(default_factory=dict)
+    stored_at: float = 0.0  # unix time the delivery was queued, for the latency histogram
+    source_id: str | None = None  # the terminal's own id for the event
+
+
+class Sink(Protocol):
+    name: str
+
+    async def send(self, job: Job) -> Result: ...
