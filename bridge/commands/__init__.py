@@ -9,15 +9,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.commands import check_config, dead, held, rejected, replay, unmapped
+from bridge.commands import (
+    check_config,
+    daemon,
+    dead,
+    directory,
+    held,
+    reconcile,
+    rejected,
+    replay,
+    status,
+    unmapped,
+)
 from bridge.commands.common import common_options
 from bridge.commands.table import format_table
 
-__all__ = ["format_table", "register"]
+__all__ = ["COMMANDS", "format_table", "register"]
+
+# Every command of `clockin-bridge`, in the order `--help` lists them: a new command is a module
+# with a `register(subparsers, common_options)` and one line here.
+COMMANDS = (
+    daemon,
+    status,
+    dead,
+    rejected,
+    unmapped,
+    held,
+    replay,
+    reconcile,
+    directory,
+    check_config,
+)
 
 
 def register(commands: Any) -> None:
-    """Add every operator command to the CLI's subparsers."""
+    """Add every command to the CLI's subparsers."""
     common = common_options()
-    for module in (dead, rejected, unmapped, held, replay, check_config):
+    for module in COMMANDS:
         module.register(commands, common)
