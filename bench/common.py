@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bridge.simulators.go2clock import FakeGo2Clock, running_fake_go2clock  # noqa: E402
+from bridge.vendors.go2clock.simulator import FakeGo2Clock, running_fake_go2clock  # noqa: E402
 from tests.broker import Mosquitto, free_port  # noqa: E402
 
 PY = sys.executable

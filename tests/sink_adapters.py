@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from bridge.config import Go2ClockConfig, McTimeConfig, TimeTrackConfig
 from bridge.events import Action
 from bridge.delivery import Sink
-from bridge.sinks.go2clock import Go2ClockSink
+from bridge.vendors.go2clock.sink import Go2ClockSink
 from bridge.sinks.mctime import McTimeSink
 from bridge.sinks.timetrack import TimeTrackSink
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock

@@ -30,7 +30,7 @@ from bridge.directory_sources import (
     merge,
     sync,
 )
-from bridge.directory_sources.go2clock import Go2ClockUsers
+from bridge.vendors.go2clock.users import Go2ClockUsers
 from bridge.directory_sources.mctime import McTimeUsers
 from bridge.directory_sources.q2 import Q2Users
 from bridge.directory_sources.timetrack import TimeTrackUsers

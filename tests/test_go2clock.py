@@ -18,12 +18,9 @@ from pydantic import SecretStr
 from bridge.config import Go2ClockConfig
 from bridge.events import Action
 from bridge.delivery import Job, Outcome, Result
-from bridge.sinks.go2clock import (
-    DETAIL_MAX,
-    Go2ClockSink,
-    build_punch_form,
-    classify_go2clock_reply,
-)
+from bridge.vendors.common import DETAIL_MAX
+from bridge.vendors.go2clock.api import classify_go2clock_reply
+from bridge.vendors.go2clock.sink import Go2ClockSink, build_punch_form
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 
 API_KEY = "g2c-Secret-KEY-7f3a9c1e5b"

@@ -28,12 +28,12 @@ from bridge.reconcile.compare import Delivered, Kind, Punch, compare_punches, en
 from bridge.reconcile.daily import next_run, run_daily, run_once
 from bridge.reconcile.mctime import times_url
 from bridge.reconcile.window import Window
-from bridge.simulators.go2clock import FakeGo2Clock, _read_fields, running_fake_go2clock
+from bridge.vendors.go2clock.simulator import FakeGo2Clock, _read_fields, running_fake_go2clock
 from bridge.simulators.mctime import FakeMcTime, running_fake_mctime
 from bridge.simulators.q2 import FakeQ2, running_fake_q2
 from bridge.simulators.timetrack import FakeTimeTrack, running_fake_timetrack
 from bridge.delivery import Outcome
-from bridge.sinks.go2clock import Go2ClockSink
+from bridge.vendors.go2clock.sink import Go2ClockSink
 from bridge.sinks.mctime import McTimeSink
 from bridge.sinks.timetrack import TimeTrackSink
 from bridge.store import Incoming, Store

@@ -46,7 +46,7 @@ from bridge.demo.scenario import (
     payload,
 )
 from bridge.logs import configure_logging
-from bridge.simulators.go2clock import FakeGo2Clock, running_fake_go2clock
+from bridge.vendors.go2clock.simulator import FakeGo2Clock, running_fake_go2clock
 
 API_KEY = "demo-go2clock-key-not-secret"
 PACE_SECONDS = 0.8  # between two swipes at speed 1

@@ -9,7 +9,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from bridge.config import ConfigError, Settings
-from bridge.directory_sources.go2clock import Go2ClockUsers
+from bridge.vendors.go2clock.users import Go2ClockUsers
 from bridge.directory_sources.mctime import McTimeUsers
 from bridge.directory_sources.q2 import Q2Users
 from bridge.directory_sources.records import Record

@@ -1,4 +1,4 @@
-"""One JSON request to a vendor, with a timeout, its failures turned into SourceError.
+"""One JSON request to a vendor through bridge.http, its failures turned into SourceError.
 
 Messages name the HTTP status or the kind of network failure, never the URL's parameters or a
 header, so they are safe to log and to keep in the cache.
@@ -7,18 +7,21 @@ header, so they are safe to log and to keep in the cache.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import json as jsonlib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
+from pydantic import SecretStr
 
 from bridge.directory_sources.records import SourceError
+from bridge.http import BodyTooLargeError, ExchangeError, Limiter, Reply, exchange
 
 RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 5.0
 
 
-async def request_json(
+async def request_json(  # noqa: PLR0913 - the request's parts, all keyword-only
     session: aiohttp.ClientSession,
     method: str,
     url: str,
@@ -29,12 +32,14 @@ async def request_json(
     json: object = None,
     data: Mapping[str, str] | None = None,
     what: str = "",
+    secrets: Iterable[SecretStr | str] = (),
+    limiter: Limiter | None = None,
 ) -> Any:
     """The answer's JSON; a 429 is waited out (Retry-After, capped) a few times. `what`
     (e.g. the path) leads every error message."""
     try:
         for _ in range(RATE_LIMIT_RETRIES):
-            status, retry_after, body = await _once(
+            reply = await _once(
                 session,
                 method,
                 url,
@@ -43,10 +48,12 @@ async def request_json(
                 params=params,
                 json=json,
                 data=data,
+                secrets=secrets,
+                limiter=limiter,
             )
-            if status != 429:
-                return body
-            await asyncio.sleep(retry_after)
+            if reply.status != 429:
+                return _answer(reply)
+            await asyncio.sleep(_retry_after(reply))
         msg = "HTTP 429: rate limited"
         raise SourceError(msg)
     except SourceError as err:
@@ -62,46 +69,46 @@ async def _once(
     url: str,
     *,
     timeout: float,  # noqa: ASYNC109
-    headers: Mapping[str, str] | None,
-    params: Mapping[str, str] | None,
-    json: object,
-    data: Mapping[str, str] | None,
-) -> tuple[int, float, Any]:
+    secrets: Iterable[SecretStr | str],
+    limiter: Limiter | None,
+    **request: Any,
+) -> Reply:
     try:
-        async with session.request(
+        return await exchange(
+            session,
             method,
             url,
-            headers=headers,
-            params=params,
-            json=json,
-            data=data,
-            allow_redirects=False,  # a redirect would carry the key headers elsewhere
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as response:
-            if response.status == 429:
-                return 429, _retry_after(response.headers.get("Retry-After")), None
-            if response.status in (401, 403):
-                msg = f"HTTP {response.status}: credentials refused"
-                raise SourceError(msg)
-            if response.status >= 300:
-                msg = f"HTTP {response.status}"
-                raise SourceError(msg)
-            try:
-                return response.status, 0.0, await response.json(content_type=None)
-            except ValueError:
-                msg = f"HTTP {response.status} with an answer that is not JSON"
-                raise SourceError(msg) from None
-    except TimeoutError:
-        msg = f"no answer within {timeout:g} s"
-        raise SourceError(msg) from None
-    except aiohttp.ClientError as err:
-        msg = f"cannot reach the server ({type(err).__name__})"
+            timeout=timeout,
+            secrets=secrets,
+            limiter=limiter,
+            **request,
+        )
+    except ExchangeError as err:
+        if err.timed_out:
+            msg = f"no answer within {timeout:g} s"
+        elif isinstance(err.error, BodyTooLargeError):
+            msg = str(err.error)
+        else:
+            msg = f"cannot reach the server ({type(err.error).__name__})"
         raise SourceError(msg) from None
 
 
-def _retry_after(value: str | None) -> float:
+def _answer(reply: Reply) -> Any:
+    if reply.status in (401, 403):
+        msg = f"HTTP {reply.status}: credentials refused"
+        raise SourceError(msg)
+    if reply.status >= 300:
+        msg = f"HTTP {reply.status}"
+        raise SourceError(msg)
+    if not reply.body.strip():
+        return None  # as aiohttp's response.json() had it: the callers name what is missing
     try:
-        seconds = float(value) if value else 1.0
-    except ValueError:
-        seconds = 1.0
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+        return jsonlib.loads(reply.body.decode(reply.charset or "utf-8"))
+    except (ValueError, LookupError):
+        msg = f"HTTP {reply.status} with an answer that is not JSON"
+        raise SourceError(msg) from None
+
+
+def _retry_after(reply: Reply) -> float:
+    seconds = reply.retry_seconds
+    return min(1.0 if seconds is None else seconds, MAX_RETRY_AFTER)

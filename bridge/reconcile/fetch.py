@@ -1,5 +1,5 @@
-"""The one HTTP read every reader uses: timeout, no redirects, a few retries on 429/503,
-and errors that never carry a secret."""
+"""The one read every reconcile reader uses: bridge.http's exchange, a few retries on
+429/502/503, and errors that never carry a secret."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
+from pydantic import SecretStr
 
-from bridge.redaction import mask_answer, mask_secrets, mask_values
-from bridge.http import parse_retry_after
+from bridge.http import ExchangeError, Limiter, exchange
+from bridge.redaction import mask_secrets, mask_values
 
 ATTEMPTS = 3
 EXCERPT_MAX = 160
@@ -27,14 +28,15 @@ def excerpt(body: bytes) -> str:
     return (text[: EXCERPT_MAX - 3] + "...") if len(text) > EXCERPT_MAX else text or "(empty)"
 
 
-async def fetch_json(
+async def fetch_json(  # noqa: PLR0913 - the request's parts, all keyword-only
     session: aiohttp.ClientSession,
     method: str,
     url: str | Any,
     *,
     what: str,
     timeout: float,  # noqa: ASYNC109 - a per-request aiohttp timeout, not the caller's deadline
-    secrets: Iterable[str] = (),
+    secrets: Iterable[SecretStr | str] = (),
+    limiter: Limiter | None = None,
     **kwargs: Any,
 ) -> Any:
     """The parsed JSON of a 200 answer; ReadError for anything else (after retries of
@@ -42,27 +44,28 @@ async def fetch_json(
     hidden = [s for s in secrets if s]
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            async with session.request(
+            reply = await exchange(
+                session,
                 method,
                 url,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                allow_redirects=False,  # a redirect would carry the key elsewhere
+                timeout=timeout,
+                secrets=hidden,
+                limiter=limiter,
                 **kwargs,
-            ) as response:
-                body = await response.read()
-                status, retry_after = response.status, response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as err:
-            detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            )
+        except ExchangeError as err:
+            cause = err.error
+            detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
             raise ReadError(mask_secrets(f"{what}: {detail}", hidden)) from None
-        if status in RETRY_STATUSES and attempt < ATTEMPTS:
-            await asyncio.sleep(min(5.0, parse_retry_after(retry_after) or 0.5 * attempt))
+        if reply.status in RETRY_STATUSES and attempt < ATTEMPTS:
+            await asyncio.sleep(min(5.0, reply.retry_seconds or 0.5 * attempt))
             continue
-        if status != 200:
-            raise ReadError(f"{what}: HTTP {status}: {excerpt(mask_answer(body, hidden))}")
+        if reply.status != 200:
+            raise ReadError(f"{what}: HTTP {reply.status}: {reply.excerpt(EXCERPT_MAX)}")
         try:
-            answer = json.loads(body)
+            answer = json.loads(reply.body)
         except (ValueError, UnicodeDecodeError):
-            shown = excerpt(mask_answer(body, hidden))
+            shown = reply.excerpt(EXCERPT_MAX)
             raise ReadError(f"{what}: answer is not JSON: {shown}") from None
         # masked once decoded: a key the vendor quoted back escaped (`\/`, `\u0041`) is plain
         # text now, and the readers put the answer's fields into their error messages

@@ -20,7 +20,8 @@ import aiohttp
 from bridge.config import Settings
 from bridge.directory import Directory
 from bridge.events import Action
-from bridge.reconcile import go2clock, mctime, q2, timetrack
+from bridge.reconcile import mctime, q2, timetrack
+from bridge.vendors.go2clock import readback as go2clock
 from bridge.reconcile.compare import (
     Comparison,
     Delivered,

@@ -36,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.simulators.serving import serving
+from bridge.vendors.serving import serving
 
 PAGE_SIZE = 20
 RATE_LIMIT = 10  # requests in any 1 s window

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.simulators.serving import serving
+from bridge.vendors.serving import serving
 
 ENDPOINT = "/Jun-Inside-VPC"
 MAX_RECORDS = 5000

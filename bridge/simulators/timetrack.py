@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.simulators.serving import serving
+from bridge.vendors.serving import serving
 
 API = "/api/v2/ext"
 _STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")

@@ -16,6 +16,7 @@ from bridge.config import Go2ClockConfig
 from bridge.reconcile.compare import Punch
 from bridge.reconcile.fetch import ReadError, excerpt, fetch_json
 from bridge.reconcile.window import Window
+from bridge.vendors.go2clock.api import PUNCHES_RANGE_PATH, auth_headers
 
 CHUNK_DAYS = 7  # the vendor: "we do not recommend data over 7 days in one API call"
 
@@ -57,16 +58,16 @@ async def read_punches(
     if config.api_key is None or not config.api_key.get_secret_value():
         msg = "sinks.go2clock.api_key (or api_key_file) is needed to read punches back"
         raise ReadError(msg)
-    key = config.api_key.get_secret_value()
+    key = config.api_key
     punches: list[Punch] = []
     for chunk in window.chunks(CHUNK_DAYS):
         what = f"Go2Clock punches {chunk.first}..{chunk.last}"
         answer = await fetch_json(
             session,
             "POST",
-            f"{config.base_url}/api/punches_range/",
+            f"{config.base_url}{PUNCHES_RANGE_PATH}",
             data={"start_date": chunk.first.isoformat(), "end_date": chunk.last.isoformat()},
-            headers={"APIKEY": key},
+            headers=auth_headers(key),
             what=what,
             timeout=config.timeout_seconds,
             secrets=[key],

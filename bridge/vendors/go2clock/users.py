@@ -20,6 +20,7 @@ from bridge.directory_sources.records import (
     clean_fields,
 )
 from bridge.redaction import mask_secrets
+from bridge.vendors.go2clock.api import EMPLOYEES_PATH, USERS_PATH, auth_headers
 
 
 class Go2ClockUsers:
@@ -35,9 +36,9 @@ class Go2ClockUsers:
         return [self._api_key.get_secret_value()]
 
     async def fetch(self, session: aiohttp.ClientSession) -> list[Record]:
-        users = await self._list(session, "/api/users/")
+        users = await self._list(session, USERS_PATH)
         details = {
-            str(row.get("userid")): row for row in await self._list(session, "/api/employees/")
+            str(row.get("userid")): row for row in await self._list(session, EMPLOYEES_PATH)
         }
         records = []
         for user in users:
@@ -63,9 +64,10 @@ class Go2ClockUsers:
             "POST",
             f"{self._base_url}{path}",
             timeout=self._timeout,
-            headers={"APIKEY": self._api_key.get_secret_value()},
+            headers=auth_headers(self._api_key),
             data={},
             what=path,
+            secrets=[self._api_key],
         )
         if not isinstance(answer, dict):
             msg = f"{path}: the answer is not a JSON object"

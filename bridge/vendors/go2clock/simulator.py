@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bridge.simulators.serving import serving
+from bridge.vendors.serving import serving
 
 INVALID_KEY = {"status": False, "error": "Invalid API key "}
 ALREADY_EXISTS = {
