@@ -24,10 +24,10 @@ from bridge.metrics import Metrics
 from bridge.people import People, open_directory, sink_columns
 from bridge.reconcile.daily import run_daily
 from bridge.sinks.base import Job, Sink
-from bridge.vendors.go2clock.sink import Go2ClockSink
 from bridge.sinks.mctime import McTimeSink
 from bridge.sinks.timetrack import TimeTrackSink
 from bridge.store import QueueStatus, Store, Stored
+from bridge.sinks.go2clock import Go2ClockSink
 
 log = structlog.get_logger("bridge.app")
 
@@ -115,7 +115,6 @@ class Bridge:
                 store=store,
                 directory=directory,
                 columns=sink_columns(settings, list(self.dispatchers)),
-                on_released=self._wake_dispatchers,
             )
             await people.release_unmapped()
             self.ingest = Ingest(
@@ -138,6 +137,8 @@ class Bridge:
 
     async def _serve(self, people: People, sources: Sequence[Source]) -> None:
         assert self.ingest is not None
+        assert self.store is not None
+        store = self.store
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
@@ -154,6 +155,7 @@ class Bridge:
                     tg.create_task(self.ingest.run(), name="ingest"),
                     tg.create_task(self._announce_ready(), name="ready"),
                     tg.create_task(self._reload_on_sighup(people), name="reload"),
+                    tg.create_task(store.watch_other_writers(), name="repairs"),
                 ]
                 if people.directory.file is not None or sources:
                     background.append(tg.create_task(people.watch(), name="directory"))
@@ -243,7 +245,6 @@ class Bridge:
             )
 
     async def _on_stored(self, results: Sequence[Stored]) -> None:
-        woke = False
         for stored in results:
             fields = {"event_key": stored.key, "terminal": stored.terminal}
             if stored.status == "rejected":
@@ -255,9 +256,6 @@ class Bridge:
                     log.warning("event.unmapped", **fields, action=stored.action)
                 else:
                     log.info("event.stored", **fields, action=stored.action)
-                woke = True
-        if woke:
-            self._wake_dispatchers()
 
     # --- what the web pages read (web.StatusSource) ---------------------------------------
 
@@ -299,7 +297,3 @@ class Bridge:
 
     async def recent_events(self) -> list[dict[str, object]]:
         return [] if self.store is None else await self.store.recent_events()
-
-    def _wake_dispatchers(self) -> None:
-        for dispatcher in self.dispatchers.values():
-            dispatcher.wake()

@@ -44,7 +44,9 @@ class RateLimited(Protocol):
 
 STORE_RETRY_SECONDS = 2.0
 CLOCK_SLACK_SECONDS = 60.0
-RECHECK_SECONDS = 5.0
+# The store wakes the dispatcher on every change that makes work due, another process's
+# repairs included (Store.watch_other_writers); this only bounds what a missed signal costs.
+RECHECK_SECONDS = 60.0
 SETTLE_ATTEMPTS = 30
 # Deliveries held beyond the concurrency (claimed, waiting for a slot or being settled), so
 # that the claim and settle commits (a few ms each under load) never leave a slot idle.
@@ -71,7 +73,9 @@ class Dispatcher:
         self._on_settled = on_settled
         # No retry is scheduled further ahead than this; a later one means the clock went back.
         self._horizon = retry.max_seconds + CLOCK_SLACK_SECONDS
-        self._wake = asyncio.Event()
+        # Set by the store after a commit that may have made one of this sink's deliveries
+        # due (new events, people mapped, a repair), and by this dispatcher when a send ends.
+        self._wake = store.work.event(sink.name)
         # Claimed and not settled yet: waiting for a slot, sending, or being settled.
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)  # requests at the vendor at once
@@ -156,8 +160,6 @@ class Dispatcher:
         if len(claim.jobs) == limit:
             return None  # there may be more: a settle wakes us when there is room
         if claim.next_due is None:
-            # Repair commands (dead retry, replay) change the queue from another process,
-            # which cannot wake us: look again after a few seconds at the latest.
             return RECHECK_SECONDS
         return min(RECHECK_SECONDS, max(0.0, claim.next_due - time.time()))
 

@@ -7,7 +7,7 @@ the CLI's), and releases the events a new mapping makes deliverable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 import structlog
@@ -75,13 +75,11 @@ class People:
         store: Store,
         directory: LiveDirectory,
         columns: Mapping[str, str],
-        on_released: Callable[[], None],
     ):
         self._settings = settings
         self._store = store
         self.directory = directory
         self.resolve = make_resolver(columns, directory)
-        self._on_released = on_released
         self._failing: dict[str, str] = {}  # source -> error, logged once per spell
         self._reported: set[str] = set()  # problems already logged
         self.log_problems()
@@ -96,8 +94,7 @@ class People:
     async def release_unmapped(self) -> None:
         released = await self._store.release_unmapped(resolve=self.resolve)
         if released:
-            log.info("event.mapped", deliveries=released)
-            self._on_released()
+            log.info("event.mapped", deliveries=released)  # the store wakes the dispatchers
 
     async def watch(self) -> None:
         """Poll the file, and the cache for a sync another process (the CLI) ran."""

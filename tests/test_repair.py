@@ -826,6 +826,8 @@ async def test_dead_retry_beside_a_running_bridge_is_delivered_exactly_once(
             )
             assert code == 1
             await asyncio.sleep(1.0)  # time for a wrong second send to show
+    # Woken by the commit of the other process (Store.watch_other_writers), not by the
+    # dispatcher's safety recheck a minute later.
     assert picked_up_after < 10
     punches = fake.punches_by_key()
     assert len(punches) == 3

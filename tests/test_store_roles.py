@@ -3,6 +3,7 @@ migrates it; a command works on it as the daemon left it, and a view cannot writ
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from datetime import UTC, datetime
@@ -110,3 +111,27 @@ async def test_a_command_does_not_run_the_integrity_check(tmp_path: Path) -> Non
     with pytest.raises(StoreError, match=r"not a usable SQLite database|integrity check"):
         async with Store.open(path, site_tz=BERLIN):
             pass
+
+
+async def test_another_processs_commit_signals_work_and_the_daemons_own_do_not(
+    tmp_path: Path,
+) -> None:
+    """A repair command commits on its own connection: the daemon's dispatchers wake at once.
+    The daemon's own commits already signal what they change, so they do not wake everyone."""
+    path = tmp_path / "bridge.db"
+    async with Store.open(path, site_tz=BERLIN) as store:
+        wake = store.work.event("go2clock")
+        watcher = asyncio.create_task(store.watch_other_writers(interval=0.01))
+        try:
+            await asyncio.sleep(0.05)  # the watcher has read the version once
+            await store.ingest([_swipe("k1")], resolve=lambda _e: {}, received_at=datetime.now(UTC))
+            wake.clear()
+            await asyncio.sleep(0.1)
+            assert not wake.is_set(), "its own commit woke the dispatchers a second time"
+            async with Store.open(path, site_tz=BERLIN, role=StoreRole.ADMIN) as command:
+                await command.ingest(
+                    [_swipe("k2")], resolve=lambda _e: {}, received_at=datetime.now(UTC)
+                )
+            await asyncio.wait_for(wake.wait(), timeout=2)
+        finally:
+            watcher.cancel()

@@ -88,6 +88,8 @@ class AdminMixin(StoreBase):
             )
             moved.changed += changed
             moved.refused.update(await self._states_of(set(chunk) - set(changed)))
+        if moved.changed and to == "pending":
+            self.work.notify()
         return moved
 
     async def _move_chunk(
@@ -176,6 +178,7 @@ class AdminMixin(StoreBase):
             if cursor.rowcount != 1:  # cannot happen inside BEGIN IMMEDIATE; never write half
                 msg = f"delivery {delivery_id} changed while being requeued"
                 raise LookupError(msg)
+        self.work.notify({sink})
         return new_state
 
     async def delivered_between(self, sink: str, *, since: str, until: str | None) -> list[int]:
@@ -206,6 +209,8 @@ class AdminMixin(StoreBase):
             changed = sorted(row[0] for row in rows)
             moved.changed += changed
             moved.refused.update(await self._states_of(set(chunk) - set(changed)))
+        if moved.changed:
+            self.work.notify()
         return moved
 
     # --- rejected payloads -------------------------------------------------------------------

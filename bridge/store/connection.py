@@ -23,6 +23,7 @@ from bridge.schema import MIGRATIONS
 from bridge.store.group_commit import GroupCommit
 from bridge.store.records import StoreError, StoreWriteError
 from bridge.store.rejected import set_rejected_cap
+from bridge.store.signal import WorkSignal
 
 
 def _split_sql(script: str) -> list[str]:
@@ -32,6 +33,7 @@ def _split_sql(script: str) -> list[str]:
 
 
 WRITE_ERROR_HOLD_SECONDS = 5.0
+OTHER_WRITERS_POLL_SECONDS = 0.5
 WAL_SIZE_LIMIT = 4 * 1024 * 1024  # SQLite's automatic checkpoint runs at ~1,000 pages (4 MiB)
 
 
@@ -116,6 +118,9 @@ class StoreBase:
         self._writes: GroupCommit[_Call, Any] = GroupCommit(self._commit)
         self._site_tz = site_tz
         self._window = window_seconds
+        # Set after commits that may make deliveries due; dispatchers wait on it.
+        self.work = WorkSignal()
+        self._data_version: int | None = None
         # A spell of failing writes (disk full, I/O error): the error and since when. It ends
         # once writes have worked for WRITE_ERROR_HOLD_SECONDS, so that a nearly full disk,
         # where small writes pass and big ones fail, reads as one spell and not a flicker.
@@ -195,6 +200,18 @@ class StoreBase:
             )
             raise StoreError(msg)
 
+    async def watch_other_writers(self, *, interval: float = OTHER_WRITERS_POLL_SECONDS) -> None:
+        """Wake every dispatcher when another process commits (a repair command: dead retry,
+        replay, held release). SQLite's data_version of the daemon's own writing connection
+        changes only on other connections' commits, and reading it costs no disk access."""
+        while True:
+            await asyncio.sleep(interval)
+            async with self._lock:
+                [[version]] = await fetch_all(self._db, "PRAGMA data_version")
+            if self._data_version is not None and version != self._data_version:
+                self.work.notify()
+            self._data_version = version
+
     async def _check_integrity(self, path: Path) -> None:
         try:
             rows = await fetch_all(self._db, "PRAGMA quick_check")
@@ -264,7 +281,7 @@ class StoreBase:
                 raise self._write_failed(answer.error) from answer.error
             raise answer.error
         self._write_worked()
-        return cast(T, answer)
+        return cast("T", answer)
 
     async def _commit(self, calls: list[_Call]) -> list[Any]:
         async with self._lock:
@@ -275,7 +292,7 @@ class StoreBase:
                 answers = await self._db._execute(  # type: ignore[no-untyped-call]
                     _in_one_transaction, self._db._conn, calls
                 )
-                return cast(list[Any], answers)
+                return cast("list[Any]", answers)
             except sqlite3.OperationalError as err:
                 raise self._write_failed(err) from err
 

@@ -30,7 +30,10 @@ class IntakeMixin(StoreBase):
         received_at: datetime,
     ) -> list[Stored]:
         """Store a batch in one transaction (group commit); results in arrival order."""
-        return await self._write(self._ingest_batch, batch, resolve, received_at)
+        results = await self._write(self._ingest_batch, batch, resolve, received_at)
+        if any(stored.status in ("accepted", "unmapped") for stored in results):
+            self.work.notify()  # (an unmapped event may still be due at another sink)
+        return results
 
     def _ingest_batch(
         self,
@@ -192,6 +195,7 @@ class IntakeMixin(StoreBase):
                 " (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id"
                 " AND d.state = 'unmapped')"
             )
+        self.work.notify()
         return len(updates)
 
 
