@@ -27,7 +27,7 @@ from bridge.sinks.base import Job, Sink
 from bridge.sinks.mctime import McTimeSink
 from bridge.sinks.timetrack import TimeTrackSink
 from bridge.store import QueueStatus, Store, Stored
-from bridge.sinks.go2clock import Go2ClockSink
+from bridge.vendors.go2clock.sink import Go2ClockSink
 
 log = structlog.get_logger("bridge.app")
 
