@@ -51,7 +51,7 @@ class Router:
 
     def __init__(
         self, subscriptions: Sequence[Subscription], *, site_tz: ZoneInfo, time_limits: TimeLimits
-    ):
+    ) -> None:
         self._subscriptions = tuple(subscriptions)
         self._site_tz = site_tz
         self._time_limits = time_limits

@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import types
 from pathlib import Path
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 
-from bridge.ingest.client import raise_lost_cancellation
+from bridge.config import MqttConfig
+from bridge.ingest.client import connected, raise_lost_cancellation
 from bridge.ingest.feedback import WINDOW, Feedback
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
@@ -175,3 +177,12 @@ async def test_feedback_waits_when_the_broker_has_not_acknowledged_a_window_of_r
         assert len(client._client.handed) == WINDOW + 10
     finally:
         task.cancel()
+
+
+async def test_the_broker_connection_sends_small_packets_at_once(broker: Mosquitto) -> None:
+    """TCP_NODELAY (aiomqtt's public socket_options): a reply must not wait about 40 ms behind
+    Nagle's algorithm for the broker's delayed TCP ack of the PUBACK before it."""
+    async with connected(MqttConfig(port=broker.port, client_id="nodelay")) as client:
+        sock = client._client.socket()
+        assert sock is not None
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

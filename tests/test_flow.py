@@ -1,5 +1,5 @@
-"""Back-pressure on the broker (bridge/ingest/flow.py): however much the broker has queued for
-the bridge's session, no more than the gate's high mark waits in the bridge's memory."""
+"""Back-pressure on the broker (ReadGate in bridge/ingest/mqtt.py): however much the broker has
+queued for the bridge's session, no more than the gate's high mark waits in the bridge's memory."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from bridge.config import MqttConfig
-from bridge.ingest.client import acknowledge, connected
-from bridge.ingest.flow import ReadGate
+from bridge.ingest.client import connected
+from bridge.ingest.mqtt import ReadGate, acknowledge
 from tests.broker import Mosquitto
 from tests.harness import publish
 

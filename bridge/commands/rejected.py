@@ -104,10 +104,10 @@ def reparse(row: dict[str, Any], settings: Settings) -> Incoming | str:
     )
     if isinstance(item, Rejection):
         return item.reason
-    if item is None:
+    if item is None:  # only a subscription's format ignores a message, so there is one
         subscription = router.subscription_for(row["topic"])
-        assert subscription is not None  # without one the payload is rejected, not ignored
-        return f"not a clock event ({subscription.format.value} format)"
+        fmt = "unknown" if subscription is None else subscription.format.value
+        return f"not a clock event ({fmt} format)"
     return item
 
 

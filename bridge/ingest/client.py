@@ -1,4 +1,7 @@
-"""The broker connection: persistent session, manual acknowledgement, TLS, last will."""
+"""The broker connection: persistent session, manual acknowledgement, TLS, last will.
+
+Only aiomqtt's public API here; what needs its internals (manual ack) is in bridge.ingest.mqtt.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +16,18 @@ import aiomqtt
 import structlog
 
 from bridge.config import ConfigError, MqttConfig, MqttTls
+from bridge.ingest.mqtt import enable_manual_ack
 
 log = structlog.get_logger("bridge.ingest")
 
 ONLINE = b"online"
 OFFLINE = b"offline"
+
+# Send small packets at once. paho leaves Nagle's algorithm on, so a feedback PUBLISH that
+# follows a PUBACK waits for the broker's delayed TCP ack (about 40 ms): every kiosk reply
+# would come 40 ms late, and under load the replies queue up behind each other. aiomqtt sets
+# these on the socket as soon as it is connected.
+SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class _KeyIsEncrypted(Exception):
@@ -78,11 +88,7 @@ def _load_client_certificate(context: ssl.SSLContext, cert_file: Path, key_file:
 
 
 def new_client(config: MqttConfig) -> aiomqtt.Client:
-    """A client with a persistent session and manual acknowledgement.
-
-    aiomqtt 2.5 acknowledges a QoS 1 message as soon as it reaches its in-memory queue, which
-    would lose it in a crash before the commit; paho's manual ack (aiomqtt issue 345) fixes that.
-    """
+    """A client with a persistent session, manual acknowledgement and no Nagle delay."""
     client = aiomqtt.Client(
         hostname=config.host,
         port=config.port,
@@ -94,8 +100,9 @@ def new_client(config: MqttConfig) -> aiomqtt.Client:
         tls_context=tls_context(config.tls) if config.tls is not None else None,
         # The broker tells subscribers (kiosks, dashboards) when the bridge drops off.
         will=aiomqtt.Will(config.status_topic, OFFLINE, qos=1, retain=True),
+        socket_options=SOCKET_OPTIONS,
     )
-    client._client.manual_ack_set(True)
+    enable_manual_ack(client)
     return client
 
 
@@ -127,23 +134,6 @@ async def _leave(client: aiomqtt.Client, exc: BaseException | None) -> None:
         log.warning("mqtt.disconnect_timeout", seconds=DISCONNECT_TIMEOUT_SECONDS)
     except aiomqtt.MqttError:
         pass  # already gone: nothing left to close
-
-
-def disable_nagle(client: aiomqtt.Client) -> None:
-    """Send small packets at once. paho leaves Nagle's algorithm on, so a feedback PUBLISH that
-    follows a PUBACK waits for the broker's delayed TCP ack (about 40 ms): every kiosk reply
-    would come 40 ms late, and under load the replies queue up behind each other."""
-    sock = client._client.socket()
-    if sock is not None:
-        with contextlib.suppress(OSError):  # not a TCP socket (e.g. a Unix socket)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-    """Send the PUBACK for a message whose event is committed. On a connection that has since
-    dropped this does nothing, and the broker redelivers (which the store recognises)."""
-    if message.qos > 0:
-        client._client.ack(message.mid, message.qos)
 
 
 def raise_lost_cancellation() -> None:

@@ -15,17 +15,10 @@ import structlog
 
 from bridge.config import MqttConfig
 from bridge.events import ClockEvent, TimeLimits
-from bridge.ingest.client import (
-    OFFLINE,
-    ONLINE,
-    acknowledge,
-    connected,
-    disable_nagle,
-    raise_lost_cancellation,
-)
+from bridge.ingest.client import OFFLINE, ONLINE, connected, raise_lost_cancellation
 from bridge.ingest.feedback import Feedback
-from bridge.ingest.flow import ReadGate
 from bridge.ingest.junk import JunkLimiter
+from bridge.ingest.mqtt import ReadGate, acknowledge
 from bridge.metrics import Metrics
 from bridge.routing import Router, rejection
 from bridge.skew import ClockSkewWatch
@@ -116,7 +109,6 @@ class Ingest:
             delay = min(delay * 2, self._config.reconnect_max_seconds)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        disable_nagle(client)
         for subscription in self._config.subscriptions:
             await client.subscribe(subscription.topic, qos=1)
         await client.publish(self._config.status_topic, ONLINE, qos=1, retain=True)

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiomqtt
-import paho.mqtt.client as mqtt
 import structlog
 
 from bridge.events import terminal_problem
+from bridge.ingest.mqtt import Unacknowledged, publish_unawaited
 
 log = structlog.get_logger("bridge.feedback")
 
@@ -60,8 +60,7 @@ class Feedback:
         still unacknowledged when the connection drops is lost with it: feedback is best
         effort.
         """
-        paho_client = client._client  # aiomqtt has no publish that does not wait
-        unacknowledged: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
+        unacknowledged: collections.deque[Unacknowledged] = collections.deque()
         while True:
             topic, payload = await self._queue.get()
             _forget_acknowledged(unacknowledged)
@@ -69,18 +68,18 @@ class Feedback:
                 await asyncio.sleep(WINDOW_POLL_SECONDS)
                 _forget_acknowledged(unacknowledged)
             try:
-                info = paho_client.publish(topic, payload, qos=1)
+                info = publish_unawaited(client, topic, payload)
             except ValueError as err:  # paho refuses the topic: that reply alone is lost
                 log.warning("feedback.refused", topic=topic[:200], error=str(err))
                 continue
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            except aiomqtt.MqttError as err:
                 with contextlib.suppress(asyncio.QueueFull):  # keep it for the next connection
                     self._queue.put_nowait((topic, payload))
-                msg = f"feedback not published: {mqtt.error_string(info.rc)}"
-                raise aiomqtt.MqttError(msg)
+                msg = f"feedback not published: {err}"
+                raise aiomqtt.MqttError(msg) from None
             unacknowledged.append(info)
 
 
-def _forget_acknowledged(unacknowledged: collections.deque[mqtt.MQTTMessageInfo]) -> None:
+def _forget_acknowledged(unacknowledged: collections.deque[Unacknowledged]) -> None:
     while unacknowledged and unacknowledged[0].is_published():
         unacknowledged.popleft()

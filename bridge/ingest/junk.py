@@ -79,7 +79,9 @@ class JunkLimiter:
         if bucket is None:
             if len(self._buckets) >= self._max_tracked:
                 self._buckets.popitem(last=False)
-            bucket = self._buckets[terminal] = _Bucket(tokens=float(self._per_terminal), updated=now)
+            bucket = self._buckets[terminal] = _Bucket(
+                tokens=float(self._per_terminal), updated=now
+            )
         else:
             self._buckets.move_to_end(terminal)
         return bucket
