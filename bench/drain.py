@@ -21,7 +21,7 @@ import json
 import time
 
 from bench import common
-from bridge.simulators.mctime import FakeMcTime, running_fake_mctime
+from bridge.vendors.mctime.simulator import FakeMcTime, running_fake_mctime
 
 LATENCY = 0.020
 CONCURRENCY = 16

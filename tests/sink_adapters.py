@@ -20,7 +20,7 @@ from bridge.config import Go2ClockConfig, McTimeConfig, TimeTrackConfig
 from bridge.events import Action
 from bridge.delivery import Sink
 from bridge.vendors.go2clock.sink import Go2ClockSink
-from bridge.sinks.mctime import McTimeSink
+from bridge.vendors.mctime.sink import McTimeSink
 from bridge.sinks.timetrack import TimeTrackSink
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.fakes.mctime import FakeMcTime, running_fake_mctime

@@ -31,7 +31,7 @@ from bridge.directory_sources import (
     sync,
 )
 from bridge.vendors.go2clock.users import Go2ClockUsers
-from bridge.directory_sources.mctime import McTimeUsers
+from bridge.vendors.mctime.users import McTimeUsers
 from bridge.directory_sources.q2 import Q2Users
 from bridge.directory_sources.timetrack import TimeTrackUsers
 from bridge.logs import configure_logging

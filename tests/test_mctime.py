@@ -20,15 +20,14 @@ from pydantic import SecretStr
 from bridge.config import McTimeConfig
 from bridge.events import Action
 from bridge.delivery import Job, Outcome, Result
-from bridge.sinks.mctime import McTimeSink
-from bridge.sinks.mctime_rules import (
-    DETAIL_MAX,
+from bridge.vendors.mctime.sink import McTimeSink
+from bridge.vendors.common import DETAIL_MAX
+from bridge.vendors.mctime.api import Reply, classify_mctime_reply
+from bridge.vendors.mctime.rules import (
     Clock,
-    Reply,
     Saved,
     Step,
     build_clock_body,
-    classify_mctime_reply,
     clock_of_item,
     plan,
     read_state,

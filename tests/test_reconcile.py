@@ -26,15 +26,15 @@ from bridge.config import ReconcileConfig, ReconcileQ2Config, Settings, load_set
 from bridge.events import Action, ClockEvent
 from bridge.reconcile.compare import Delivered, Kind, Punch, compare_punches, entries_from
 from bridge.reconcile.daily import next_run, run_daily, run_once
-from bridge.reconcile.mctime import times_url
+from bridge.vendors.mctime.readback import times_url
 from bridge.reconcile.window import Window
 from bridge.vendors.go2clock.simulator import FakeGo2Clock, _read_fields, running_fake_go2clock
-from bridge.simulators.mctime import FakeMcTime, running_fake_mctime
+from bridge.vendors.mctime.simulator import FakeMcTime, running_fake_mctime
 from bridge.simulators.q2 import FakeQ2, running_fake_q2
 from bridge.simulators.timetrack import FakeTimeTrack, running_fake_timetrack
 from bridge.delivery import Outcome
 from bridge.vendors.go2clock.sink import Go2ClockSink
-from bridge.sinks.mctime import McTimeSink
+from bridge.vendors.mctime.sink import McTimeSink
 from bridge.sinks.timetrack import TimeTrackSink
 from bridge.store import Incoming, Store
 

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from bridge.config import ConfigError, Settings
 from bridge.vendors.go2clock.users import Go2ClockUsers
-from bridge.directory_sources.mctime import McTimeUsers
+from bridge.vendors.mctime.users import McTimeUsers
 from bridge.directory_sources.q2 import Q2Users
 from bridge.directory_sources.records import Record
 from bridge.directory_sources.timetrack import TimeTrackUsers
@@ -72,6 +72,7 @@ def build_sources(settings: Settings) -> list[Source]:
                 join_on=mc.match_on,
                 vendor_field=mc.vendor_field,
                 first_page=mc.first_page,
+                rate_per_second=sinks.mctime.rate_per_second,
             )
         )
     if config.timetrack.enabled:

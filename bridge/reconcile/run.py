@@ -20,8 +20,9 @@ import aiohttp
 from bridge.config import Settings
 from bridge.directory import Directory
 from bridge.events import Action
-from bridge.reconcile import mctime, q2, timetrack
+from bridge.reconcile import q2, timetrack
 from bridge.vendors.go2clock import readback as go2clock
+from bridge.vendors.mctime import readback as mctime
 from bridge.reconcile.compare import (
     Comparison,
     Delivered,

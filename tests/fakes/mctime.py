@@ -1,5 +1,5 @@
 """The fake McTime lives in bridge.simulators so a demo can serve it too."""
 
-from bridge.simulators.mctime import FakeMcTime, make_app, running_fake_mctime
+from bridge.vendors.mctime.simulator import FakeMcTime, make_app, running_fake_mctime
 
 __all__ = ["FakeMcTime", "make_app", "running_fake_mctime"]

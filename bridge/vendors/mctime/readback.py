@@ -20,6 +20,7 @@ from bridge.config import McTimeConfig
 from bridge.reconcile.compare import Entry
 from bridge.reconcile.fetch import ReadError, fetch_json
 from bridge.reconcile.window import Window
+from bridge.vendors.mctime.api import TIMES_PATH, auth_headers, limiter_for
 
 CHUNK_DAYS = 366  # the vendor's limit between from and to
 
@@ -29,7 +30,7 @@ def times_url(base_url: str, window: Window) -> URL:
     start = window.day_start(window.first).isoformat()
     end = window.end.astimezone(window.tz).isoformat()
     query = f"from={quote(start, safe='')}&to={quote(end, safe='')}"
-    return URL(f"{base_url}/times?{query}", encoded=True)
+    return URL(f"{base_url}{TIMES_PATH}?{query}", encoded=True)
 
 
 def _utc(value: object) -> datetime | None:
@@ -89,7 +90,11 @@ async def read_entries(
     if config.api_key is None or not config.api_key.get_secret_value():
         msg = "sinks.mctime.api_key (or api_key_file) is needed to read time entries back"
         raise ReadError(msg)
-    key = config.api_key.get_secret_value()
+    key = config.api_key
+    # McTime allows 10 requests/s per key: the sink's and directory sync's count too
+    limiter = limiter_for(
+        session, base_url=config.base_url, api_key=key, rate_per_second=config.rate_per_second
+    )
     found: dict[object, Entry] = {}
     for chunk in window.chunks(CHUNK_DAYS):
         what = f"McTime times {chunk.first}..{chunk.last}"
@@ -97,10 +102,11 @@ async def read_entries(
             session,
             "GET",
             times_url(config.base_url, chunk),
-            headers={"API_KEY": key},
+            headers=auth_headers(key),
             what=what,
             timeout=config.timeout_seconds,
             secrets=[key],
+            limiter=limiter,
         )
         for entry in parse_times(answer, what=what):
             if window.contains(entry.start):  # /times lists entries overlapping the range

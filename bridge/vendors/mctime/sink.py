@@ -3,12 +3,12 @@
 `break` toggles on the server and nothing is idempotent (no idempotency keys), so a resend
 after a lost answer could end a break instead of starting one, or start a second clock. The sink
 therefore never repeats a send blindly: the person's clock (off / running / on_break) is kept as
-the sink state (bridge.sinks.mctime_rules), actions that would not change it are dropped as
+the sink state (rules.py), actions that would not change it are dropped as
 duplicates, and whenever the bridge's view may be wrong (a lost answer, a refusal, an unknown
 clock before a `break`) it reads GET {base_url}/clock first and goes by what the server shows.
 
-Every request (POST and GET) passes one RateLimiter per sink instance: McTime allows 10 per
-second and answers 429 above that.
+Every request (POST and GET) passes the RateLimiter of this key (api.limiter_for), shared with
+directory sync and reconcile: McTime allows 10 per second and answers 429 above that.
 """
 
 from __future__ import annotations
@@ -19,34 +19,34 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from bridge.config import McTimeConfig
-from bridge.redaction import mask_answer, mask_secrets
 from bridge.delivery import Job, Outcome, Result
-from bridge.sinks.mctime_rules import (
-    DETAIL_MAX,
+from bridge.http import ExchangeError, Reply, exchange
+from bridge.redaction import mask_secrets
+from bridge.vendors.common import DETAIL_MAX, short
+from bridge.vendors.mctime.api import (
+    CLOCK_PATH,
+    Reply as Meaning,
+    auth_headers,
+    classify_mctime_reply,
+    item_messages,
+    limiter_for,
+    parse_reply,
+)
+from bridge.vendors.mctime.rules import (
     PAGE_SIZE,
     TARGET,
     Clock,
-    Reply,
     Step,
     build_clock_body,
-    classify_mctime_reply,
     clock_state,
     find_clock,
-    item_messages,
-    parse_reply,
     plan,
     read_state,
     reconcile_refusal,
-    short,
     unverified_state,
 )
-from bridge.vendors.ratelimit import RateLimiter
 
 MAX_CLOCK_PAGES = 200  # 4000 running clocks
-RATE_WINDOW_MARGIN = 0.05  # seconds added to the 1 s window for network jitter
-
-# Raised before the request left: the server cannot have acted on it.
-_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 class McTimeSink:
@@ -62,9 +62,13 @@ class McTimeSink:
         self._session = session
         self._config = config
         self._site_tz = site_tz
-        self._url = f"{config.base_url}/clock"
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
-        self.limiter = RateLimiter.per_second(config.rate_per_second, margin=RATE_WINDOW_MARGIN)
+        self._url = f"{config.base_url}{CLOCK_PATH}"
+        self.limiter = limiter_for(
+            session,
+            base_url=config.base_url,
+            api_key=config.api_key,
+            rate_per_second=config.rate_per_second,
+        )
 
     async def send(self, job: Job) -> Result:
         result = await self._send(job)
@@ -102,36 +106,27 @@ class McTimeSink:
     async def _post(self, job: Job, base: Clock | None, *, verified: bool) -> Result:
         body = build_clock_body(job, site_tz=self._site_tz, config=self._config)
         keep = _state(base) if verified else None  # a checked clock replaces any stale marker
-        await self.limiter.acquire()
         try:
-            async with self._session.post(
-                self._url,
-                json=body,
-                headers={"API_KEY": self._api_key.get_secret_value()},
-                timeout=self._timeout,
-                allow_redirects=False,  # a redirect would carry the API_KEY header elsewhere
-            ) as response:
-                raw = await response.read()
-                status, retry_after = response.status, response.headers.get("Retry-After")
-        except _NOT_SENT as err:
-            return Result.retry(self._describe(err), state=keep)
-        except (aiohttp.ClientError, TimeoutError) as err:
+            reply = await self._exchange("POST", json=body)
+        except ExchangeError as err:
+            if err.not_sent:
+                return Result.retry(str(err), state=keep)
             # Sent, answer lost: maybe applied. CancelledError (a BaseException) passes through.
-            detail = f"{self._describe(err)}; {body['action']} unverified, checked before a resend"
+            detail = f"{err}; {body['action']} unverified, checked before a resend"
             return Result.retry(short(detail), state=unverified_state(base, job))
-        raw = mask_answer(raw, [self._api_key])  # before any excerpt of it
-        answer = classify_mctime_reply(status, raw, retry_after)
-        if answer.reply is Reply.APPLIED:
+        status = reply.status
+        answer = classify_mctime_reply(status, reply.masked_body(), reply.retry_after)
+        if answer.reply is Meaning.APPLIED:
             return Result.delivered(
                 answer.detail, state=clock_state(TARGET[job.action]), warn=status == 201
             )
-        if answer.reply is Reply.PAUSED:
+        if answer.reply is Meaning.PAUSED:
             return Result.paused(answer.detail)
-        if answer.reply is Reply.NOT_APPLIED:
+        if answer.reply is Meaning.NOT_APPLIED:
             if status == 429:
                 self.limiter.hold(answer.retry_after or 1.0)
             return Result.retry(answer.detail, answer.retry_after, state=keep)
-        if answer.reply is Reply.AMBIGUOUS:
+        if answer.reply is Meaning.AMBIGUOUS:
             return Result.retry(answer.detail, state=unverified_state(base, job))
         # REFUSED: is the server's clock not what the bridge thought?
         server = await self.server_clock(job.person)
@@ -147,20 +142,12 @@ class McTimeSink:
         Result to return when it cannot be read (never a guess)."""
         page, previous = self._config.clock_first_page, None
         for _ in range(MAX_CLOCK_PAGES):
-            await self.limiter.acquire()
             try:
-                async with self._session.get(
-                    self._url,
-                    params={"page": str(page)},
-                    headers={"API_KEY": self._api_key.get_secret_value()},
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                ) as response:
-                    raw = await response.read()
-                    status, retry_after = response.status, response.headers.get("Retry-After")
-            except (aiohttp.ClientError, TimeoutError) as err:
-                return Result.retry(short(f"GET /clock: {self._describe(err)}"))
-            raw = mask_answer(raw, [self._api_key])  # before any excerpt of it
+                reply = await self._exchange("GET", params={"page": str(page)})
+            except ExchangeError as err:
+                return Result.retry(short(f"GET /clock: {err}"))
+            raw = reply.masked_body()  # before any excerpt of it
+            status, retry_after = reply.status, reply.retry_after
             answer = parse_reply(raw)
             if status != 200 or answer is None or answer.get("valid") is False:
                 return self._clock_read_failed(status, raw, retry_after)
@@ -177,7 +164,7 @@ class McTimeSink:
 
     def _clock_read_failed(self, status: int, raw: bytes, retry_after: str | None) -> Result:
         answer = classify_mctime_reply(status, raw, retry_after)
-        if answer.reply is Reply.PAUSED:
+        if answer.reply is Meaning.PAUSED:
             return Result.paused(f"GET /clock: {answer.detail}")
         if status == 429:
             self.limiter.hold(answer.retry_after or 1.0)
@@ -185,10 +172,17 @@ class McTimeSink:
         detail = f"GET /clock: {text}" if text else f"GET /clock: {answer.detail}"
         return Result.retry(short(detail), answer.retry_after)
 
-    def _describe(self, err: BaseException) -> str:
-        if isinstance(err, TimeoutError) and not str(err):
-            return f"{type(err).__name__}: no answer within {self._config.timeout_seconds:g}s"
-        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    async def _exchange(self, method: str, **request: object) -> Reply:
+        return await exchange(
+            self._session,
+            method,
+            self._url,
+            headers=auth_headers(self._api_key),
+            timeout=self._config.timeout_seconds,
+            secrets=[self._api_key],
+            limiter=self.limiter,
+            **request,
+        )
 
     def _redact(self, text: str) -> str:
         return short(mask_secrets(text, [self._api_key]), DETAIL_MAX)

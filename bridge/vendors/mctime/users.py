@@ -4,7 +4,6 @@ configurable, the docs do not give it), header API_KEY. Items are {"message", "d
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -12,10 +11,10 @@ from pydantic import SecretStr
 
 from bridge.directory_sources.http import request_json
 from bridge.directory_sources.records import NAME, Record, SourceError, clean_fields
+from bridge.vendors.mctime.api import USERS_PATH, auth_headers, limiter_for
 
 PAGE_SIZE = 20
 MAX_PAGES = 10_000
-PAGE_PAUSE_SECONDS = 0.15  # McTime allows 10 requests/s, shared with the sink
 
 
 class McTimeUsers:
@@ -31,6 +30,7 @@ class McTimeUsers:
         join_on: str,
         vendor_field: str,
         first_page: int = 1,
+        rate_per_second: float = 10.0,  # sinks.mctime.rate_per_second: one limit per key
     ):
         self._base_url = base_url
         self._api_key = api_key
@@ -39,6 +39,7 @@ class McTimeUsers:
         self._join_on = join_on
         self._vendor_field = vendor_field
         self._first_page = first_page
+        self._rate = rate_per_second
 
     def secrets(self) -> list[str]:
         return [self._api_key.get_secret_value()]
@@ -55,7 +56,6 @@ class McTimeUsers:
             if len(users) < PAGE_SIZE:
                 return records
             previous = users
-            await asyncio.sleep(PAGE_PAUSE_SECONDS)
         msg = f"more than {MAX_PAGES} pages of users"
         raise SourceError(msg)
 
@@ -63,11 +63,16 @@ class McTimeUsers:
         answer = await request_json(
             session,
             "GET",
-            f"{self._base_url}/users",
+            f"{self._base_url}{USERS_PATH}",
             timeout=self._timeout,
-            headers={"API_KEY": self._api_key.get_secret_value()},
+            headers=auth_headers(self._api_key),
             params={"page": str(page)},
             what="GET /users",
+            secrets=[self._api_key],
+            # McTime allows 10 requests/s per key: the sink's and reconcile's count too
+            limiter=limiter_for(
+                session, base_url=self._base_url, api_key=self._api_key, rate_per_second=self._rate
+            ),
         )
         if not isinstance(answer, dict) or not isinstance(answer.get("items"), list):
             msg = "GET /users: the answer has no items"

@@ -1,6 +1,6 @@
 """McTime, the pure part: request bodies, the per-person clock state, reading the answers.
 
-No I/O here; bridge.sinks.mctime does the HTTP. `break` toggles on the server, so the bridge
+No I/O here; sink.py does the HTTP, api.py reads the answers. `break` toggles on the server, so the bridge
 keeps each person's clock (off / running / on_break) as the sink state and drops actions that
 would not change it before anything is sent.
 """
@@ -15,12 +15,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bridge.config import McTimeConfig
-from bridge.events import Action
 from bridge.delivery import Job, Result
-from bridge.http import parse_retry_after
+from bridge.events import Action
+from bridge.vendors.common import short
 
-DETAIL_MAX = 300
-EXCERPT_MAX = 120
 PAGE_SIZE = 20  # GET /clock answers 20 running clocks per page
 
 
@@ -188,90 +186,6 @@ def reconcile_refusal(action: Action, server: Clock, refusal: str) -> Result:
         short(f"McTime refused {action.value} ({refusal}); its clock is {server.value}"),
         state=state,
     )
-
-
-# -- answers -----------------------------------------------------------------------------------
-
-
-class Reply(enum.Enum):
-    APPLIED = "applied"  # 200/201: the action took effect
-    REFUSED = "refused"  # 400/404 (or valid: false): not applied, the body says why
-    NOT_APPLIED = "not_applied"  # 429, 503: safe to send again
-    AMBIGUOUS = "ambiguous"  # may or may not have been applied: verify before resending
-    PAUSED = "paused"  # credentials refused
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    reply: Reply
-    detail: str
-    retry_after: float | None = None
-
-
-def short(text: str, limit: int = DETAIL_MAX) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def excerpt(body: bytes) -> str:
-    text = body[: EXCERPT_MAX * 4].decode("utf-8", errors="replace")
-    return short(text, EXCERPT_MAX) or "(empty)"
-
-
-def parse_reply(body: bytes) -> dict[str, Any] | None:
-    """The `{"items": [...], "valid": ...}` object, or None when the body is not one."""
-    try:
-        answer = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(answer, dict) or not isinstance(answer.get("items", []), list):
-        return None
-    return answer
-
-
-def item_messages(answer: Mapping[str, Any] | None) -> str:
-    """The items' messages, joined; errors can be per item."""
-    if answer is None:
-        return ""
-    texts = []
-    for item in answer.get("items") or []:
-        message = item.get("message") if isinstance(item, Mapping) else None
-        if message not in (None, ""):
-            texts.append(message if isinstance(message, str) else json.dumps(message))
-    return "; ".join(dict.fromkeys(texts))
-
-
-def classify_mctime_reply(status: int, body: bytes, retry_after: str | None) -> Answer:
-    """Map one POST /clock answer (HTTP status, raw body, Retry-After) to what it means."""
-    answer = parse_reply(body)
-    messages = item_messages(answer)
-    said = messages or excerpt(body)
-    if status == 429:
-        return Answer(
-            Reply.NOT_APPLIED, short(f"McTime 429: {said}"), parse_retry_after(retry_after)
-        )
-    if status == 503:  # the docs: could not connect within 60 s, try again
-        return Answer(Reply.NOT_APPLIED, short(f"McTime 503: {said}"))
-    if status >= 500:  # 504: the answer took over 60 s; the work may still have been done
-        return Answer(Reply.AMBIGUOUS, short(f"McTime {status}: {said}"))
-    if status in (401, 403):
-        return Answer(Reply.PAUSED, short(f"McTime {status}: API key refused ({said})"))
-    if 300 <= status < 400:
-        # redirects are not followed (the API_KEY header must not travel): base_url is wrong
-        return Answer(Reply.PAUSED, f"McTime {status}: redirected; check sinks.mctime.base_url")
-    if status >= 400 or status < 200:  # 400, 404: reconciled from GET /clock
-        return Answer(Reply.REFUSED, short(f"McTime {status}: {said}"))
-    if answer is None:
-        # a 2xx that is not McTime's answer (a proxy page?): whether it was applied is unknown
-        return Answer(Reply.AMBIGUOUS, short(f"McTime {status}: unreadable answer: {said}"))
-    if answer.get("valid") is False:
-        return Answer(Reply.REFUSED, short(f"McTime {status} (valid: false): {said}"))
-    if status == 201:
-        return Answer(
-            Reply.APPLIED,
-            short(f"McTime 201: saved, but an existing entry was overwritten or trimmed: {said}"),
-        )
-    return Answer(Reply.APPLIED, short(f"McTime {status}: {messages or 'Success'}"))
 
 
 # -- GET /clock --------------------------------------------------------------------------------
