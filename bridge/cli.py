@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from bridge import __version__, commands
 from bridge.commands.common import EXIT_CONFIG, fail
 from bridge.config import ConfigError
-from bridge.store import StoreError
+from bridge.store import StoreError, StoreInUse
 
 EXIT_DATABASE = 1
 
@@ -44,6 +44,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(args.handler(args))
     except ConfigError as err:
         return fail(f"config error: {err}", EXIT_CONFIG)
+    except StoreInUse as err:  # the machine's state, like a port in use: exit 2
+        return fail(f"database error: {err}", EXIT_CONFIG)
     except StoreError as err:
         return fail(f"database error: {err}", EXIT_DATABASE)
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bridge.config import ConfigError, HttpConfig, Settings
 from bridge.ingest.client import tls_context
+from bridge.store.lock import StoreInUse, check_free
 
 _LISTEN_PROBLEMS = {
     errno.EADDRINUSE: "is already in use (by another process, or a bridge already running)",
@@ -71,10 +72,21 @@ def check_state_folder(path: Path) -> None:
         raise ConfigError(msg) from None
 
 
+def check_single_bridge(path: Path) -> None:
+    """No other bridge runs on this database (its daemon lock, bridge.store.lock)."""
+    try:
+        check_free(path)
+    except StoreInUse as err:
+        raise ConfigError(f"store.path: {err}") from None
+
+
 def environment_problems(settings: Settings) -> list[ConfigError]:
     """Every problem of the machine with this config, in the order `run` meets them."""
     problems = []
-    checks: list[Callable[[], object]] = [lambda: check_state_folder(settings.store.path)]
+    checks: list[Callable[[], object]] = [
+        lambda: check_single_bridge(settings.store.path),
+        lambda: check_state_folder(settings.store.path),
+    ]
     if settings.mqtt.tls is not None:
         tls = settings.mqtt.tls
         checks.append(lambda: tls_context(tls))

@@ -21,6 +21,7 @@ import aiosqlite
 
 from bridge.schema import MIGRATIONS
 from bridge.store.group_commit import GroupCommit
+from bridge.store.lock import daemon_lock
 from bridge.store.records import StoreError, StoreWriteError
 from bridge.store.rejected import set_rejected_cap
 from bridge.store.signal import WorkSignal
@@ -143,6 +144,31 @@ class StoreBase:
         """The database for `role` (see StoreRole). `rejected_max_bytes`: the cap on rejected
         payloads (the daemon passes store.rejected_max_mb; None keeps the one recorded)."""
         target, uri = _connect_target(path, role)
+        with daemon_lock(path) if role is StoreRole.DAEMON else contextlib.nullcontext():
+            async with cls._connected(
+                path,
+                target=target,
+                uri=uri,
+                role=role,
+                site_tz=site_tz,
+                window_seconds=window_seconds,
+                rejected_max_bytes=rejected_max_bytes,
+            ) as store:
+                yield store
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def _connected(
+        cls,
+        path: Path,
+        *,
+        target: str,
+        uri: bool,
+        role: StoreRole,
+        site_tz: ZoneInfo,
+        window_seconds: float,
+        rejected_max_bytes: int | None,
+    ) -> AsyncIterator[Self]:
         db = await aiosqlite.connect(target, isolation_level=None, uri=uri)
         try:
             db.row_factory = aiosqlite.Row
