@@ -25,7 +25,7 @@ from bridge.people import People, open_directory, sink_columns
 from bridge.reconcile.daily import run_daily
 from bridge.sinks.base import Job, Sink
 from bridge.vendors.mctime.sink import McTimeSink
-from bridge.sinks.timetrack import TimeTrackSink
+from bridge.vendors.timetrack.sink import TimeTrackSink
 from bridge.store import QueueStatus, Store, Stored
 from bridge.vendors.go2clock.sink import Go2ClockSink
 

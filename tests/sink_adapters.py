@@ -21,7 +21,7 @@ from bridge.events import Action
 from bridge.delivery import Sink
 from bridge.vendors.go2clock.sink import Go2ClockSink
 from bridge.vendors.mctime.sink import McTimeSink
-from bridge.sinks.timetrack import TimeTrackSink
+from bridge.vendors.timetrack.sink import TimeTrackSink
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.fakes.mctime import FakeMcTime, running_fake_mctime
 from tests.fakes.timetrack import FakeTimeTrack, running_fake_timetrack

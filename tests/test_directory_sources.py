@@ -33,7 +33,7 @@ from bridge.directory_sources import (
 from bridge.vendors.go2clock.users import Go2ClockUsers
 from bridge.vendors.mctime.users import McTimeUsers
 from bridge.directory_sources.q2 import Q2Users
-from bridge.directory_sources.timetrack import TimeTrackUsers
+from bridge.vendors.timetrack.users import TimeTrackUsers
 from bridge.logs import configure_logging
 from bridge.store import Store
 from tests.broker import Mosquitto

@@ -31,11 +31,11 @@ from bridge.reconcile.window import Window
 from bridge.vendors.go2clock.simulator import FakeGo2Clock, _read_fields, running_fake_go2clock
 from bridge.vendors.mctime.simulator import FakeMcTime, running_fake_mctime
 from bridge.simulators.q2 import FakeQ2, running_fake_q2
-from bridge.simulators.timetrack import FakeTimeTrack, running_fake_timetrack
+from bridge.vendors.timetrack.simulator import FakeTimeTrack, running_fake_timetrack
 from bridge.delivery import Outcome
 from bridge.vendors.go2clock.sink import Go2ClockSink
 from bridge.vendors.mctime.sink import McTimeSink
-from bridge.sinks.timetrack import TimeTrackSink
+from bridge.vendors.timetrack.sink import TimeTrackSink
 from bridge.store import Incoming, Store
 
 SITE = ZoneInfo("Europe/Berlin")

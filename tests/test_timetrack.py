@@ -18,19 +18,19 @@ from pydantic import SecretStr
 from bridge.config import TimeTrackConfig, TimeTrackFields
 from bridge.events import Action
 from bridge.delivery import Job, Outcome, Result
-from bridge.sinks.timetrack import TimeTrackSink
-from bridge.sinks.timetrack_shift import (
+from bridge.vendors.timetrack.sink import TimeTrackSink
+from bridge.vendors.timetrack.shift import (
     ShiftStateError,
     closed_attendance,
     complete_shift,
     plan_job,
     start_shift,
 )
-from bridge.sinks.timetrack_wire import (
-    DETAIL_MAX,
+from bridge.vendors.common import DETAIL_MAX
+from bridge.vendors.timetrack.api import classify_timetrack_reply
+from bridge.vendors.timetrack.wire import (
     Attendance,
     build_attendance_body,
-    classify_timetrack_reply,
     entries_of,
     find_recent_end,
     find_same_start,

@@ -1,7 +1,7 @@
 """`clockin-bridge held list|show ID|complete ID --to TIME|drop ID`: TimeTrack shifts the bridge
 refused to guess.
 
-The operator flow of bridge.sinks.timetrack_shift: a delivery is held with the person's state
+The operator flow of bridge.vendors.timetrack.shift: a delivery is held with the person's state
 left as it was. `complete --to` closes the open shift at that time (complete_shift); `complete
 --from` opens the missing shift at that time (start_shift) for an `out` that had none. Either
 saves the new state and requeues the held delivery (pending, due now) in one transaction; the
@@ -30,7 +30,7 @@ from bridge.commands.common import (
     settings_of,
 )
 from bridge.commands.dead import show_one
-from bridge.sinks.timetrack_shift import ShiftStateError, complete_shift, start_shift
+from bridge.vendors.timetrack.shift import ShiftStateError, complete_shift, start_shift
 from bridge.store import StoreRole
 
 HEADERS = (*deliveries.HEADERS[:-1], "open_shift", "reason")

@@ -13,7 +13,7 @@ from bridge.vendors.go2clock.users import Go2ClockUsers
 from bridge.vendors.mctime.users import McTimeUsers
 from bridge.directory_sources.q2 import Q2Users
 from bridge.directory_sources.records import Record
-from bridge.directory_sources.timetrack import TimeTrackUsers
+from bridge.vendors.timetrack.users import TimeTrackUsers
 
 ORDER = ("go2clock", "q2", "mctime", "timetrack")  # merge order: the first source's name stands
 

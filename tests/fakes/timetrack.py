@@ -1,6 +1,6 @@
 """The fake TimeTrack lives in bridge.simulators so a demo can serve it too."""
 
-from bridge.simulators.timetrack import (
+from bridge.vendors.timetrack.simulator import (
     EXAMPLE_FIELDS,
     FakeTimeTrack,
     make_app,

@@ -20,7 +20,8 @@ from bridge.config import TimeTrackConfig
 from bridge.reconcile.compare import Entry
 from bridge.reconcile.fetch import ReadError, fetch_json
 from bridge.reconcile.window import Window
-from bridge.sinks.timetrack_wire import format_timestamp, parse_vendor_time
+from bridge.vendors.timetrack.api import ATTENDANCES_PATH, auth_headers
+from bridge.vendors.timetrack.wire import format_timestamp, parse_vendor_time
 
 CHUNK_DAYS = 31
 PAGE_LIMIT = 1000  # the documented maximum
@@ -74,10 +75,7 @@ async def read_entries(
     if key is None or secret is None or not key.get_secret_value():
         msg = "sinks.timetrack.api_key and api_secret are needed to read attendances back"
         raise ReadError(msg)
-    headers = {
-        "X-TimeTrack-Api-Key": key.get_secret_value(),
-        "X-TimeTrack-Api-Secret": secret.get_secret_value(),
-    }
+    headers = auth_headers(key, secret)
     found: dict[object, Entry] = {}
     for chunk in window.chunks(CHUNK_DAYS):
         params = {
@@ -108,7 +106,7 @@ async def _pages(
         answer = await fetch_json(
             session,
             "GET",
-            f"{config.base_url}/api/v2/ext/attendances",
+            f"{config.base_url}{ATTENDANCES_PATH}",
             params={**params, "page_number": str(page)},
             headers=headers,
             what=what,

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from bridge.directory_sources.http import request_json
 from bridge.directory_sources.records import NAME, Record, SourceError, clean_fields
+from bridge.vendors.timetrack.api import USERS_PATH, auth_headers
 
 MAX_PAGES = 10_000
 _ENVELOPES = ("data", "items", "users", "results")
@@ -32,7 +33,7 @@ class TimeTrackUsers:
         vendor_field: str,
         page_size: int = 1000,
     ):
-        self._url = f"{base_url}/api/v2/ext/users"
+        self._url = f"{base_url}{USERS_PATH}"
         self._api_key = api_key
         self._api_secret = api_secret
         self._timeout = timeout
@@ -55,10 +56,7 @@ class TimeTrackUsers:
         raise SourceError(msg)
 
     async def _page(self, session: aiohttp.ClientSession, page: int) -> list[Any]:
-        headers = {
-            "X-TimeTrack-Api-Key": self._api_key.get_secret_value(),
-            "X-TimeTrack-Api-Secret": self._api_secret.get_secret_value(),
-        }
+        headers = auth_headers(self._api_key, self._api_secret)
         params = {"page_number": str(page), "limit": str(self._page_size)}
         answer = await request_json(
             session,
@@ -68,6 +66,7 @@ class TimeTrackUsers:
             headers=headers,
             params=params,
             what="GET users",
+            secrets=[self._api_key, self._api_secret],
         )
         if isinstance(answer, dict):
             answer = next((answer[k] for k in _ENVELOPES if isinstance(answer.get(k), list)), None)

@@ -27,7 +27,7 @@ from typing import Any
 
 from bridge.events import Action
 from bridge.delivery import Job, Result
-from bridge.sinks.timetrack_wire import Attendance, aware_utc, show_time
+from bridge.vendors.timetrack.wire import Attendance, aware_utc, show_time
 
 
 class ShiftStateError(ValueError):

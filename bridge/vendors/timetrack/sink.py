@@ -2,7 +2,7 @@
 
 POST {base_url}/api/v2/ext/attendances with headers X-TimeTrack-Api-Key / -Secret, JSON
 (seed timetrack-attendances-api.txt). The per-person shift state machine is pure and lives in
-timetrack_shift.py; this module does the HTTP and maps answers to outcomes.
+shift.py, the wire format in wire.py, the answers in api.py; this module does the HTTP and maps answers to outcomes.
 
 TimeTrack documents no duplicate signal, so a create whose answer was lost (timeout, dropped
 connection, 5xx from a proxy) leaves the state marked "unverified": the next attempt first
@@ -26,22 +26,30 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from bridge.config import TimeTrackConfig
-from bridge.events import Action
-from bridge.redaction import mask_answer, mask_secrets
 from bridge.delivery import Job, Outcome, Result
-from bridge.sinks.timetrack_shift import ShiftStateError, closed_attendance, plan_job, read_state
-from bridge.sinks.timetrack_wire import (
-    DETAIL_MAX,
+from bridge.events import Action
+from bridge.http import ExchangeError, exchange
+from bridge.redaction import mask_secrets
+from bridge.vendors.common import DETAIL_MAX, excerpt, short
+from bridge.vendors.timetrack.api import (
+    ATTENDANCES_PATH,
+    auth_headers,
+    classify_timetrack_reply,
+    parse_json,
+)
+from bridge.vendors.timetrack.shift import (
+    ShiftStateError,
+    closed_attendance,
+    plan_job,
+    read_state,
+)
+from bridge.vendors.timetrack.wire import (
     Attendance,
     build_attendance_body,
-    classify_timetrack_reply,
     entries_of,
-    excerpt,
     find_recent_end,
     find_same_start,
     format_timestamp,
-    parse_json,
-    short,
     show_time,
 )
 
@@ -76,8 +84,7 @@ class TimeTrackSink:
         self._session = session
         self._config = config
         self._site_tz = site_tz
-        self._url = f"{config.base_url}/api/v2/ext/attendances"
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
+        self._url = f"{config.base_url}{ATTENDANCES_PATH}"
         self._max_shift = timedelta(hours=config.max_shift_hours)
 
     async def send(self, job: Job) -> Result:
@@ -169,11 +176,11 @@ class TimeTrackSink:
             site_tz=self._site_tz,
         )
         answer = await self._request("POST", self._url, json=body)
-        if isinstance(answer, BaseException):
-            if isinstance(answer, aiohttp.ClientConnectorError):
-                return Result.retry(self._describe(answer))  # never connected: nothing sent
+        if isinstance(answer, ExchangeError):
+            if answer.never_connected:
+                return Result.retry(str(answer))  # never connected: nothing sent
             return Result.retry(
-                short(f"{self._describe(answer)}; search before creating again"),
+                short(f"{answer}; search before creating again"),
                 state={**state, "unverified": True},
             )
         result = classify_timetrack_reply(answer.status, answer.body, answer.retry_after)
@@ -242,8 +249,8 @@ class TimeTrackSink:
             answer = await self._request(
                 "GET", self._url, params={**params, "page_number": str(page)}
             )
-            if isinstance(answer, BaseException):
-                return Result.retry(short(f"search: {self._describe(answer)}"))
+            if isinstance(answer, ExchangeError):
+                return Result.retry(short(f"search: {answer}"))
             result = classify_timetrack_reply(answer.status, answer.body, answer.retry_after)
             if result.outcome is not Outcome.DELIVERED:
                 if result.outcome is Outcome.PERMANENT_FAILURE:
@@ -261,34 +268,23 @@ class TimeTrackSink:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    async def _request(self, method: str, url: str, **kwargs: Any) -> _Answer | Exception:
-        headers = {
-            "X-TimeTrack-Api-Key": self._key.get_secret_value(),
-            "X-TimeTrack-Api-Secret": self._secret.get_secret_value(),
-            "Accept": "application/json",
-        }
+    async def _request(self, method: str, url: str, **kwargs: Any) -> _Answer | ExchangeError:
         try:
-            async with self._session.request(
+            reply = await exchange(
+                self._session,
                 method,
                 url,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,  # a redirect would carry the key headers elsewhere
+                headers={**auth_headers(self._key, self._secret), "Accept": "application/json"},
+                timeout=self._config.timeout_seconds,
+                secrets=[self._key, self._secret],
                 **kwargs,
-            ) as response:
-                body = await response.read()
-                status, retry_after = response.status, response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as err:
+            )
+        except ExchangeError as err:
             # CancelledError is a BaseException and passes through untouched
             return err
         # masked once decoded and before anything is excerpted: no form or part of an echoed
         # secret survives a cut
-        return _Answer(status, mask_answer(body, [self._key, self._secret]), retry_after)
-
-    def _describe(self, err: BaseException) -> str:
-        if isinstance(err, TimeoutError) and not str(err):
-            return f"{type(err).__name__}: no answer within {self._config.timeout_seconds:g}s"
-        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        return _Answer(reply.status, reply.masked_body(), reply.retry_after)
 
     def _redact(self, text: str) -> str:
         return short(mask_secrets(text, [self._key, self._secret]), DETAIL_MAX)

@@ -8,7 +8,6 @@ is unknown). Around the autumn clock change such a local time is ambiguous.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,8 +16,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from bridge.config import TimeTrackFields
-from bridge.delivery import Result
-from bridge.vendors.common import classify_http_status
+from bridge.vendors.timetrack.api import parse_json
 
 TimestampMode = Literal["utc", "local"]
 # The docs: "YYYY-MM-DDTHH:MM:SS.fffZ". Punches are whole seconds, so milliseconds are 000.
@@ -31,8 +29,6 @@ NOTES_SEPARATOR = "; "
 _VENDOR_TIME = re.compile(
     r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.\d+)?(Z|[+-]\d{2}:?\d{2})?"
 )
-DETAIL_MAX = 300
-EXCERPT_MAX = 120
 _LIST_KEYS = ("data", "items", "results", "attendances", "entries", "content")
 
 
@@ -176,62 +172,6 @@ def find_recent_end(
         if end is not None and earliest <= end <= latest:
             return entry
     return None
-
-
-# -- answers ------------------------------------------------------------------------------------
-
-
-def short(text: str, limit: int = DETAIL_MAX) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def excerpt(body: bytes) -> str:
-    text = body[: EXCERPT_MAX * 4].decode("utf-8", errors="replace")
-    return short(text, EXCERPT_MAX) or "(empty)"
-
-
-def parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def error_text(body: bytes) -> str:
-    """The `errors[].detail` texts (else titles) of `{"errors":[{title,status,code,detail}]}`,
-    or an excerpt of the body."""
-    answer = parse_json(body)
-    errors = answer.get("errors") if isinstance(answer, dict) else None
-    if isinstance(errors, list):
-        texts = []
-        for error in errors:
-            if not isinstance(error, dict):
-                continue
-            text = error.get("detail") or error.get("title")
-            if text:
-                code = error.get("code")
-                texts.append(f"{text} (code {code})" if code not in (None, "") else str(text))
-        if texts:
-            return "; ".join(texts)
-    return excerpt(body)
-
-
-def classify_timetrack_reply(status: int, body: bytes, retry_after: str | None) -> Result:
-    """Map one TimeTrack answer (HTTP status, raw body, Retry-After header) to a Result."""
-    if 200 <= status < 300:
-        return Result.delivered(f"HTTP {status}")
-    if (by_status := classify_http_status(status, retry_after)) is not None:
-        return by_status
-    if status in (401, 403):
-        # 403 as well: a key without the rights fails every event alike; keep them, stop
-        return Result.paused(
-            short(f"TimeTrack refused the API key/secret: HTTP {status}: {error_text(body)}")
-        )
-    if 300 <= status < 400:
-        # redirects are not followed (the key headers must not travel): base_url is wrong
-        return Result.paused(f"HTTP {status}: redirected; check sinks.timetrack.base_url")
-    return Result.dead(short(f"TimeTrack HTTP {status}: {error_text(body)}"))
 
 
 def entries_of(body: bytes) -> list[dict[str, Any]] | None:
