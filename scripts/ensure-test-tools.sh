@@ -2,6 +2,8 @@
 # What the test suite needs from Debian: mosquitto (required: the tests start their own brokers),
 # chromium (the status-page test loads the page in it), faketime (the clock-jump fault test) and
 # openssl (the TLS test makes its certificates); those three are skipped, saying why, without.
+# prometheus brings promtool, which checks deploy/prometheus/alerts.yml (skipped, saying why,
+# without); its recommended node exporter is not needed for that, so it is left out.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -11,6 +13,7 @@ have mosquitto || missing+=(mosquitto mosquitto-clients)
 have chromium || missing+=(chromium)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing+=(faketime)
 have openssl || missing+=(openssl)
+have promtool || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing with apt-get: ${missing[*]} (the tests start their own mosquitto brokers)"
@@ -20,7 +23,10 @@ else
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq || echo "WARNING: apt-get update failed" >&2
     for package in "${missing[@]}"; do
-        apt-get install -y -qq "$package" >/dev/null || echo "WARNING: could not install $package" >&2
+        extra=()
+        [ "$package" = prometheus ] && extra=(--no-install-recommends)
+        apt-get install -y -qq "${extra[@]}" "$package" >/dev/null \
+            || echo "WARNING: could not install $package" >&2
     done
 fi
 
@@ -32,5 +38,7 @@ fi
 have chromium || echo "NOTE: chromium is missing: the status-page browser test will be skipped." >&2
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 \
     || echo "NOTE: faketime is missing: the clock-jump fault test will be skipped." >&2
+have promtool \
+    || echo "NOTE: promtool (Debian's prometheus) is missing: the alert rules check will be skipped." >&2
 # Debian's mosquitto package may start a system broker on 1883; the tests use their own ports.
 exit 0
