@@ -32,7 +32,7 @@ from bridge.directory_sources import (
 )
 from bridge.vendors.go2clock.users import Go2ClockUsers
 from bridge.vendors.mctime.users import McTimeUsers
-from bridge.directory_sources.q2 import Q2Users
+from bridge.vendors.q2.users import Q2Users
 from bridge.vendors.timetrack.users import TimeTrackUsers
 from bridge.logs import configure_logging
 from bridge.store import Store

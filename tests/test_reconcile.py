@@ -30,7 +30,7 @@ from bridge.vendors.mctime.readback import times_url
 from bridge.reconcile.window import Window
 from bridge.vendors.go2clock.simulator import FakeGo2Clock, _read_fields, running_fake_go2clock
 from bridge.vendors.mctime.simulator import FakeMcTime, running_fake_mctime
-from bridge.simulators.q2 import FakeQ2, running_fake_q2
+from bridge.vendors.q2.simulator import FakeQ2, running_fake_q2
 from bridge.vendors.timetrack.simulator import FakeTimeTrack, running_fake_timetrack
 from bridge.delivery import Outcome
 from bridge.vendors.go2clock.sink import Go2ClockSink
@@ -519,7 +519,7 @@ async def test_timetrack_attendances_missing_extra_and_different(
         assert listed[-1]["query"]["page_number"] == "0"
 
 
-# -- OpenTimeClock Q2 (the shared fake, bridge/simulators/q2.py) -------------------------------
+# -- OpenTimeClock Q2 (the shared fake, bridge/vendors/q2/simulator.py) ----------------------
 
 
 async def test_q2_time_cards_across_several_pages(

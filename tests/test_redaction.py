@@ -46,11 +46,11 @@ from pydantic import SecretStr
 from bridge import cli
 from bridge.config import Go2ClockConfig, ReconcileQ2Config
 from bridge.vendors.go2clock.users import Go2ClockUsers
-from bridge.directory_sources.q2 import Q2Users
+from bridge.vendors.q2.users import Q2Users
 from bridge.directory_sources.sync import fetch_one
 from bridge.logs import configure_logging
 from bridge.vendors.go2clock import readback as reconcile_go2clock
-from bridge.reconcile import q2 as reconcile_q2
+from bridge.vendors.q2 import readback as reconcile_q2
 from bridge.reconcile.fetch import ReadError
 from bridge.reconcile.window import Window
 from bridge.redaction import FRAGMENT_MIN, MASK, TAIL_MIN, mask_answer, mask_secrets

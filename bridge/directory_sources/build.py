@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from bridge.config import ConfigError, Settings
 from bridge.vendors.go2clock.users import Go2ClockUsers
 from bridge.vendors.mctime.users import McTimeUsers
-from bridge.directory_sources.q2 import Q2Users
+from bridge.vendors.q2.users import Q2Users
 from bridge.directory_sources.records import Record
 from bridge.vendors.timetrack.users import TimeTrackUsers
 

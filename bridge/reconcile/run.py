@@ -20,7 +20,7 @@ import aiohttp
 from bridge.config import Settings
 from bridge.directory import Directory
 from bridge.events import Action
-from bridge.reconcile import q2
+from bridge.vendors.q2 import readback as q2
 from bridge.vendors.timetrack import readback as timetrack
 from bridge.vendors.go2clock import readback as go2clock
 from bridge.vendors.mctime import readback as mctime

@@ -1,4 +1,4 @@
-"""The fake TimeTrack lives in bridge.simulators so a demo can serve it too."""
+"""The fake TimeTrack lives in bridge.vendors.timetrack.simulator so a demo can serve it too."""
 
 from bridge.vendors.timetrack.simulator import (
     EXAMPLE_FIELDS,

@@ -22,6 +22,7 @@ from bridge.directory_sources.records import (
     clean_fields,
 )
 from bridge.redaction import mask_secrets
+from bridge.vendors.q2.api import NO_MORE, QUERY_USERS, SUCCESS, auth_fields
 
 MAX_PAGES = 1000  # 5 million users: a server that never says "-1" is stopped here
 INACTIVE = "inactive"
@@ -56,7 +57,7 @@ class Q2Users:
         for _ in range(MAX_PAGES):
             rows, following = await self._page(session, next_record)
             records += [record for row in rows if (record := self._record(row)) is not None]
-            if following == "-1":
+            if following == NO_MORE:
                 return records
             if following == next_record:
                 msg = f"nextRecord does not advance (stuck at {following})"
@@ -69,20 +70,21 @@ class Q2Users:
         self, session: aiohttp.ClientSession, next_record: str
     ) -> tuple[list[dict[str, Any]], str]:
         query = {
-            "cmd": "api/q2QueryUsers",
-            "companyId": self._company_id,
-            "developerToken": self._token.get_secret_value(),
+            "cmd": QUERY_USERS,
+            **auth_fields(self._company_id, self._token),
             "nextRecord": next_record,
             "maxRecords": str(self._max_records),
             "userFullName": "",
             "departmentName": "",
             "role": "",
         }
-        answer = await request_json(session, "POST", self._url, timeout=self._timeout, json=query)
+        answer = await request_json(
+            session, "POST", self._url, timeout=self._timeout, json=query, secrets=[self._token]
+        )
         if not isinstance(answer, dict):
             msg = "the answer is not a JSON object"
             raise SourceError(msg)
-        if answer.get("statusCode") != "SUCCESS":
+        if answer.get("statusCode") != SUCCESS:
             # masked before the cut: a token cut short would not be found whole any more
             message = str(answer.get("message") or "no reason given")
             message = mask_secrets(message, self.secrets()).strip()[:200]
@@ -92,7 +94,7 @@ class Q2Users:
         if not isinstance(data, list):
             msg = "the answer's data is not a list"
             raise SourceError(msg)
-        following = str(answer.get("nextRecord", "-1")).strip()
+        following = str(answer.get("nextRecord", NO_MORE)).strip()
         return [row for row in data if isinstance(row, dict)], following
 
     def _record(self, row: dict[str, Any]) -> Record | None:

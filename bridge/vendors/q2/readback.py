@@ -22,6 +22,7 @@ from bridge.config import ReconcileQ2Config
 from bridge.reconcile.compare import Entry
 from bridge.reconcile.fetch import ReadError, fetch_json
 from bridge.reconcile.window import Window
+from bridge.vendors.q2.api import NO_MORE, QUERY_TIME_CARDS, SUCCESS, auth_fields
 
 CHUNK_DAYS = 31
 MAX_PAGES = 10_000
@@ -52,12 +53,12 @@ def parse_page(answer: Any, *, what: str) -> tuple[list[Mapping[str, Any]], str]
     """(the cards, nextRecord) of one answer; ReadError for statusCode ERROR."""
     if not isinstance(answer, Mapping):
         raise ReadError(f"{what}: answer is not a JSON object")
-    if answer.get("statusCode") != "SUCCESS":
+    if answer.get("statusCode") != SUCCESS:
         raise ReadError(f"{what}: Q2 answered {answer.get('statusCode')}: {answer.get('message')}")
     data = answer.get("data") or []
     if not isinstance(data, list):
         raise ReadError(f"{what}: data is not a list")
-    return [c for c in data if isinstance(c, Mapping)], str(answer.get("nextRecord", "-1"))
+    return [c for c in data if isinstance(c, Mapping)], str(answer.get("nextRecord", NO_MORE))
 
 
 async def read_entries(
@@ -75,9 +76,8 @@ async def read_entries(
     entries: list[Entry] = []
     for chunk in window.chunks(CHUNK_DAYS):
         body = {
-            "cmd": "api/q2QueryTimeCards",
-            "companyId": config.company_id,
-            "developerToken": token.get_secret_value(),
+            "cmd": QUERY_TIME_CARDS,
+            **auth_fields(config.company_id, token),
             "dateTimeFrom": chunk.day_start(chunk.first).strftime(TIME_FORMAT),
             "dateTimeTo": (chunk.day_start(chunk.last) + timedelta(days=1, seconds=-1)).strftime(
                 TIME_FORMAT
@@ -114,7 +114,7 @@ async def _pages(
         )
         page, next_record = parse_page(answer, what=what)
         cards += page
-        if next_record == "-1":
+        if next_record == NO_MORE:
             return cards
         if next_record in seen:
             raise ReadError(f"{what}: nextRecord {next_record} repeats")
