@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.commands import (
+    backup,
     check_config,
     daemon,
     dead,
@@ -38,6 +39,7 @@ COMMANDS = (
     replay,
     reconcile,
     directory,
+    backup,
     check_config,
 )
 
