@@ -34,6 +34,9 @@ class SinkHealth:
         self._retry = retry
         self._summary_seconds = summary_seconds
         self._metrics = metrics
+        # Every enabled sink has the series from the start, so "not paused" reads as 0 on a
+        # dashboard rather than as no data.
+        metrics.sink_paused.labels(sink).set(0)
         self.paused_since: float | None = None
         self.outage_since: float | None = None
         self._failures = 0  # consecutive failed probes of this outage

@@ -60,6 +60,7 @@ async def test_health_readiness_and_metrics(broker: Mosquitto, tmp_path: Path):
             await fake.wait_for_records(5, timeout=10)
             await asyncio.sleep(0.2)
             _, text = await _get(bridge, "/metrics")
+            assert _metric(text, "clockin_sink_paused", sink="go2clock") == 0  # not "no data"
             assert (
                 _metric(
                     text,
