@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from bridge import systemd, web
+from bridge import __version__, heartbeat, systemd, web
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.directory_sources import Source, build_sources
 from bridge.dispatch import Dispatcher
@@ -22,6 +23,7 @@ from bridge.ingest.junk import JunkLimiter
 from bridge.logs import register_secret, set_level
 from bridge.metrics import Metrics
 from bridge.people import People, open_directory, sink_columns
+from bridge.sink_health import SinkState
 from bridge.reconcile.daily import run_daily
 from bridge.sinks.base import Job, Sink
 from bridge.vendors.mctime.sink import McTimeSink
@@ -68,6 +70,7 @@ class Bridge:
         self.metrics = Metrics()
         self.http_port: int | None = None
         self.people: People | None = None
+        self._started_at = time.time()
 
     def stop(self) -> None:
         self._stop.set()
@@ -156,6 +159,10 @@ class Bridge:
                     tg.create_task(self._announce_ready(), name="ready"),
                     tg.create_task(self._reload_on_sighup(people), name="reload"),
                     tg.create_task(store.watch_other_writers(), name="repairs"),
+                    tg.create_task(
+                        self._heartbeat_forever(heartbeat.heartbeat_path(self.settings.store.path)),
+                        name="heartbeat",
+                    ),
                 ]
                 if people.directory.file is not None or sources:
                     background.append(tg.create_task(people.watch(), name="directory"))
@@ -283,11 +290,33 @@ class Bridge:
                 )
         return problems
 
-    def sink_states(self) -> dict[str, str]:
+    def sink_states(self) -> dict[str, SinkState]:
+        return {name: dispatcher.health.state() for name, dispatcher in self.dispatchers.items()}
+
+    def current_heartbeat(self) -> heartbeat.Heartbeat:
+        ingest = self.ingest
+        connected = ingest is not None and ingest.connected.is_set()
         return {
-            name: "paused" if dispatcher.paused_since else "running"
-            for name, dispatcher in self.dispatchers.items()
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": self._started_at,
+            "written_at": time.time(),
+            "mqtt": {
+                "connected": connected,
+                "since": None if ingest is None else ingest.disconnected_since,
+                "last_error": None if ingest is None or connected else ingest.last_error,
+            },
+            "sinks": self.sink_states(),
         }
+
+    async def _heartbeat_forever(self, path: Path) -> None:
+        """Tell `clockin-bridge status` (another process) how the daemon is doing."""
+        try:
+            while True:
+                await asyncio.to_thread(heartbeat.write, path, self.current_heartbeat())
+                await asyncio.sleep(heartbeat.HEARTBEAT_SECONDS)
+        finally:
+            heartbeat.remove(path)  # stopped: `status` says not running, not "wedged"
 
     async def queue_status(self) -> QueueStatus | None:
         return None if self.store is None else await self.store.status(now=time.time())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from typing import TypedDict
 
 import structlog
 
@@ -20,6 +21,15 @@ from bridge.sinks.base import Outcome, Result
 from bridge.store import Store
 
 log = structlog.get_logger("bridge.health")
+
+# A sink failing longer than this shows as "degraded" on the status page and in `status`.
+DEGRADED_AFTER_SECONDS = 60.0
+
+
+class SinkState(TypedDict):
+    state: str  # sending | retrying | degraded | paused
+    since: float | None  # epoch seconds
+    last_error: str | None
 
 
 def backoff_seconds(attempt: int, *, initial: float, maximum: float) -> float:
@@ -44,6 +54,22 @@ class SinkHealth:
         self._last_error = ""
         self._gate_until = 0.0  # monotonic: no claims before this while failing
         self._next_summary = 0.0
+
+    def state(self, *, now: float | None = None) -> SinkState:
+        """What an operator should read about this sink now: sending; retrying (failing for
+        less than DEGRADED_AFTER_SECONDS); degraded (failing longer); paused (credentials
+        refused: nothing is sent until they change) — with since when and the last error."""
+        now = time.time() if now is None else now
+        if self.paused_since is not None:
+            return {"state": "paused", "since": self.paused_since, "last_error": self._last_error}
+        if self.outage_since is not None:
+            degraded = now - self.outage_since >= DEGRADED_AFTER_SECONDS
+            return {
+                "state": "degraded" if degraded else "retrying",
+                "since": self.outage_since,
+                "last_error": self._last_error,
+            }
+        return {"state": "sending", "since": None, "last_error": None}
 
     @property
     def failing(self) -> bool:
@@ -78,6 +104,7 @@ class SinkHealth:
             self._recover()
 
     def _pause(self, reason: str) -> None:
+        self._last_error = reason
         self._gate_until = time.monotonic() + self._retry.pause_probe_seconds
         if self.paused_since is None:
             self.paused_since = time.time()

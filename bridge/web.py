@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import html
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Protocol, TypedDict
 
 from aiohttp import web
 
 from bridge.metrics import Metrics
 from bridge.preflight import cannot_listen
+from bridge.sink_health import SinkState
 from bridge.store import QueueStatus, SinkQueue
 
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,8 +36,8 @@ class StatusSource(Protocol):
         """Why the bridge is not ready; empty when it is."""
         ...
 
-    def sink_states(self) -> dict[str, str]:
-        """Each enabled sink's state for a person: running or paused."""
+    def sink_states(self) -> dict[str, SinkState]:
+        """Each enabled sink's state: sending, retrying, degraded or paused, since when, why."""
         ...
 
     async def queue_status(self) -> QueueStatus | None:
@@ -96,8 +98,19 @@ def _table(headers: list[str], rows: list[list[object]], table_id: str) -> str:
     return f'<table id="{table_id}"><tr>{head}</tr>{body}</table>'
 
 
+def describe(state: SinkState) -> str:
+    """A sink's state in words: "degraded since 2026-11-30 10:02:11 UTC: HTTP 503"."""
+    text = state["state"]
+    if state["since"] is not None:
+        since = datetime.fromtimestamp(state["since"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        text += f" since {since}"
+    if state["last_error"]:
+        text += f": {state['last_error']}"
+    return text
+
+
 def render_status_page(
-    sink_states: dict[str, str],
+    sink_states: dict[str, SinkState],
     status: QueueStatus,
     errors: list[dict[str, object]],
     events: list[dict[str, object]],
@@ -111,7 +124,7 @@ def render_status_page(
         sink_rows.append(
             [
                 name,
-                state,
+                describe(state),
                 states.get("pending", 0) + states.get("inflight", 0),
                 states.get("unmapped", 0),
                 states.get("held", 0),

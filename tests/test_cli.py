@@ -23,8 +23,8 @@ import yaml
 
 import bridge
 from bridge.cli import main
-from bridge.events import Action, ClockEvent
 from bridge.delivery import Result
+from bridge.events import Action, ClockEvent
 from bridge.store import Incoming, Rejection, Store
 from tests.broker import free_port
 
@@ -176,7 +176,7 @@ def status_config(tmp_path: Path, db: Path) -> Path:
 def table_row(table: str, sink: str) -> dict[str, str]:
     """The sink's row of the status table, keyed by the header's column names."""
     lines = table.splitlines()
-    header = lines[0].split()
+    header = next(line.split() for line in lines if line.split()[:1] == ["sink"])
     row = next(line.split() for line in lines if line.split()[:1] == [sink])
     return dict(zip(header, row, strict=True))
 

@@ -138,7 +138,7 @@ async def test_status_page_in_headless_chromium(broker: Mosquitto, tmp_path: Pat
                 _dump_dom, f"http://127.0.0.1:{bridge.http_port}/", tmp_path / "chromium"
             )
     sinks = _rows(dom, "sinks")
-    assert sinks[0][:2] == ["go2clock", "running"]
+    assert sinks[0][:2] == ["go2clock", "sending"]
     assert sinks[0][5:7] == ["1", "3"]  # dead, delivered
     assert re.search(r'<span id="rejected">1</span>', dom)
     errors = _rows(dom, "errors")

@@ -1,50 +1,88 @@
-"""`clockin-bridge status`: deliveries per sink and state, events, rejected and retried counts."""
+"""`clockin-bridge status [--watch [SECONDS]]`: is the daemon running and healthy (its
+heartbeat and lock), the broker connection, each sink's state, and the queue per sink."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
+from bridge import heartbeat
 from bridge.commands.common import EXIT_OK, opened_store, settings_of
-from bridge.commands.table import format_table
+from bridge.commands.table import format_table, printable
+from bridge.config import Settings
 from bridge.store import QueueStatus, StoreRole
+from bridge.store.lock import holder
+from bridge.web import describe
 
 STATES = ("pending", "inflight", "unmapped", "held", "delivered", "dead", "dropped")
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    status = commands.add_parser("status", parents=[common], help="queue depth per sink and state")
+    status = commands.add_parser(
+        "status", parents=[common], help="is the daemon running; queue depth per sink and state"
+    )
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="SECONDS",
+        help="show it again every SECONDS (default 2) until Ctrl-C",
+    )
     status.set_defaults(handler=cmd_status)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = asyncio.run(_status(args))
-    if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
-    else:
-        _print_status_table(status)
-    return EXIT_OK
+    settings = settings_of(args)
+    while True:
+        report = asyncio.run(_report(settings))
+        if args.watch and sys.stdout.isatty():
+            print(CLEAR_SCREEN, end="")
+        daemon, queue = report
+        if args.json:  # the queue's counts at the top, as before the daemon's state joined
+            data = {**queue, "daemon": daemon}
+            print(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True))
+        else:
+            _print(daemon, queue)
+        if not args.watch:
+            return EXIT_OK
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            time.sleep(args.watch)
+            continue
+        return EXIT_OK
 
 
-async def _status(args: argparse.Namespace) -> QueueStatus:
-    async with opened_store(settings_of(args), role=StoreRole.READ_ONLY) as store:
-        return await store.status(now=time.time())
+async def _report(settings: Settings) -> tuple[heartbeat.DaemonState, QueueStatus]:
+    path = settings.store.path
+    daemon = heartbeat.daemon_state(
+        heartbeat.read(heartbeat.heartbeat_path(path)), holder=holder(path), now=time.time()
+    )
+    async with opened_store(settings, role=StoreRole.READ_ONLY) as store:
+        queue = await store.status(now=time.time())
+    return daemon, queue
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
-def _print_status_table(status: QueueStatus) -> None:
+def _print(daemon: heartbeat.DaemonState, status: QueueStatus) -> None:
+    print(printable(f"daemon: {daemon['state']} ({daemon['detail']})"))
+    beat = daemon["heartbeat"]
+    if beat is not None:
+        mqtt = beat["mqtt"]
+        if mqtt["connected"]:
+            print("mqtt: connected")
+        else:
+            since = _when(mqtt["since"])
+            print(printable(f"mqtt: disconnected since {since}: {mqtt['last_error'] or '-'}"))
+        for name, state in sorted(beat["sinks"].items()):
+            print(printable(f"sink {name}: {describe(state)}"))
+    print()
     rows = [
         [name, *(entry["states"].get(s, 0) for s in STATES), _age(entry["oldest_pending_seconds"])]
         for name, entry in sorted(status["sinks"].items())
@@ -58,3 +96,19 @@ def _print_status_table(status: QueueStatus) -> None:
         rejected += f", {status['rejected_pruned']} older ones pruned (store.rejected_max_mb)"
     print(rejected)
     print(f"deliveries retried: {status['retried']}")
+
+
+def _when(moment: float | None) -> str:
+    if moment is None:
+        return "-"
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
