@@ -4,12 +4,17 @@
 #              -v $PWD/config.yaml:/etc/clockin-bridge/config.yaml:ro clockin-bridge
 FROM python:3.11-slim
 
+# The config file in /etc/clockin-bridge makes /var/lib/clockin-bridge the state folder (the
+# database's default place) and relative paths in it resolve there; secrets named in it
+# (`api_key_file: go2clock_api_key`) are looked up where Docker puts them, under systemd's name
+# for that folder (bridge/config/paths.py). `docker exec` commands see the same.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     CLOCKIN_CONFIG=/etc/clockin-bridge/config.yaml \
-    CLOCKIN_STORE__PATH=/var/lib/clockin-bridge/clockin-bridge.db
+    CREDENTIALS_DIRECTORY=/run/secrets
 
+# Any working directory works (paths follow the config file); the commands run from /.
 WORKDIR /opt/clockin-bridge
 COPY pyproject.toml constraints.txt README.md ./
 COPY bridge ./bridge

@@ -34,6 +34,7 @@ from bridge.events import Action
 from tests.strategies import EXAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
+SYSTEMD_FOLDERS = ("STATE_DIRECTORY", "CONFIGURATION_DIRECTORY", "CREDENTIALS_DIRECTORY")
 SECRET = "s3cr3t-Value-42"
 SECTIONS: dict[str, type[BaseModel]] = {
     "site": SiteConfig,
@@ -51,7 +52,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     # A developer's own CLOCKIN_* variables must not leak into these tests.
     for name in list(os.environ):
-        if name.upper().startswith("CLOCKIN_") or name == "CREDENTIALS_DIRECTORY":
+        if name.upper().startswith("CLOCKIN_") or name in SYSTEMD_FOLDERS:
             monkeypatch.delenv(name)
     return monkeypatch
 
@@ -66,20 +67,22 @@ def load_dict(tmp_path: Path, data: Any) -> Settings:
     return load_settings(write(tmp_path, yaml.safe_dump(data)))
 
 
-def test_defaults_without_a_file() -> None:
+def test_defaults_without_a_file(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.chdir(tmp_path)
     s = load_settings(None)
     assert s.site.timezone == "UTC"
     assert (s.mqtt.host, s.mqtt.port, s.mqtt.client_id) == ("127.0.0.1", 1883, "clockin-bridge")
     assert s.mqtt.password is None
     assert [sub.topic for sub in s.mqtt.subscriptions] == ["clockin/+/events"]
-    assert s.store.path == Path("clockin-bridge.db")
+    assert s.store.path == tmp_path / "var" / "clockin-bridge.db"
     assert s.directory.path is None
     assert s.sinks.go2clock.enabled is False
     assert s.sinks.go2clock.checktypes[Action.BREAK_END] == 3
     assert (s.log.level, s.log.format) == ("info", "auto")
 
 
-def test_empty_file_means_defaults(tmp_path: Path) -> None:
+def test_empty_file_means_defaults(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.chdir(tmp_path)  # without a file, relative paths follow the working directory
     assert load_settings(write(tmp_path, "")) == load_settings(None)
 
 
@@ -250,8 +253,8 @@ def test_env_secret_not_in_error(tmp_path: Path, clean_env: pytest.MonkeyPatch) 
 def test_the_shipped_config_yaml_loads() -> None:
     s = load_settings(REPO / "config.yaml")
     assert (s.mqtt.host, s.mqtt.port) == ("127.0.0.1", 1883)
-    assert s.store.path == Path("var/clockin-bridge.db")
-    assert s.directory.path == Path("directory.csv")
+    assert s.store.path == REPO / "var" / "clockin-bridge.db"
+    assert s.directory.path == REPO / "directory.csv"
     g = s.sinks.go2clock
     assert (g.enabled, g.base_url) == (True, "http://127.0.0.1:8089")
     assert g.api_key is not None
@@ -344,3 +347,195 @@ def test_any_mapping_loads_or_raises_config_error(tmp_path: Path, data: dict[Any
         return
     assert message
     assert SENTINEL not in message
+
+
+# --- where files are: relative to the config file, defaults per way of running ---------------
+
+
+def test_relative_paths_follow_the_config_file_not_the_working_directory(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (folder / name).write_text("x")
+    clean_env.chdir("/")  # as systemd starts the service
+    data = {
+        "store": {"path": "state/bridge.db"},
+        "directory": {"path": "directory.csv"},
+        "mqtt": {"tls": {"ca_file": "ca.crt", "cert_file": "client.crt", "key_file": "client.key"}},
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    s = load_settings(path)
+    assert s.store.path == folder / "state" / "bridge.db"
+    assert s.directory.path == folder / "directory.csv"
+    assert s.mqtt.tls is not None
+    assert (s.mqtt.tls.ca_file, s.mqtt.tls.key_file) == (folder / "ca.crt", folder / "client.key")
+
+
+def test_a_relative_path_from_the_environment_follows_the_config_file_too(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.chdir("/")
+    clean_env.setenv("CLOCKIN_STORE__PATH", "other.db")
+    assert load_settings(write(tmp_path, "")).store.path == tmp_path / "other.db"
+
+
+def test_absolute_paths_are_taken_as_given(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere" / "x.db"
+    s = load_dict(tmp_path / "..", {"store": {"path": str(elsewhere)}})
+    assert s.store.path == elsewhere
+
+
+@pytest.mark.parametrize(
+    ("config_dir", "environ", "state", "credentials"),
+    [
+        # systemd: its variables win
+        (
+            "/etc/clockin-bridge",
+            {
+                "STATE_DIRECTORY": "/var/lib/x",
+                "CREDENTIALS_DIRECTORY": "/run/credentials/x.service",
+            },
+            "/var/lib/x",
+            "/run/credentials/x.service",
+        ),
+        # several StateDirectory= folders: the first
+        (
+            "/srv/b",
+            {"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"},
+            "/var/lib/a",
+            "/srv/b/credentials",
+        ),
+        # an installed bridge seen from an operator's shell, or the container
+        ("/etc/clockin-bridge", {}, "/var/lib/clockin-bridge", "/etc/clockin-bridge/credentials"),
+        (
+            "/etc/clockin-bridge",
+            {"CREDENTIALS_DIRECTORY": "/run/secrets"},
+            "/var/lib/clockin-bridge",
+            "/run/secrets",
+        ),
+        # a checkout
+        (
+            "/home/ana/clockin-bridge",
+            {},
+            "/home/ana/clockin-bridge/var",
+            "/home/ana/clockin-bridge/credentials",
+        ),
+    ],
+)
+def test_state_and_credential_folders_per_way_of_running(
+    config_dir: str, environ: dict[str, str], state: str, credentials: str
+) -> None:
+    from bridge.config.paths import Layout
+
+    layout = Layout.of(Path(config_dir) / "config.yaml", environ)
+    assert layout.config_dir == Path(config_dir)
+    assert (layout.state_dir, layout.credentials_dir) == (Path(state), Path(credentials))
+
+
+def test_the_database_defaults_to_the_state_directory(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    for text in ("", "store: {path: null}\n"):
+        assert load_settings(write(tmp_path, text)).store.path == tmp_path / "state" / (
+            "clockin-bridge.db"
+        )
+
+
+def test_a_credential_name_is_found_in_the_credentials_directory(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "run-credentials"
+    credentials.mkdir()
+    (credentials / "go2clock_api_key").write_text(SECRET + "\n")
+    (credentials / "mqtt_password").write_text("pw-" + SECRET)
+    clean_env.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    data = {
+        "mqtt": {"password_file": "mqtt_password"},
+        "sinks": {"go2clock": {"api_key_file": "go2clock_api_key"}},
+    }
+    s = load_dict(tmp_path, data)
+    assert s.sinks.go2clock.api_key is not None
+    assert s.sinks.go2clock.api_key.get_secret_value() == SECRET
+    assert s.mqtt.password is not None
+    assert s.mqtt.password.get_secret_value() == "pw-" + SECRET
+
+
+def test_without_systemd_credentials_are_beside_the_config_file(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    # An operator's shell on an installed bridge: the files the unit's LoadCredential= reads.
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "go2clock_api_key").write_text(SECRET)
+    clean_env.chdir("/")
+    for name in ("go2clock_api_key", "${CREDENTIALS_DIRECTORY}/go2clock_api_key"):
+        s = load_dict(tmp_path, {"sinks": {"go2clock": {"api_key_file": name}}})
+        assert s.sinks.go2clock.api_key is not None
+        assert s.sinks.go2clock.api_key.get_secret_value() == SECRET
+
+
+@pytest.mark.parametrize("content", ["", "\n", "  \n\n"])
+def test_an_empty_key_file_is_reported_as_empty(tmp_path: Path, content: str) -> None:
+    key = tmp_path / "go2clock_api_key"
+    key.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_dict(tmp_path, {"sinks": {"go2clock": {"api_key_file": str(key)}}})
+    assert f"sinks.go2clock: Value error, api_key_file {key} is empty" in str(info.value)
+    assert "required" not in str(info.value)
+
+
+def test_default_config_prefers_the_environment_then_an_installed_file(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    from bridge.commands import common
+
+    clean_env.setenv("CLOCKIN_CONFIG", str(tmp_path / "mine.yaml"))
+    assert common.default_config() == tmp_path / "mine.yaml"
+    clean_env.delenv("CLOCKIN_CONFIG")
+    clean_env.setattr(common, "INSTALLED_CONFIG_DIR", tmp_path)
+    assert common.default_config() == Path("config.yaml")  # none installed: a checkout's
+    (tmp_path / "config.yaml").write_text("")
+    assert common.default_config() == tmp_path / "config.yaml"
+
+
+def test_credential_names_agree_across_config_unit_compose_and_readme() -> None:
+    """One name per secret: <section>_<key>, the same in the unit's LoadCredential=, compose's
+    secrets, the config's examples and the README."""
+    import re
+
+    unit = (REPO / "systemd" / "clockin-bridge.service").read_text()
+    loaded = re.findall(
+        r"^#? ?LoadCredential=(\w+):/etc/clockin-bridge/credentials/(\w+)$",
+        unit,
+        flags=re.MULTILINE,
+    )
+    assert loaded, "no LoadCredential= lines"
+    assert all(name == source for name, source in loaded)
+    names = {name for name, _ in loaded}
+    assert names == {
+        "mqtt_password",
+        "go2clock_api_key",
+        "mctime_api_key",
+        "timetrack_api_key",
+        "timetrack_api_secret",
+        "q2_developer_token",
+    }
+    config = (REPO / "config.yaml").read_text()
+    for name in names:
+        assert name in config, name
+    assert not re.search(r"\w+-(api-key|password|developer-token)", config + unit)
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    for secret, spec in compose["secrets"].items():
+        assert secret in names
+        assert spec["file"] == f"./secrets/{secret}"
+    environment = compose["services"]["clockin-bridge"]["environment"]
+    for value in environment.values():
+        if str(value).startswith("/run/secrets/"):
+            assert value.removeprefix("/run/secrets/") in compose["secrets"]
+    readme = (REPO / "README.md").read_text()
+    for name in ("mqtt_password", "go2clock_api_key"):
+        assert f"/etc/clockin-bridge/credentials/{name}" in readme
+        assert f"secrets/{name}" in readme

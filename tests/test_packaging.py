@@ -33,7 +33,10 @@ def test_dockerfile_keeps_its_promises():
     assert json.loads(first["VOLUME"]) == ["/var/lib/clockin-bridge"]
     env = " ".join(arg for op, arg in steps if op == "ENV")
     assert "CLOCKIN_CONFIG=/etc/clockin-bridge/config.yaml" in env
-    assert "CLOCKIN_STORE__PATH=/var/lib/clockin-bridge/" in env
+    # The database follows from the config's folder (bridge/config/paths.py); secrets are
+    # looked up where Docker puts them.
+    assert "CLOCKIN_STORE__PATH" not in env
+    assert "CREDENTIALS_DIRECTORY=/run/secrets" in env
     health = first["HEALTHCHECK"]
     assert "/healthz" in health
     assert json.loads(health.split("CMD", 1)[1].strip())[0] == "python"  # exec form

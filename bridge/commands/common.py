@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from bridge.commands.table import format_table, printable
 from bridge.config import Settings, load_settings
+from bridge.config.paths import INSTALLED_CONFIG_DIR
 from bridge.store import Store, StoreRole, parse_utc_text, utc_text
 from bridge.store.admin import Moved
 
@@ -30,7 +31,13 @@ class UsageError(Exception):
 
 
 def default_config() -> Path:
-    return Path(os.environ.get("CLOCKIN_CONFIG", "config.yaml"))
+    """--config's default, for every command: $CLOCKIN_CONFIG, else an installed bridge's
+    /etc/clockin-bridge/config.yaml when it exists (so an operator's command finds the
+    service's database), else config.yaml in the working directory (a checkout)."""
+    if configured := os.environ.get("CLOCKIN_CONFIG"):
+        return Path(configured)
+    installed = INSTALLED_CONFIG_DIR / "config.yaml"
+    return installed if installed.is_file() else Path("config.yaml")
 
 
 def common_options() -> argparse.ArgumentParser:

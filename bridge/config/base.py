@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import (
@@ -21,12 +20,20 @@ class _Section(BaseModel):
 
 
 def _read_secret_file(path: Path, key: str) -> SecretStr:
-    resolved = Path(os.path.expandvars(str(path)))
+    """The secret in a file (already resolved: bridge.config.paths.CredentialPath), stripped.
+    An empty file is reported as such, not as a missing secret."""
     try:
-        return SecretStr(resolved.read_text(encoding="utf-8").strip())
+        secret = path.read_text(encoding="utf-8").strip()
     except OSError as err:
-        msg = f"cannot read {key} {resolved}: {err.strerror}"
+        msg = f"cannot read {key} {path}: {err.strerror}"
         raise ValueError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"{key} {path} is not UTF-8 text"
+        raise ValueError(msg) from None
+    if not secret:
+        msg = f"{key} {path} is empty"
+        raise ValueError(msg)
+    return SecretStr(secret)
 
 
 def http_url(value: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -13,6 +12,7 @@ from pydantic import (
 )
 
 from bridge.config.base import _read_secret_file, _Section, http_url
+from bridge.config.paths import ConfigPath, CredentialPath
 
 
 class _DirectorySource(_Section):
@@ -45,7 +45,7 @@ class Go2ClockSource(_DirectorySource):
 
     base_url: str | None = None  # null: sinks.go2clock.base_url
     api_key: SecretStr | None = None  # null: sinks.go2clock.api_key
-    api_key_file: Path | None = None
+    api_key_file: CredentialPath | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -61,7 +61,7 @@ class Q2Source(_DirectorySource):
     url: str = "https://api1.opentimeclock.com/Jun-Inside-VPC"
     company_id: str | None = None
     developer_token: SecretStr | None = None
-    developer_token_file: Path | None = None
+    developer_token_file: CredentialPath | None = None
     badge_field: Literal["digitId", "employeeNumber"] = "digitId"
     max_records: int = Field(5000, ge=1, le=5000)
 
@@ -102,7 +102,7 @@ class McTimeSource(_AccountSource):
     _secret_fields = ("api_key",)
 
     api_key: SecretStr | None = None  # null: sinks.mctime.api_key
-    api_key_file: Path | None = None
+    api_key_file: CredentialPath | None = None
     first_page: int = Field(1, ge=0, le=1)  # GET /users pages: the docs do not say 0 or 1
 
 
@@ -110,9 +110,9 @@ class TimeTrackSource(_AccountSource):
     _secret_fields = ("api_key", "api_secret")
 
     api_key: SecretStr | None = None  # null: sinks.timetrack.api_key
-    api_key_file: Path | None = None
+    api_key_file: CredentialPath | None = None
     api_secret: SecretStr | None = None  # null: sinks.timetrack.api_secret
-    api_secret_file: Path | None = None
+    api_secret_file: CredentialPath | None = None
     page_size: int = Field(1000, ge=1, le=1000)
 
 
@@ -133,7 +133,7 @@ class DirectorySources(_Section):
 
 
 class DirectoryConfig(_Section):
-    path: Path | None = None
+    path: ConfigPath | None = None
     reload_seconds: float = Field(5.0, gt=0)
     sync_minutes: float = Field(60.0, gt=0)
     sources: DirectorySources = Field(default_factory=DirectorySources)

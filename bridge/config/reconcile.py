@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -13,6 +12,7 @@ from pydantic import (
 )
 
 from bridge.config.base import _read_secret_file, _Section, http_url
+from bridge.config.paths import CredentialPath
 from bridge.config.sections import SiteConfig
 
 
@@ -23,7 +23,7 @@ class ReconcileQ2Config(_Section):
     base_url: str = "https://api1.opentimeclock.com/Jun-Inside-VPC"
     company_id: str | None = None
     developer_token: SecretStr | None = None
-    developer_token_file: Path | None = None
+    developer_token_file: CredentialPath | None = None
     timezone: str | None = None  # zone of Q2's wall times; default site.timezone
     # Which directory column holds the person's id at Q2, and which time card field it is.
     directory_column: str = "userid"

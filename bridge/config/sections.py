@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -14,6 +13,7 @@ from pydantic import (
 )
 
 from bridge.config.base import _read_secret_file, _Section
+from bridge.config.paths import ConfigPath, CredentialPath, default_database
 from bridge.events import PayloadFormat, TimeLimits
 
 
@@ -60,9 +60,9 @@ class Subscription(_Section):
 class MqttTls(_Section):
     """TLS to the broker; a client certificate is optional."""
 
-    ca_file: Path | None = None  # None: the system's trusted CAs
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: ConfigPath | None = None  # None: the system's trusted CAs
+    cert_file: ConfigPath | None = None
+    key_file: ConfigPath | None = None
     insecure: bool = False  # skip host name verification (a test broker on an IP address)
 
     @model_validator(mode="after")
@@ -84,7 +84,7 @@ class MqttConfig(_Section):
     client_id: str = Field("clockin-bridge", min_length=1, max_length=23)
     username: str | None = None
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: CredentialPath | None = None
     keepalive: int = Field(30, ge=5, le=3600)
     reconnect_max_seconds: float = Field(30.0, gt=0)
     subscriptions: list[Subscription] = Field(
@@ -113,7 +113,8 @@ class MqttConfig(_Section):
 
 
 class StoreConfig(_Section):
-    path: Path = Path("clockin-bridge.db")
+    # null: clockin-bridge.db in the state folder of this way of running (bridge.config.paths)
+    path: ConfigPath = Field(default_factory=default_database)
     max_batch: int = Field(500, ge=1, le=10_000)
     # Rejected payloads kept, all together (MiB); the oldest are pruned first, and counted.
     rejected_max_mb: int = Field(64, ge=1, le=1_000_000)
@@ -122,6 +123,11 @@ class StoreConfig(_Section):
     # terminal that floods.
     rejected_per_terminal_per_minute: int = Field(60, ge=1)
     rejected_per_minute: int = Field(600, ge=1)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _default_when_null(cls, value: object) -> object:
+        return default_database() if value is None else value
 
 
 class DedupeConfig(_Section):

@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from bridge.config.base import ConfigError
 from bridge.config.directory import DirectoryConfig
+from bridge.config.paths import layout_for
 from bridge.config.reconcile import ReconcileConfig
 from bridge.config.sections import (
     DedupeConfig,
@@ -161,7 +162,9 @@ def load_settings(path: Path | None) -> Settings:
     try:
         # The file's values are init kwargs; pydantic-settings deep-merges the environment over
         # them, so CLOCKIN_SINKS__GO2CLOCK__API_KEY keeps the file's other go2clock keys.
-        return Settings(**data)
+        # Relative paths, from either, resolve against the file's folder (bridge.config.paths).
+        with layout_for(path):
+            return Settings(**data)
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
     except SettingsError as err:  # an environment value that is not valid JSON for its field

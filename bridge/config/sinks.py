@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -13,6 +12,7 @@ from pydantic import (
 )
 
 from bridge.config.base import _read_secret_file, _Section, http_url
+from bridge.config.paths import CredentialPath
 from bridge.config.sections import SiteConfig
 from bridge.events import Action
 
@@ -56,7 +56,7 @@ class Go2ClockConfig(_SinkSection):
 
     base_url: str = "https://app.go2clock.com"
     api_key: SecretStr | None = None
-    api_key_file: Path | None = None
+    api_key_file: CredentialPath | None = None
     timezone: str | None = None  # the Go2Clock account's zone; default site.timezone
     checktypes: dict[Action, int] = Field(default_factory=_default_checktypes)
 
@@ -79,7 +79,7 @@ class McTimeConfig(_SinkSection):
 
     base_url: str = "https://mctime.com/api/v2/auth"
     api_key: SecretStr | None = None
-    api_key_file: Path | None = None
+    api_key_file: CredentialPath | None = None
     directory_column: str = "mctime_user_id"
     time_type: str = "work"
     organization_id: str | None = None
@@ -106,9 +106,9 @@ class TimeTrackConfig(_SinkSection):
 
     base_url: str = "https://example.timetrackenterprise.com"
     api_key: SecretStr | None = None
-    api_key_file: Path | None = None
+    api_key_file: CredentialPath | None = None
     api_secret: SecretStr | None = None
-    api_secret_file: Path | None = None
+    api_secret_file: CredentialPath | None = None
     directory_column: str = "timetrack_username"
     timestamps: Literal["utc", "local"] = "utc"
     max_shift_hours: float = Field(16.0, gt=0, le=72)
