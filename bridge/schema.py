@@ -122,4 +122,16 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO rejected_budget (id, max_bytes, stored_bytes, pruned)
         VALUES (1, 67108864, (SELECT COALESCE(SUM(footprint), 0) FROM rejected), 0);
     """,
+    # 7: operator repairs leave a trace: each state change a command makes (dead retry/drop,
+    # held complete/drop, replay) adds a row in its own transaction, and the daemon logs it
+    # (repair.applied) when it notices the commit. Only the last 10,000 are kept.
+    """
+    CREATE TABLE repairs (
+        id              INTEGER PRIMARY KEY,
+        at              REAL NOT NULL,             -- epoch seconds
+        by_user         TEXT NOT NULL,             -- the operating-system user of the command
+        change          TEXT NOT NULL,             -- e.g. "dead -> pending", "replay"
+        deliveries      TEXT NOT NULL              -- JSON array of delivery ids
+    );
+    """,
 )

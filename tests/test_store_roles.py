@@ -11,6 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import structlog
 
 from bridge.events import Action, ClockEvent
 from bridge.schema import MIGRATIONS
@@ -135,3 +136,35 @@ async def test_another_processs_commit_signals_work_and_the_daemons_own_do_not(
             await asyncio.wait_for(wake.wait(), timeout=2)
         finally:
             watcher.cancel()
+
+
+async def test_a_repair_by_another_process_is_logged_by_the_daemon(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.db"
+    async with Store.open(path, site_tz=BERLIN) as store:
+        resolve = lambda _e: {"go2clock": "p1"}  # noqa: E731
+        await store.ingest([_swipe("k1")], resolve=resolve, received_at=datetime.now(UTC))
+        with structlog.testing.capture_logs() as logs:
+            watcher = asyncio.create_task(store.watch_other_writers(interval=0.01))
+            try:
+                await asyncio.sleep(0.05)
+                async with Store.open(path, site_tz=BERLIN, role=StoreRole.ADMIN) as command:
+                    [delivery_id] = await command.ids_in("pending")
+                    moved = await command.move([delivery_id], expect="pending", to="dropped")
+                    assert moved.changed == [delivery_id]
+                    # a refused change (no longer pending) leaves no trace
+                    await command.move([delivery_id], expect="pending", to="dropped")
+
+                async def logged() -> bool:
+                    return any(entry["event"] == "repair.applied" for entry in logs)
+
+                async with asyncio.timeout(5):
+                    while not await logged():
+                        await asyncio.sleep(0.01)
+                await asyncio.sleep(0.1)
+            finally:
+                watcher.cancel()
+    repairs = [entry for entry in logs if entry["event"] == "repair.applied"]
+    assert len(repairs) == 1
+    assert repairs[0]["change"] == "pending -> dropped"
+    assert repairs[0]["ids"] == [delivery_id]
+    assert repairs[0]["by"]

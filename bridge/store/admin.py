@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.store.connection import StoreBase, fetch_all
+from bridge.store.repairs import record_repair
 
 # Rows per UPDATE in bulk changes: each chunk is its own short transaction, so the daemon's
 # claims and settles get in between.
@@ -119,7 +120,9 @@ class AdminMixin(StoreBase):
                 f" WHERE id IN ({marks}) AND state = :expect RETURNING id",
                 params,
             )
-        return sorted(row[0] for row in rows)
+            changed = sorted(row[0] for row in rows)
+            await record_repair(db, f"{expect} -> {to}", changed)
+        return changed
 
     async def _states_of(self, ids: Iterable[int]) -> dict[int, str | None]:
         wanted = sorted(ids)
@@ -178,6 +181,7 @@ class AdminMixin(StoreBase):
             if cursor.rowcount != 1:  # cannot happen inside BEGIN IMMEDIATE; never write half
                 msg = f"delivery {delivery_id} changed while being requeued"
                 raise LookupError(msg)
+            await record_repair(db, "held -> pending (person's state completed)", [delivery_id])
         self.work.notify({sink})
         return new_state
 
@@ -206,6 +210,7 @@ class AdminMixin(StoreBase):
                     " RETURNING id",
                     [now, *chunk],
                 )
+                await record_repair(db, "replay", [row[0] for row in rows])
             changed = sorted(row[0] for row in rows)
             moved.changed += changed
             moved.refused.update(await self._states_of(set(chunk) - set(changed)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -18,12 +19,14 @@ from typing import Any, NamedTuple, Self, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import aiosqlite
+import structlog
 
 from bridge.schema import MIGRATIONS
 from bridge.store.group_commit import GroupCommit
 from bridge.store.lock import daemon_lock
 from bridge.store.records import StoreError, StoreWriteError
 from bridge.store.rejected import set_rejected_cap
+from bridge.store.repairs import last_repair_id, repairs_after
 from bridge.store.signal import WorkSignal
 
 
@@ -41,6 +44,8 @@ WAL_SIZE_LIMIT = 4 * 1024 * 1024  # SQLite's automatic checkpoint runs at ~1,000
 def _read_only_uri(path: Path) -> str:
     return f"{path.absolute().as_uri()}?mode=ro"
 
+
+log = structlog.get_logger("bridge.store")
 
 T = TypeVar("T")
 
@@ -230,13 +235,27 @@ class StoreBase:
         """Wake every dispatcher when another process commits (a repair command: dead retry,
         replay, held release). SQLite's data_version of the daemon's own writing connection
         changes only on other connections' commits, and reading it costs no disk access."""
+        async with self._lock:
+            last_repair = await last_repair_id(self._db)
         while True:
             await asyncio.sleep(interval)
             async with self._lock:
                 [[version]] = await fetch_all(self._db, "PRAGMA data_version")
-            if self._data_version is not None and version != self._data_version:
-                self.work.notify()
+                changed = self._data_version is not None and version != self._data_version
+                repairs = await repairs_after(self._db, last_repair) if changed else []
             self._data_version = version
+            if changed:
+                self.work.notify()
+            for repair in repairs:  # in the daemon's log, beside what it does about them
+                ids = json.loads(repair["deliveries"])
+                log.info(
+                    "repair.applied",
+                    change=repair["change"],
+                    by=repair["by_user"],
+                    deliveries=len(ids),
+                    ids=ids[:20],
+                )
+                last_repair = repair["id"]
 
     async def _check_integrity(self, path: Path) -> None:
         try:
