@@ -130,8 +130,9 @@ class StoreBase:
         # A spell of failing writes (disk full, I/O error): the error and since when. It ends
         # once writes have worked for WRITE_ERROR_HOLD_SECONDS, so that a nearly full disk,
         # where small writes pass and big ones fail, reads as one spell and not a flicker.
-        self.write_error: tuple[str, float] | None = None
+        self._write_error: tuple[str, float] | None = None
         self._last_write_failure = 0.0
+        self._last_write_success = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -341,12 +342,24 @@ class StoreBase:
             except sqlite3.OperationalError as err:
                 raise self._write_failed(err) from err
 
+    @property
+    def write_error(self) -> tuple[str, float] | None:
+        """The current spell of failing writes: its first error and since when (epoch), or
+        None. A spell ends once a write has worked after the last failure and no write has
+        failed for WRITE_ERROR_HOLD_SECONDS, whether or not anything is written after that
+        (an idle bridge writes nothing for minutes)."""
+        if self._write_error is None:
+            return None
+        recovered = self._last_write_success > self._last_write_failure
+        if recovered and time.monotonic() - self._last_write_failure >= WRITE_ERROR_HOLD_SECONDS:
+            self._write_error = None
+        return self._write_error
+
     def _write_failed(self, err: Exception) -> StoreWriteError:
         self._last_write_failure = time.monotonic()
-        if self.write_error is None:
-            self.write_error = (str(err), time.time())
+        if self._write_error is None:
+            self._write_error = (str(err), time.time())
         return StoreWriteError(str(err))
 
     def _write_worked(self) -> None:
-        if time.monotonic() - self._last_write_failure >= WRITE_ERROR_HOLD_SECONDS:
-            self.write_error = None
+        self._last_write_success = time.monotonic()
