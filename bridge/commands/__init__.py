@@ -19,6 +19,7 @@ from bridge.commands import (
     reconcile,
     rejected,
     replay,
+    simulate,
     status,
     unmapped,
 )
@@ -40,6 +41,7 @@ COMMANDS = (
     reconcile,
     directory,
     backup,
+    simulate,
     check_config,
 )
 
