@@ -42,6 +42,7 @@ def test_demo_runs_a_morning_end_to_end() -> None:
     )
     output = done.stdout
     assert done.returncode == 0, f"exit {done.returncode}\n{output[-4000:]}\n{done.stderr[-4000:]}"
+    assert re.search(r"status page and /metrics on http://127\.0\.0\.1:\d+/", output)
     want = expected(MORNING, day=DAY, account_tz=SITE_TZ)
     assert _summary_number(output, "received") == want.messages
     assert _summary_number(output, "rejected") == 1
@@ -101,3 +102,10 @@ def test_without_the_demo_extra_it_says_how_to_install_it(
     monkeypatch.setattr(runner, "amqtt_available", lambda: False)
     assert runner.run_demo(speed=1) == 1
     assert "pip install 'clockin-bridge[demo]'" in capsys.readouterr().err
+
+
+def test_the_demo_binds_no_fixed_port(tmp_path: Path) -> None:
+    """Its broker and simulator take free ports; so does its status page (9108 may be taken by
+    a bridge running on the same machine)."""
+    settings = runner.demo_settings(tmp_path, broker_port=1, go2clock_url="http://127.0.0.1:9")
+    assert settings.http.port == 0

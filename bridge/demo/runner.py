@@ -19,6 +19,7 @@ from bridge.app import Bridge
 from bridge.config import (
     DirectoryConfig,
     Go2ClockConfig,
+    HttpConfig,
     LogConfig,
     MqttConfig,
     RetryConfig,
@@ -79,6 +80,8 @@ def demo_settings(workdir: Path, *, broker_port: int, go2clock_url: str) -> Sett
             )
         ),
         log=LogConfig(level="info", format="console"),
+        # Any free port: another bridge (or anything else) on 9108 must not stop the demo.
+        http=HttpConfig(listen=f"{HOST}:0"),
     )
 
 
@@ -206,6 +209,7 @@ async def run_bridge(
         stage = Stage(bridge=bridge, running=running, fake=fake)
         try:
             await wait_ready(stage)
+            say(f"status page and /metrics on http://{HOST}:{bridge.http_port}/")
             directory = settings.directory.path
             assert directory is not None
             await play(stage, port=port, directory=directory, speed=speed, day=day, want=want)
