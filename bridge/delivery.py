@@ -20,6 +20,59 @@ class Outcome(enum.StrEnum):
     HELD = "held"  # cannot be sent without a person deciding (e.g. an `out` with no open shift)
 
 
+class DeliveryState(enum.StrEnum):
+    """Where one event's delivery to one sink stands (the `deliveries.state` column)."""
+
+    UNMAPPED = "unmapped"  # waiting for the directory to know the person
+    PENDING = "pending"  # due now or at next_attempt_at
+    INFLIGHT = "inflight"  # claimed: being sent
+    HELD = "held"  # waits for a person's decision (held complete / drop)
+    DELIVERED = "delivered"
+    DEAD = "dead"  # failed for good; dead retry sends it again
+    DROPPED = "dropped"  # an operator gave it up; kept for the record
+
+
+class EventStatus(enum.StrEnum):
+    """What became of one incoming message (the `events.status` column, and `rejected`)."""
+
+    ACCEPTED = "accepted"
+    UNMAPPED = "unmapped"  # stored; some sink does not know the person yet
+    DUPLICATE = "duplicate"  # a double swipe: stored, not sent
+    REDELIVERED = "redelivered"  # the same event again (MQTT redelivery): nothing stored
+    REJECTED = "rejected"  # not an event: kept in the rejected table
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What the store writes for a sink's answer: the delivery's next state, whether the
+    attempt counts, when to try again and what to keep as the last error."""
+
+    state: DeliveryState
+    retry_at: float | None = None  # PENDING: when it is due again
+    attempt_counts: bool = True  # False: the sink paused, not the event's fault
+    error: str | None = None
+
+
+ERROR_KEPT_CHARS = 500
+
+
+def settlement_of(result: Result, *, retry_at: float, now: float) -> Settlement:
+    """The one mapping from a sink's answer to what becomes of the delivery; the store
+    persists it, and health, metrics, logs and feedback read the same Settlement."""
+    error = result.detail[:ERROR_KEPT_CHARS] or None
+    match result.outcome:
+        case Outcome.DELIVERED | Outcome.DUPLICATE:
+            return Settlement(DeliveryState.DELIVERED)
+        case Outcome.PERMANENT_FAILURE:
+            return Settlement(DeliveryState.DEAD, error=error)
+        case Outcome.HELD:  # waits for an operator; does not block the person's later punches
+            return Settlement(DeliveryState.HELD, error=error)
+        case Outcome.PAUSED:  # give the attempt back and keep it first in line
+            return Settlement(DeliveryState.PENDING, now, attempt_counts=False, error=error)
+        case Outcome.RETRY_LATER:
+            return Settlement(DeliveryState.PENDING, retry_at, error=error)
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     outcome: Outcome

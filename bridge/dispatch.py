@@ -26,15 +26,15 @@ from typing import Protocol, runtime_checkable
 import structlog
 
 from bridge.config import RetryConfig
+from bridge.delivery import DeliveryState, Job, Outcome, Result, Sink
 from bridge.metrics import Metrics
 from bridge.sink_health import SinkHealth, backoff_seconds
-from bridge.sinks.base import Job, Outcome, Result, Sink
 from bridge.store import Store, StoreWriteError
 
 log = structlog.get_logger("bridge.dispatch")
 
 # Told the delivery's new state (delivered, pending, dead, held) after each settle.
-SettledCallback = Callable[[Job, str], None]
+SettledCallback = Callable[[Job, DeliveryState], None]
 
 
 @runtime_checkable
@@ -248,7 +248,7 @@ class Dispatcher:
         ):
             self.counts["dead"] += 1
             log.error("delivery.dead", reason="too old", last_error=result.detail)
-            self._on_settled(job, "dead")
+            self._on_settled(job, DeliveryState.DEAD)
             return
         delay = result.retry_after
         if delay is not None:

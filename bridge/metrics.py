@@ -5,9 +5,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from bridge import __version__
+from bridge.delivery import DeliveryState
 from bridge.store.records import QueueStatus
 
-QUEUE_STATES = ("unmapped", "pending", "inflight", "held", "delivered", "dead", "dropped")
+QUEUE_STATES = tuple(DeliveryState)
 # Terminal ids come from the terminals: only this many get a label of their own (the first
 # seen), the rest are counted as OTHER_TERMINALS, so a flood of made-up ids cannot grow
 # /metrics or the process without bound.

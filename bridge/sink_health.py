@@ -16,8 +16,8 @@ from typing import TypedDict
 import structlog
 
 from bridge.config import RetryConfig
+from bridge.delivery import Outcome, Result
 from bridge.metrics import Metrics
-from bridge.sinks.base import Outcome, Result
 from bridge.store import Store
 
 log = structlog.get_logger("bridge.health")

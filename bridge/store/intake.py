@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from bridge.delivery import DeliveryState, EventStatus
 from bridge.events import Action, ClockEvent
 from bridge.inference import infer_action
 from bridge.store.connection import StoreBase, fetch_all
@@ -31,7 +32,7 @@ class IntakeMixin(StoreBase):
     ) -> list[Stored]:
         """Store a batch in one transaction (group commit); results in arrival order."""
         results = await self._write(self._ingest_batch, batch, resolve, received_at)
-        if any(stored.status in ("accepted", "unmapped") for stored in results):
+        if any(stored.status in (EventStatus.ACCEPTED, EventStatus.UNMAPPED) for stored in results):
             self.work.notify()  # (an unmapped event may still be due at another sink)
         return results
 
@@ -99,7 +100,7 @@ class IntakeMixin(StoreBase):
         event = item.event
         row = conn.execute("SELECT action FROM events WHERE key = ?", (event.key,)).fetchone()
         if row:  # layer 1: the same event again (MQTT redelivery, a terminal resending)
-            return Stored(event.key, "redelivered", Action(row[0]), event.terminal)
+            return Stored(event.key, EventStatus.REDELIVERED, Action(row[0]), event.terminal)
 
         when = utc_text(event.time)
         local_day = event.time.astimezone(self._site_tz).date().isoformat()
@@ -115,11 +116,11 @@ class IntakeMixin(StoreBase):
         if item.sinks is not None:
             people = {sink: who for sink, who in people.items() if sink in item.sinks}
         if duplicate_of is not None:
-            status = "duplicate"
+            status = EventStatus.DUPLICATE
         elif all(person is not None for person in people.values()):
-            status = "accepted"
+            status = EventStatus.ACCEPTED
         else:
-            status = "unmapped"
+            status = EventStatus.UNMAPPED
 
         cursor = conn.execute(
             "INSERT INTO events (key, terminal, subject, badge, user_id, action, action_inferred,"
@@ -153,7 +154,7 @@ class IntakeMixin(StoreBase):
             "INSERT INTO deliveries (event_id, sink, person, event_time, state, next_attempt_at,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (event_id, sink, person, when, "pending" if person else "unmapped", now, now)
+                (event_id, sink, person, when, _first_state(person), now, now)
                 for sink, person in people.items()
             ],
         )
@@ -197,6 +198,10 @@ class IntakeMixin(StoreBase):
             )
         self.work.notify()
         return len(updates)
+
+
+def _first_state(person: str | None) -> DeliveryState:
+    return DeliveryState.PENDING if person else DeliveryState.UNMAPPED
 
 
 def _is_database_failure(err: Exception) -> bool:

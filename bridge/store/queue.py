@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.delivery import DeliveryState, Job, Result, settlement_of
 from bridge.events import Action
-from bridge.sinks.base import Job, Outcome, Result
 from bridge.store.connection import StoreBase
 from bridge.store.records import parse_utc_text
 
@@ -109,7 +109,9 @@ class QueueMixin(StoreBase):
         if jobs:
             await self._write(_unclaim, [job.delivery_id for job in jobs])
 
-    async def settle(self, job: Job, result: Result, *, retry_at: float, now: float) -> str:
+    async def settle(
+        self, job: Job, result: Result, *, retry_at: float, now: float
+    ) -> DeliveryState:
         """Record a send's result (and the person's new state at the sink, in the same
         transaction); return the delivery's new state."""
         return await self._write(_settle, job, result, retry_at, now)
@@ -119,7 +121,7 @@ class QueueMixin(StoreBase):
         if (datetime.fromtimestamp(now, UTC) - job.time).total_seconds() <= max_age_days * 86400:
             return False
         reason = f"gave up: event older than {max_age_days:g} days"
-        await self._write(_set_state, job.delivery_id, "dead", now, reason)
+        await self._write(_give_up, job.delivery_id, now, reason)
         return True
 
 
@@ -165,8 +167,10 @@ def _job(row: sqlite3.Row) -> Job:
     )
 
 
-def _settle(conn: sqlite3.Connection, job: Job, result: Result, retry_at: float, now: float) -> str:
-    detail = result.detail[:500] or None
+def _settle(
+    conn: sqlite3.Connection, job: Job, result: Result, retry_at: float, now: float
+) -> DeliveryState:
+    """Persist what settlement_of makes of the answer, with the person's new state."""
     if result.state is not None:
         conn.execute(
             "INSERT INTO person_state (sink, person, state, updated_at) VALUES (?,?,?,?)"
@@ -174,48 +178,42 @@ def _settle(conn: sqlite3.Connection, job: Job, result: Result, retry_at: float,
             " updated_at = excluded.updated_at",
             (job.sink, job.person, json.dumps(dict(result.state)), now),
         )
-    outcome = result.outcome
-    if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
+    settled = settlement_of(result, retry_at=retry_at, now=now)
+    if settled.state is DeliveryState.DELIVERED:
         conn.execute(
             "UPDATE deliveries SET state = 'delivered', outcome = ?, settled_at = ?,"
             " last_error = NULL WHERE id = ?",
-            (outcome.value, now, job.delivery_id),
+            (result.outcome.value, now, job.delivery_id),
         )
-        return "delivered"
-    if outcome is Outcome.PERMANENT_FAILURE:
-        return _set_state(conn, job.delivery_id, "dead", now, detail)
-    if outcome is Outcome.HELD:
-        # Waits for an operator (complete or drop); does not block later punches.
-        return _set_state(conn, job.delivery_id, "held", now, detail)
-    if outcome is Outcome.PAUSED:
-        # Not the event's fault: give the attempt back and keep it first in line.
+    elif settled.state is not DeliveryState.PENDING:  # an end state (dead, held), with why
         conn.execute(
-            "UPDATE deliveries SET state = 'pending', attempts = attempts - 1,"
-            " next_attempt_at = ?, last_error = ? WHERE id = ?",
-            (now, detail, job.delivery_id),
+            "UPDATE deliveries SET state = ?, settled_at = ?, last_error = ? WHERE id = ?",
+            (settled.state.value, now, settled.error, job.delivery_id),
         )
-        return "pending"
+    else:
+        conn.execute(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_error = ?,"
+            " attempts = attempts - ? WHERE id = ?",
+            (settled.retry_at, settled.error, 0 if settled.attempt_counts else 1, job.delivery_id),
+        )
+        if settled.attempt_counts:
+            _hold_back_later_punches(conn, job, settled.retry_at or now)
+    return settled.state
+
+
+def _give_up(conn: sqlite3.Connection, delivery_id: int, now: float, reason: str) -> None:
     conn.execute(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ?",
-        (retry_at, detail, job.delivery_id),
+        "UPDATE deliveries SET state = 'dead', settled_at = ?, last_error = ? WHERE id = ?",
+        (now, reason, delivery_id),
     )
-    # The person's later punches wait behind this one: schedule them no earlier, so that a
-    # claim's scan of what is due passes over them instead of finding and skipping each.
+
+
+def _hold_back_later_punches(conn: sqlite3.Connection, job: Job, retry_at: float) -> None:
+    """The person's later punches wait behind this one: schedule them no earlier, so that a
+    claim's scan of what is due passes over them instead of finding and skipping each."""
     conn.execute(
         "UPDATE deliveries SET next_attempt_at = :at"
         " WHERE sink = :sink AND person = :person AND state = 'pending' AND next_attempt_at < :at"
         " AND (event_time, id) > (SELECT event_time, id FROM deliveries WHERE id = :id)",
         {"at": retry_at, "sink": job.sink, "person": job.person, "id": job.delivery_id},
     )
-    return "pending"
-
-
-def _set_state(
-    conn: sqlite3.Connection, delivery_id: int, state: str, now: float, detail: str | None
-) -> str:
-    """A settled end state (dead, held) with its reason."""
-    conn.execute(
-        "UPDATE deliveries SET state = ?, settled_at = ?, last_error = ? WHERE id = ?",
-        (state, now, detail, delivery_id),
-    )
-    return state

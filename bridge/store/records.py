@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict
 
+from bridge.delivery import EventStatus
 from bridge.events import Action, ClockEvent
 
 # Who a person is at each sink; None where the directory does not know them (yet).
@@ -49,7 +50,7 @@ class Stored:
     """What became of one incoming message."""
 
     key: str
-    status: str  # accepted | unmapped | duplicate | redelivered | rejected
+    status: EventStatus
     action: Action | None = None
     terminal: str | None = None
     reason: str | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 
+from bridge.delivery import EventStatus
 from bridge.store.records import Rejection, Stored, utc_text
 
 PAYLOAD_KEPT = 16 * 1024  # the documented per-message limit; enough to inspect
@@ -51,7 +52,7 @@ def insert_rejection(conn: sqlite3.Connection, item: Rejection) -> Stored:
         ),
     )
     conn.execute("UPDATE rejected_budget SET stored_bytes = stored_bytes + ? WHERE id = 1", (size,))
-    return Stored(key="", status="rejected", terminal=item.terminal, reason=item.reason)
+    return Stored(key="", status=EventStatus.REJECTED, terminal=item.terminal, reason=item.reason)
 
 
 def set_rejected_cap(conn: sqlite3.Connection, max_bytes: int) -> int:
