@@ -18,6 +18,7 @@ from bridge.directory_sources import LiveDirectory, Outcome, Source
 from bridge.directory_sources import sync as sync_directory
 from bridge.events import ClockEvent
 from bridge.store import PersonResolver, Store
+from bridge.store.records import Identified
 
 log = structlog.get_logger("bridge.people")
 
@@ -34,7 +35,7 @@ def make_resolver(
     """The person's id at each sink: the event's own `user` when the terminal sent one, else
     the directory's entry for the badge."""
 
-    def resolve(event: ClockEvent) -> Mapping[str, str | None]:
+    def resolve(event: Identified) -> Mapping[str, str | None]:
         if event.user is not None:
             return dict.fromkeys(columns, event.user)
         entry = None

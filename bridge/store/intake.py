@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from bridge.delivery import DeliveryState, EventStatus
-from bridge.events import Action, ClockEvent
+from bridge.events import Action
 from bridge.inference import infer_action
 from bridge.store.connection import StoreBase, fetch_all
 from bridge.store.records import (
@@ -16,6 +17,7 @@ from bridge.store.records import (
     PersonResolver,
     Rejection,
     Stored,
+    Swiper,
     parse_utc_text,
     utc_text,
 )
@@ -30,8 +32,12 @@ class IntakeMixin(StoreBase):
         resolve: PersonResolver,
         received_at: datetime,
     ) -> list[Stored]:
-        """Store a batch in one transaction (group commit); results in arrival order."""
-        results = await self._write(self._ingest_batch, batch, resolve, received_at)
+        """Store a batch in one transaction (group commit); results in arrival order.
+
+        Who each event is at each sink is looked up here, on the event loop, before the
+        write: the transaction only reads and writes rows."""
+        resolved = [_resolved(item, resolve, received_at) for item in batch]
+        results = await self._write(self._ingest_batch, resolved, received_at)
         if any(stored.status in (EventStatus.ACCEPTED, EventStatus.UNMAPPED) for stored in results):
             self.work.notify()  # (an unmapped event may still be due at another sink)
         return results
@@ -40,13 +46,12 @@ class IntakeMixin(StoreBase):
         self,
         conn: sqlite3.Connection,
         batch: Sequence[Incoming | Rejection],
-        resolve: PersonResolver,
         received_at: datetime,
     ) -> list[Stored]:
         # Runs on the connection's thread, inside the transaction (StoreBase._write).
         conn.execute("SAVEPOINT batch")
         try:
-            stored = [self._store_one(conn, item, resolve, received_at) for item in batch]
+            stored = [self._store_one(conn, item, received_at) for item in batch]
         except Exception as err:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")
@@ -55,32 +60,24 @@ class IntakeMixin(StoreBase):
             # One message the rules could not handle (a time at the edge of the calendar, a
             # value the driver refuses): store the batch again one message at a time, so that
             # only that one is rejected and the rest are stored and acknowledged.
-            return [self._store_isolated(conn, item, resolve, received_at) for item in batch]
+            return [self._store_isolated(conn, item, received_at) for item in batch]
         conn.execute("RELEASE batch")
         return stored
 
     def _store_one(
-        self,
-        conn: sqlite3.Connection,
-        item: Incoming | Rejection,
-        resolve: PersonResolver,
-        received_at: datetime,
+        self, conn: sqlite3.Connection, item: Incoming | Rejection, received_at: datetime
     ) -> Stored:
         if isinstance(item, Rejection):
             return insert_rejection(conn, item)
-        return self._insert_event(conn, item, resolve, received_at)
+        return self._insert_event(conn, item, received_at)
 
     def _store_isolated(
-        self,
-        conn: sqlite3.Connection,
-        item: Incoming | Rejection,
-        resolve: PersonResolver,
-        received_at: datetime,
+        self, conn: sqlite3.Connection, item: Incoming | Rejection, received_at: datetime
     ) -> Stored:
         """Store one message in a savepoint of its own; what fails becomes a rejected row."""
         conn.execute("SAVEPOINT item")
         try:
-            stored = self._store_one(conn, item, resolve, received_at)
+            stored = self._store_one(conn, item, received_at)
         except Exception as err:
             conn.execute("ROLLBACK TO item")
             conn.execute("RELEASE item")
@@ -91,11 +88,7 @@ class IntakeMixin(StoreBase):
         return stored
 
     def _insert_event(
-        self,
-        conn: sqlite3.Connection,
-        item: Incoming,
-        resolve: PersonResolver,
-        received_at: datetime,
+        self, conn: sqlite3.Connection, item: Incoming, received_at: datetime
     ) -> Stored:
         event = item.event
         row = conn.execute("SELECT action FROM events WHERE key = ?", (event.key,)).fetchone()
@@ -112,7 +105,7 @@ class IntakeMixin(StoreBase):
                 window_seconds=self._window,
             )
         duplicate_of = _double_swipe(conn, event.subject, action, event.time, self._window)
-        people = {} if duplicate_of is not None else dict(resolve(event))
+        people = {} if duplicate_of is not None else dict(item.people or {})
         if item.sinks is not None:
             people = {sink: who for sink, who in people.items() if sink in item.sinks}
         if duplicate_of is not None:
@@ -165,22 +158,14 @@ class IntakeMixin(StoreBase):
         """Give unmapped deliveries their person once the directory knows them; count released."""
         rows = await fetch_all(
             self._db,
-            "SELECT d.id, d.sink, e.key, e.terminal, e.badge, e.user_id, e.action, e.event_time"
+            "SELECT d.id, d.sink, e.badge, e.user_id"
             " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
             " WHERE d.state = 'unmapped'",
         )
         updates = []
         for row in rows:
-            event = ClockEvent(
-                key=row["key"],
-                terminal=row["terminal"],
-                badge=row["badge"],
-                user=row["user_id"],
-                action=Action(row["action"]),
-                time=parse_utc_text(row["event_time"]),
-                time_given=True,
-            )
-            person = resolve(event).get(row["sink"])
+            who = Swiper(badge=row["badge"], user=row["user_id"])
+            person = resolve(who).get(row["sink"])
             if person is not None:
                 updates.append((person, time.time(), row["id"]))
         if not updates:
@@ -198,6 +183,20 @@ class IntakeMixin(StoreBase):
             )
         self.work.notify()
         return len(updates)
+
+
+def _resolved(
+    item: Incoming | Rejection, resolve: PersonResolver, received_at: datetime
+) -> Incoming | Rejection:
+    """The event with its person at each sink; a directory that cannot answer for it makes
+    it a rejected row like any other message that cannot be stored."""
+    if isinstance(item, Rejection):
+        return item
+    try:
+        people = dict(resolve(item.event))
+    except Exception as err:  # the per-message guarantee: never stop the batch
+        return _as_rejection(item, err, received_at)
+    return dataclasses.replace(item, people=people)
 
 
 def _first_state(person: str | None) -> DeliveryState:

@@ -5,13 +5,32 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypedDict
+from typing import Protocol, TypedDict
 
 from bridge.delivery import EventStatus
 from bridge.events import Action, ClockEvent
 
+
+class Identified(Protocol):
+    """Who swiped, as the directory looks them up: a ClockEvent, or a stored event's Swiper."""
+
+    @property
+    def badge(self) -> str | None: ...
+
+    @property
+    def user(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Swiper:
+    """Who swiped a stored event (looked up again when the directory learns them)."""
+
+    badge: str | None
+    user: str | None
+
+
 # Who a person is at each sink; None where the directory does not know them (yet).
-PersonResolver = Callable[[ClockEvent], Mapping[str, str | None]]
+PersonResolver = Callable[[Identified], Mapping[str, str | None]]
 
 
 class StoreError(Exception):
@@ -31,6 +50,8 @@ class Incoming:
     sinks: frozenset[str] | None = None  # the subscription's routing; None: every sink
     format: str = "canonical"
     payload: bytes = b""  # as received: kept as a rejection if the event cannot be stored
+    # The person at each sink (None: not in the directory yet), looked up before the write.
+    people: Mapping[str, str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
