@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,3 +169,23 @@ async def test_a_repair_by_another_process_is_logged_by_the_daemon(tmp_path: Pat
     assert repairs[0]["change"] == "pending -> dropped"
     assert repairs[0]["ids"] == [delivery_id]
     assert repairs[0]["by"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
+@pytest.mark.parametrize("role", [StoreRole.ADMIN, StoreRole.READ_ONLY])
+async def test_root_running_a_command_leaves_the_database_to_its_owner(
+    tmp_path: Path, role: StoreRole
+) -> None:
+    """`sudo clockin-bridge status` while the daemon is stopped creates the WAL's -wal and -shm
+    files: they must belong to the daemon's user, or it cannot open its database again."""
+    path = tmp_path / "bridge.db"
+    await _daemon_database(path)
+    nobody = 65534
+    os.chown(path, nobody, nobody)
+    assert not path.with_name("bridge.db-wal").exists()  # the daemon closed cleanly
+    async with Store.open(path, site_tz=BERLIN, role=role) as store:
+        await store.status(now=0.0)
+    for suffix in ("-wal", "-shm"):
+        sidecar = path.with_name("bridge.db" + suffix)
+        if sidecar.exists():
+            assert (sidecar.stat().st_uid, sidecar.stat().st_gid) == (nobody, nobody), suffix

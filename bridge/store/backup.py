@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.store.connection import give_sidecars_to_owner
 from bridge.store.records import StoreError
 
 
@@ -51,6 +52,7 @@ def backup(database: Path, target: Path) -> BackupReport:
         raise StoreError(msg) from None
     finally:
         partial.unlink(missing_ok=True)
+        give_sidecars_to_owner(database)  # the read left -wal and -shm behind
     return BackupReport(target, target.stat().st_size, events, deliveries)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import enum
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -116,6 +117,20 @@ def _connect_target(path: Path, role: StoreRole) -> tuple[str, bool]:
     return f"{path.absolute().as_uri()}?mode={mode}", True
 
 
+def give_sidecars_to_owner(database: Path) -> None:
+    """Opening a WAL database creates its -wal and -shm files, and a read-only connection
+    leaves them behind. Made by root (an operator's `sudo clockin-bridge status`), they would
+    lock the daemon's own user out of its database: hand them to the database's owner."""
+    if os.geteuid() != 0:
+        return
+    with contextlib.suppress(OSError):
+        owner = database.stat()
+        for suffix in ("-wal", "-shm"):
+            sidecar = database.with_name(database.name + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(sidecar, owner.st_uid, owner.st_gid)
+
+
 class StoreBase:
     def __init__(self, db: aiosqlite.Connection, *, site_tz: ZoneInfo, window_seconds: float):
         self._db = db
@@ -183,10 +198,13 @@ class StoreBase:
             if role is not StoreRole.DAEMON:
                 # A command: one connection does it all, and the daemon's checks and
                 # migrations are not run again on its live database.
-                await store._check_current(path)
-                if role is StoreRole.ADMIN:
-                    await db.execute("PRAGMA synchronous = FULL")
-                yield store
+                try:
+                    await store._check_current(path)
+                    if role is StoreRole.ADMIN:
+                        await db.execute("PRAGMA synchronous = FULL")
+                    yield store
+                finally:
+                    give_sidecars_to_owner(path)
                 return
             await store._prepare_for_daemon(path, rejected_max_bytes)
             # The status views scan whole tables (a second with a million deliveries): they
