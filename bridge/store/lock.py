@@ -30,15 +30,23 @@ def daemon_lock(database: Path) -> Iterator[None]:
     """Hold the daemon lock of `database` for the context; StoreInUse naming the holder's PID
     when another process has it."""
     path = lock_path(database)
+    created = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    held = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StoreInUse(_in_use(database, _read_pid(fd))) from None
+        held = True
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
+    except BaseException:
+        # A start that failed (a damaged database, left untouched) leaves nothing of ours.
+        if held and created:
+            path.unlink(missing_ok=True)
+        raise
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 
