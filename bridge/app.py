@@ -16,6 +16,7 @@ import structlog
 
 from bridge import __version__, heartbeat, systemd, web
 from bridge.config import ConfigError, Settings, load_settings
+from bridge.delivery import Job
 from bridge.directory_sources import Source, build_sources
 from bridge.dispatch import Dispatcher
 from bridge.ingest import Ingest
@@ -23,13 +24,10 @@ from bridge.ingest.junk import JunkLimiter
 from bridge.logs import register_secret, set_level
 from bridge.metrics import Metrics
 from bridge.people import People, open_directory, sink_columns
-from bridge.sink_health import SinkState
 from bridge.reconcile.daily import run_daily
-from bridge.sinks.base import Job, Sink
-from bridge.vendors.mctime.sink import McTimeSink
-from bridge.vendors.timetrack.sink import TimeTrackSink
+from bridge.sink_health import SinkState
 from bridge.store import QueueStatus, Store, Stored
-from bridge.vendors.go2clock.sink import Go2ClockSink
+from bridge.vendors.registry import build_sinks
 
 log = structlog.get_logger("bridge.app")
 
@@ -38,20 +36,6 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 
 def _iso(moment: float | None) -> str | None:
     return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()
-
-
-def build_sinks(settings: Settings, session: aiohttp.ClientSession) -> list[Sink]:
-    sinks: list[Sink] = []
-    config, site_tz = settings.sinks, settings.site.tz
-    if config.go2clock.enabled:
-        sinks.append(
-            Go2ClockSink(session=session, config=config.go2clock, account_tz=settings.go2clock_tz)
-        )
-    if config.mctime.enabled:
-        sinks.append(McTimeSink(session=session, config=config.mctime, site_tz=site_tz))
-    if config.timetrack.enabled:
-        sinks.append(TimeTrackSink(session=session, config=config.timetrack, site_tz=site_tz))
-    return sinks
 
 
 class Bridge:

@@ -120,7 +120,7 @@ async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def exchange(  # noqa: PLR0913 - the request's parts, all keyword-only
+async def exchange(
     session: aiohttp.ClientSession,
     method: str,
     url: Any,  # str or an encoded yarl.URL

@@ -17,8 +17,8 @@ import aiohttp
 from pydantic import SecretStr
 
 from bridge.config import Go2ClockConfig, McTimeConfig, TimeTrackConfig
-from bridge.events import Action
 from bridge.delivery import Sink
+from bridge.events import Action
 from bridge.vendors.go2clock.sink import Go2ClockSink
 from bridge.vendors.mctime.sink import McTimeSink
 from bridge.vendors.timetrack.sink import TimeTrackSink

@@ -30,12 +30,12 @@ from bridge.directory_sources import (
     merge,
     sync,
 )
+from bridge.logs import configure_logging
+from bridge.store import Store
 from bridge.vendors.go2clock.users import Go2ClockUsers
 from bridge.vendors.mctime.users import McTimeUsers
 from bridge.vendors.q2.users import Q2Users
 from bridge.vendors.timetrack.users import TimeTrackUsers
-from bridge.logs import configure_logging
-from bridge.store import Store
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.fakes.mctime import FakeMcTime, running_fake_mctime

@@ -16,8 +16,8 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bridge.config import Go2ClockConfig
-from bridge.events import Action
 from bridge.delivery import Job, Outcome, Result
+from bridge.events import Action
 from bridge.vendors.common import DETAIL_MAX
 from bridge.vendors.go2clock.api import classify_go2clock_reply
 from bridge.vendors.go2clock.sink import Go2ClockSink, build_punch_form

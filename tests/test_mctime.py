@@ -18,9 +18,8 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bridge.config import McTimeConfig
-from bridge.events import Action
 from bridge.delivery import Job, Outcome, Result
-from bridge.vendors.mctime.sink import McTimeSink
+from bridge.events import Action
 from bridge.vendors.common import DETAIL_MAX
 from bridge.vendors.mctime.api import Reply, classify_mctime_reply
 from bridge.vendors.mctime.rules import (
@@ -33,6 +32,7 @@ from bridge.vendors.mctime.rules import (
     read_state,
     reconcile_refusal,
 )
+from bridge.vendors.mctime.sink import McTimeSink
 from bridge.vendors.ratelimit import RateLimiter
 from tests.fakes.mctime import FakeMcTime, running_fake_mctime
 

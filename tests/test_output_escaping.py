@@ -17,8 +17,8 @@ import pytest
 
 from bridge.commands.common import emit
 from bridge.commands.table import format_table, printable
-from bridge.events import Action, ClockEvent
 from bridge.delivery import Result
+from bridge.events import Action, ClockEvent
 from bridge.store import Incoming, Rejection, Store
 from bridge.store.rejected import PAYLOAD_KEPT
 from tests.test_cli import cli, write_config

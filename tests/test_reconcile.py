@@ -23,20 +23,20 @@ from prometheus_client import CollectorRegistry
 
 from bridge.cli import main
 from bridge.config import ReconcileConfig, ReconcileQ2Config, Settings, load_settings
+from bridge.delivery import Outcome
 from bridge.events import Action, ClockEvent
 from bridge.reconcile.compare import Delivered, Kind, Punch, compare_punches, entries_from
 from bridge.reconcile.daily import next_run, run_daily, run_once
-from bridge.vendors.mctime.readback import times_url
 from bridge.reconcile.window import Window
+from bridge.store import Incoming, Store
 from bridge.vendors.go2clock.simulator import FakeGo2Clock, _read_fields, running_fake_go2clock
+from bridge.vendors.go2clock.sink import Go2ClockSink
+from bridge.vendors.mctime.readback import times_url
 from bridge.vendors.mctime.simulator import FakeMcTime, running_fake_mctime
+from bridge.vendors.mctime.sink import McTimeSink
 from bridge.vendors.q2.simulator import FakeQ2, running_fake_q2
 from bridge.vendors.timetrack.simulator import FakeTimeTrack, running_fake_timetrack
-from bridge.delivery import Outcome
-from bridge.vendors.go2clock.sink import Go2ClockSink
-from bridge.vendors.mctime.sink import McTimeSink
 from bridge.vendors.timetrack.sink import TimeTrackSink
-from bridge.store import Incoming, Store
 
 SITE = ZoneInfo("Europe/Berlin")
 DAY1 = date(2026, 11, 2)  # a Monday, UTC+01:00

@@ -45,16 +45,16 @@ from pydantic import SecretStr
 
 from bridge import cli
 from bridge.config import Go2ClockConfig, ReconcileQ2Config
-from bridge.vendors.go2clock.users import Go2ClockUsers
-from bridge.vendors.q2.users import Q2Users
+from bridge.delivery import Job, Result, Sink
 from bridge.directory_sources.sync import fetch_one
 from bridge.logs import configure_logging
-from bridge.vendors.go2clock import readback as reconcile_go2clock
-from bridge.vendors.q2 import readback as reconcile_q2
 from bridge.reconcile.fetch import ReadError
 from bridge.reconcile.window import Window
 from bridge.redaction import FRAGMENT_MIN, MASK, TAIL_MIN, mask_answer, mask_secrets
-from bridge.delivery import Job, Result, Sink
+from bridge.vendors.go2clock import readback as reconcile_go2clock
+from bridge.vendors.go2clock.users import Go2ClockUsers
+from bridge.vendors.q2 import readback as reconcile_q2
+from bridge.vendors.q2.users import Q2Users
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.fakes.q2 import FakeQ2, running_fake_q2
@@ -304,7 +304,7 @@ async def _sink_details(
 ) -> list[str]:
     answers = {"go2clock": GO2CLOCK_ANSWER, "mctime": MCTIME_ANSWER, "timetrack": TIMETRACK_ANSWER}
     fake = adapter.make_fake()
-    credentials = {name: secret for name in adapter.credentials}
+    credentials = dict.fromkeys(adapter.credentials, secret)
     fake.echo_key = lambda sent: echo.answer(answers[adapter.name], sent)
     # Go2Clock answers 200 with the verdict in the body; the others refuse with a 400
     fake.echo_status = echo.status if adapter.name == "go2clock" else 400

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.delivery import Job, Result
 from bridge.events import Action, ClockEvent
 from bridge.schema import MIGRATIONS
-from bridge.delivery import Job, Result
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreError
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -16,9 +16,10 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bridge.config import TimeTrackConfig, TimeTrackFields
-from bridge.events import Action
 from bridge.delivery import Job, Outcome, Result
-from bridge.vendors.timetrack.sink import TimeTrackSink
+from bridge.events import Action
+from bridge.vendors.common import DETAIL_MAX
+from bridge.vendors.timetrack.api import classify_timetrack_reply
 from bridge.vendors.timetrack.shift import (
     ShiftStateError,
     closed_attendance,
@@ -26,8 +27,7 @@ from bridge.vendors.timetrack.shift import (
     plan_job,
     start_shift,
 )
-from bridge.vendors.common import DETAIL_MAX
-from bridge.vendors.timetrack.api import classify_timetrack_reply
+from bridge.vendors.timetrack.sink import TimeTrackSink
 from bridge.vendors.timetrack.wire import (
     Attendance,
     build_attendance_body,

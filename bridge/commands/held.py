@@ -30,8 +30,8 @@ from bridge.commands.common import (
     settings_of,
 )
 from bridge.commands.dead import show_one
-from bridge.vendors.timetrack.shift import ShiftStateError, complete_shift, start_shift
 from bridge.store import StoreRole
+from bridge.vendors.timetrack.shift import ShiftStateError, complete_shift, start_shift
 
 HEADERS = (*deliveries.HEADERS[:-1], "open_shift", "reason")
 

@@ -21,7 +21,7 @@ RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 5.0
 
 
-async def request_json(  # noqa: PLR0913 - the request's parts, all keyword-only
+async def request_json(
     session: aiohttp.ClientSession,
     method: str,
     url: str,

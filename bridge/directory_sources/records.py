@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from pydantic import SecretStr
+
+from bridge.config import ConfigError
 from bridge.events import PayloadError, normalise_badge
 
 # Directory columns every source speaks (besides the per-sink id columns, whose names come
@@ -22,6 +25,15 @@ DESCRIPTIVE = frozenset({NAME, ROLE, "department"})
 class SourceError(Exception):
     """A source could not be read (unreachable, timeout, 5xx, key refused, a bad answer).
     str() says why in a few words and never holds a secret or a URL with parameters."""
+
+
+def credential(own: SecretStr | None, fallback: SecretStr | None, key: str) -> SecretStr:
+    """A source's own secret, else its sink's; ConfigError when neither is set."""
+    secret = own if own is not None and own.get_secret_value() else fallback
+    if secret is None or not secret.get_secret_value():
+        msg = f"directory.sources.{key} (or {key}_file, or the sink's) is required when enabled"
+        raise ConfigError(msg)
+    return secret
 
 
 @dataclass(frozen=True, slots=True)

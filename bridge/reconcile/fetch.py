@@ -28,7 +28,7 @@ def excerpt(body: bytes) -> str:
     return (text[: EXCERPT_MAX - 3] + "...") if len(text) > EXCERPT_MAX else text or "(empty)"
 
 
-async def fetch_json(  # noqa: PLR0913 - the request's parts, all keyword-only
+async def fetch_json(
     session: aiohttp.ClientSession,
     method: str,
     url: str | Any,

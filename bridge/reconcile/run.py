@@ -20,10 +20,6 @@ import aiohttp
 from bridge.config import Settings
 from bridge.directory import Directory
 from bridge.events import Action
-from bridge.vendors.q2 import readback as q2
-from bridge.vendors.timetrack import readback as timetrack
-from bridge.vendors.go2clock import readback as go2clock
-from bridge.vendors.mctime import readback as mctime
 from bridge.reconcile.compare import (
     Comparison,
     Delivered,
@@ -38,15 +34,13 @@ from bridge.reconcile.compare import (
 from bridge.reconcile.window import Window
 from bridge.store import Store, parse_utc_text, utc_text
 from bridge.store.admin import Moved
+from bridge.vendors.registry import BY_NAME, READBACKS
 
-SOURCES = ("go2clock", "mctime", "timetrack", "q2")
-REQUEUEABLE = ("go2clock",)  # the stateful sinks and read-only Q2: report only
-CHUNK_DAYS = {
-    "go2clock": go2clock.CHUNK_DAYS,
-    "mctime": mctime.CHUNK_DAYS,
-    "timetrack": timetrack.CHUNK_DAYS,
-    "q2": q2.CHUNK_DAYS,
-}
+SOURCES = tuple(sorted(READBACKS, key=lambda name: BY_NAME[name].sink is None))  # sinks first
+# a resend is harmless only where the vendor refuses a duplicate; the stateful sinks and
+# read-only Q2: report only
+REQUEUEABLE = tuple(name for name, readback in READBACKS.items() if readback.requeueable)
+CHUNK_DAYS = {name: readback.chunk_days for name, readback in READBACKS.items()}
 ENTRY_MARGIN = timedelta(days=2)  # how far around the window a shift is looked for
 
 
@@ -73,8 +67,7 @@ class Report:
 
 
 def window_for(source: str, settings: Settings, first: date, last: date) -> Window:
-    zone = {"go2clock": settings.go2clock_tz, "q2": settings.q2_tz}.get(source, settings.site.tz)
-    return Window(first, last, zone)
+    return Window(first, last, READBACKS[source].zone(settings))
 
 
 def chunk_count(source: str, window: Window) -> int:
@@ -97,9 +90,7 @@ async def reconcile(
     notes: list[str] = []
     if source == "go2clock":
         ours = await _punches(store, settings, window)
-        theirs = await go2clock.read_punches(
-            session, settings.sinks.go2clock, window, on_chunk=on_chunk
-        )
+        theirs = await READBACKS[source].read(session, settings, window, on_chunk)
         comparison = compare_punches(ours, theirs)
     else:
         expected = await _expected(source, store, settings, window, notes)
@@ -208,13 +199,8 @@ async def _vendor_entries(
     window: Window,
     on_chunk: Callable[[], None],
 ) -> list[Entry]:
-    if source == "mctime":
-        return await mctime.read_entries(session, settings.sinks.mctime, window, on_chunk=on_chunk)
-    if source == "timetrack":
-        return await timetrack.read_entries(
-            session, settings.sinks.timetrack, window, site_tz=settings.site.tz, on_chunk=on_chunk
-        )
-    if source == "q2":
-        return await q2.read_entries(session, settings.reconcile.q2, window, on_chunk=on_chunk)
-    msg = f"unknown source {source!r}"
-    raise ValueError(msg)
+    readback = READBACKS.get(source)
+    if readback is None:
+        msg = f"unknown source {source!r}"
+        raise ValueError(msg)
+    return await readback.read(session, settings, window, on_chunk)

@@ -256,7 +256,7 @@ def _parse_date(text: str) -> date | None:
         return None
 
 
-def _number(value: str | None, default: int | float = 0) -> int | float | str:
+def _number(value: str | None, default: float = 0) -> int | float | str:
     """The download shows numeric ids as JSON numbers; keep anything else as sent."""
     if value is None or value == "":
         return default

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from bridge.config import Settings
 from bridge.directory_sources.http import request_json
 from bridge.directory_sources.records import (
     EMAIL,
@@ -18,6 +19,7 @@ from bridge.directory_sources.records import (
     SourceError,
     badge_of,
     clean_fields,
+    credential,
 )
 from bridge.redaction import mask_secrets
 from bridge.vendors.go2clock.api import EMPLOYEES_PATH, USERS_PATH, auth_headers
@@ -32,14 +34,23 @@ class Go2ClockUsers:
         self._timeout = timeout
         self._id_column = id_column
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Go2ClockUsers:
+        """From directory.sources.go2clock; a null base_url or key is the sink's."""
+        own, sink = settings.directory.sources.go2clock, settings.sinks.go2clock
+        return cls(
+            base_url=own.base_url or sink.base_url,
+            api_key=credential(own.api_key, sink.api_key, "go2clock.api_key"),
+            timeout=own.timeout_seconds,
+            id_column=sink.directory_column,
+        )
+
     def secrets(self) -> list[str]:
         return [self._api_key.get_secret_value()]
 
     async def fetch(self, session: aiohttp.ClientSession) -> list[Record]:
         users = await self._list(session, USERS_PATH)
-        details = {
-            str(row.get("userid")): row for row in await self._list(session, EMPLOYEES_PATH)
-        }
+        details = {str(row.get("userid")): row for row in await self._list(session, EMPLOYEES_PATH)}
         records = []
         for user in users:
             badge = badge_of(user.get("idcard"))

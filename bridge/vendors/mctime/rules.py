@@ -8,7 +8,6 @@ would not change it before anything is sent.
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any

@@ -25,12 +25,14 @@ from bridge.redaction import mask_secrets
 from bridge.vendors.common import DETAIL_MAX, short
 from bridge.vendors.mctime.api import (
     CLOCK_PATH,
-    Reply as Meaning,
     auth_headers,
     classify_mctime_reply,
     item_messages,
     limiter_for,
     parse_reply,
+)
+from bridge.vendors.mctime.api import (
+    Reply as Meaning,
 )
 from bridge.vendors.mctime.rules import (
     PAGE_SIZE,

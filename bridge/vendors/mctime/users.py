@@ -9,8 +9,9 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from bridge.config import Settings
 from bridge.directory_sources.http import request_json
-from bridge.directory_sources.records import NAME, Record, SourceError, clean_fields
+from bridge.directory_sources.records import NAME, Record, SourceError, clean_fields, credential
 from bridge.vendors.mctime.api import USERS_PATH, auth_headers, limiter_for
 
 PAGE_SIZE = 20
@@ -40,6 +41,22 @@ class McTimeUsers:
         self._vendor_field = vendor_field
         self._first_page = first_page
         self._rate = rate_per_second
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> McTimeUsers:
+        """From directory.sources.mctime; a null base_url or key is the sink's, and the sink's
+        rate_per_second is the key's one limit."""
+        mc, sink = settings.directory.sources.mctime, settings.sinks.mctime
+        return cls(
+            base_url=mc.base_url or sink.base_url,
+            api_key=credential(mc.api_key, sink.api_key, "mctime.api_key"),
+            timeout=mc.timeout_seconds,
+            id_column=sink.directory_column,
+            join_on=mc.match_on,
+            vendor_field=mc.vendor_field,
+            first_page=mc.first_page,
+            rate_per_second=sink.rate_per_second,
+        )
 
     def secrets(self) -> list[str]:
         return [self._api_key.get_secret_value()]

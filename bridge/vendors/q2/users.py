@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from bridge.config import Settings
 from bridge.directory_sources.http import request_json
 from bridge.directory_sources.records import (
     EMAIL,
@@ -20,6 +21,7 @@ from bridge.directory_sources.records import (
     SourceError,
     badge_of,
     clean_fields,
+    credential,
 )
 from bridge.redaction import mask_secrets
 from bridge.vendors.q2.api import NO_MORE, QUERY_USERS, SUCCESS, auth_fields
@@ -47,6 +49,20 @@ class Q2Users:
         self._timeout = timeout
         self._badge_field = badge_field
         self._max_records = max_records
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Q2Users:
+        """From directory.sources.q2 (its own credentials: Q2 is no sink)."""
+        q2 = settings.directory.sources.q2
+        assert q2.company_id is not None  # the config model requires it when enabled
+        return cls(
+            url=q2.url,
+            company_id=q2.company_id,
+            developer_token=credential(q2.developer_token, None, "q2.developer_token"),
+            timeout=q2.timeout_seconds,
+            badge_field=q2.badge_field,
+            max_records=q2.max_records,
+        )
 
     def secrets(self) -> list[str]:
         return [self._token.get_secret_value()]

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bridge.events import Action
 from bridge.delivery import Job, Result
+from bridge.events import Action
 from bridge.vendors.timetrack.wire import Attendance, aware_utc, show_time
 
 

@@ -2,7 +2,8 @@
 
 POST {base_url}/api/v2/ext/attendances with headers X-TimeTrack-Api-Key / -Secret, JSON
 (seed timetrack-attendances-api.txt). The per-person shift state machine is pure and lives in
-shift.py, the wire format in wire.py, the answers in api.py; this module does the HTTP and maps answers to outcomes.
+shift.py, the wire format in wire.py, the answers in api.py; this module does the HTTP and maps
+answers to outcomes.
 
 TimeTrack documents no duplicate signal, so a create whose answer was lost (timeout, dropped
 connection, 5xx from a proxy) leaves the state marked "unverified": the next attempt first

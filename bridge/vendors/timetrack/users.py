@@ -10,8 +10,9 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from bridge.config import Settings
 from bridge.directory_sources.http import request_json
-from bridge.directory_sources.records import NAME, Record, SourceError, clean_fields
+from bridge.directory_sources.records import NAME, Record, SourceError, clean_fields, credential
 from bridge.vendors.timetrack.api import USERS_PATH, auth_headers
 
 MAX_PAGES = 10_000
@@ -41,6 +42,21 @@ class TimeTrackUsers:
         self._join_on = join_on
         self._vendor_field = vendor_field
         self._page_size = page_size
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TimeTrackUsers:
+        """From directory.sources.timetrack; a null base_url, key or secret is the sink's."""
+        tt, sink = settings.directory.sources.timetrack, settings.sinks.timetrack
+        return cls(
+            base_url=tt.base_url or sink.base_url,
+            api_key=credential(tt.api_key, sink.api_key, "timetrack.api_key"),
+            api_secret=credential(tt.api_secret, sink.api_secret, "timetrack.api_secret"),
+            timeout=tt.timeout_seconds,
+            id_column=sink.directory_column,
+            join_on=tt.match_on,
+            vendor_field=tt.vendor_field,
+            page_size=tt.page_size,
+        )
 
     def secrets(self) -> list[str]:
         return [self._api_key.get_secret_value(), self._api_secret.get_secret_value()]

@@ -1,0 +1,1 @@
+"""go2clock: see bridge/vendors/__init__.py for what each module holds."""

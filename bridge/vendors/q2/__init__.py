@@ -1,0 +1,1 @@
+"""q2: see bridge/vendors/__init__.py for what each module holds."""

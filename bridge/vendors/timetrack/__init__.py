@@ -1,0 +1,1 @@
+"""timetrack: see bridge/vendors/__init__.py for what each module holds."""
