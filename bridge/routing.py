@@ -28,6 +28,7 @@ from bridge.events import (
     terminal_problem,
 )
 from bridge.formats import PARSERS
+from bridge.formats.canonical import MAX_TEXT_CHARS
 from bridge.store import Incoming, Rejection
 
 if TYPE_CHECKING:
@@ -122,6 +123,23 @@ def rejection(
     if len(topic) > MAX_TOPIC_KEPT:
         topic = f"{topic[:MAX_TOPIC_KEPT]}...({len(topic.encode())} bytes)"
     return Rejection(topic, fmt, payload, reason, received_at, terminal)
+
+
+def payload_id(payload: bytes) -> str | None:
+    """The `id` a rejected payload carries, for the terminal's feedback: a JSON object's `id`
+    that would pass as the canonical format's (a string or an integer, trimmed, not empty, at
+    most MAX_TEXT_CHARS printable characters), as the accepted feedback shows it; else None."""
+    try:
+        value = decode_object(payload).get("id")
+    except PayloadError:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        return None
+    return text if 0 < len(text) <= MAX_TEXT_CHARS and text.isprintable() else None
 
 
 def topic_matches(pattern: str, topic: str) -> bool:

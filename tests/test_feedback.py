@@ -8,14 +8,18 @@ import json
 import signal
 import socket
 import types
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 
 from bridge.config import MqttConfig
+from bridge.events import PayloadError, PayloadFormat
 from bridge.ingest.client import connected, raise_lost_cancellation
 from bridge.ingest.feedback import WINDOW, Feedback
+from bridge.routing import parse_event, payload_id
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.faults.common import start_bridge
@@ -37,7 +41,8 @@ async def _collect(port: int, topic: str, into: list[tuple[str, bytes]], ready: 
         await client.subscribe(topic, qos=1)
         ready.set()
         async for message in client.messages:
-            into.append((message.topic.value, bytes(message.payload)))
+            # appended one at a time: the test reads the list while it grows
+            into.append((message.topic.value, bytes(message.payload)))  # noqa: PERF401
 
 
 async def test_each_swipe_gets_feedback_and_deliveries_too(broker: Mosquitto, tmp_path: Path):
@@ -186,3 +191,73 @@ async def test_the_broker_connection_sends_small_packets_at_once(broker: Mosquit
         sock = client._client.socket()
         assert sock is not None
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+# (the payload's id, what the rejected swipe's feedback says its id is)
+REJECTED_IDS = {
+    "a string": ("r-1", "r-1"),
+    "an integer": (42, "42"),
+    "padded": ("  r-2 ", "r-2"),
+    "128 characters": ("x" * 128, "x" * 128),
+    "129 characters": ("y" * 129, None),
+    "a control character": ("r\x1b3", None),
+    "empty": ("", None),
+    "a boolean": (True, None),
+    "a list": (["r-4"], None),
+    "null": (None, None),
+}
+
+
+async def test_rejected_feedback_names_the_payloads_id(broker: Mosquitto, tmp_path: Path):
+    """A kiosk must tell which swipe was refused: the id a rejected payload carries, when it
+    is one the canonical format would take; else null, as for a payload that is no object."""
+    fake = FakeGo2Clock(api_key=API_KEY)
+    heard: list[tuple[str, bytes]] = []
+    ready = asyncio.Event()
+    listener = asyncio.create_task(_collect(broker.port, "clockin/+/ack", heard, ready))
+    await ready.wait()
+    # Each one rejected for its action, whatever its id.
+    rejected = [
+        json.dumps({"id": sent, "badge": "04A1", "action": "sideways"}).encode()
+        for sent, _ in REJECTED_IDS.values()
+    ]
+    others = [b'["id", "r-5"]', b'{"id": "r-6", "badge": ', b"\xff not json"]
+    try:
+        async with running_fake_go2clock(fake) as url:
+            config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url)
+            async with running_bridge(settings_from(config)):
+                await publish(broker.port, [(TOPIC, p) for p in [*rejected, *others]])
+                count = len(rejected) + len(others)
+                await wait_until(_count_at_least(heard, count), timeout=10, what="feedback")
+    finally:
+        listener.cancel()
+    replies = [json.loads(payload) for _, payload in heard]
+    assert {r["status"] for r in replies} == {"rejected"}
+    expected = [want for _, want in REJECTED_IDS.values()] + [None, None, None]
+    assert [r["id"] for r in replies] == expected
+    assert "action" in replies[0]["reason"]
+
+
+def test_a_rejected_payloads_id_follows_the_canonical_formats_rule() -> None:
+    """payload_id takes exactly the ids the canonical parser takes, as it keeps them."""
+    ids: list[object] = [
+        *(sent for sent, _ in REJECTED_IDS.values()),
+        *(0, -7, 10**40, 10**200, 1.5, {"a": 1}, "ü-é", "a b", "a\u202eb", "\u00a0", "tab\t"),
+    ]
+    for value in ids:
+        payload = json.dumps({"id": value, "badge": "04A1", "action": "in"}).encode()
+        try:
+            event = parse_event(
+                "clockin/k/events",
+                payload,
+                PayloadFormat.CANONICAL,
+                pattern="clockin/+/events",
+                site_tz=ZoneInfo("Europe/Berlin"),
+                received_at=datetime.now(UTC),
+            )
+        except PayloadError:
+            parsed = None
+        else:
+            assert event is not None
+            parsed = event.source_id
+        assert payload_id(payload) == parsed, value

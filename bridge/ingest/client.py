@@ -30,14 +30,14 @@ OFFLINE = b"offline"
 SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
-class _KeyIsEncrypted(Exception):
+class _KeyIsEncryptedError(Exception):
     """OpenSSL asked for the key's passphrase."""
 
 
 def _no_passphrase() -> str:
     # Without a password callback OpenSSL prompts `Enter PEM pass phrase:` on the terminal,
     # which would hang a daemon (or read whatever stdin holds). Refuse instead.
-    raise _KeyIsEncrypted
+    raise _KeyIsEncryptedError
 
 
 def _pem_problem(key: str, path: Path, err: OSError) -> ConfigError:
@@ -55,7 +55,8 @@ def tls_context(tls: MqttTls) -> ssl.SSLContext:
             cafile=str(tls.ca_file) if tls.ca_file is not None else None
         )
     except OSError as err:  # ssl.SSLError is an OSError
-        assert tls.ca_file is not None  # the system's CAs load without error
+        if tls.ca_file is None:  # the system's CAs load without error
+            raise
         raise _pem_problem("ca_file", tls.ca_file, err) from None
     if tls.cert_file is not None and tls.key_file is not None:
         _load_client_certificate(context, tls.cert_file, tls.key_file)
@@ -71,7 +72,7 @@ def _load_client_certificate(context: ssl.SSLContext, cert_file: Path, key_file:
         raise _pem_problem("cert_file", cert_file, err) from None
     try:
         context.load_cert_chain(str(cert_file), str(key_file), password=_no_passphrase)
-    except _KeyIsEncrypted:
+    except _KeyIsEncryptedError:
         msg = (
             f"mqtt.tls.key_file: {key_file} is encrypted with a passphrase, which the bridge"
             " does not ask for: give it the key unencrypted (openssl pkey -in KEY -out NEW),"

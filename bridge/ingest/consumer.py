@@ -19,8 +19,9 @@ from bridge.ingest.client import OFFLINE, ONLINE, connected, raise_lost_cancella
 from bridge.ingest.feedback import Feedback
 from bridge.ingest.junk import JunkLimiter
 from bridge.ingest.mqtt import ReadGate, acknowledge
+from bridge.ingest.takeover import HINT, TakeoverWatch
 from bridge.metrics import Metrics
-from bridge.routing import Router, rejection
+from bridge.routing import Router, payload_id, rejection
 from bridge.skew import ClockSkewWatch
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreWriteError
 
@@ -57,7 +58,7 @@ class Ingest:
         name_of: NameLookup = lambda _event: None,
         time_limits: TimeLimits | None = None,
         junk: JunkLimiter | None = None,
-    ):
+    ) -> None:
         self._config = config
         self._store = store
         self._resolve = resolve
@@ -78,35 +79,64 @@ class Ingest:
         self._metrics = metrics
         self._name_of = name_of
         self.feedback = Feedback(ack_topic=config.ack_topic)
+        self._takeover = TakeoverWatch()
 
     async def run(self) -> None:
-        """Connect, consume, and reconnect forever with capped backoff."""
+        """Connect, consume, and reconnect forever with capped backoff; minutes apart when
+        another client holds our client id (bridge.ingest.takeover)."""
         delay = 1.0
         reported = False  # one line per outage, not one per attempt
         while True:
+            pause = None
             try:
                 async with connected(self._config) as client:
+                    self._takeover.accepted()
                     await self._serve(client)
             except StoreWriteError as err:
                 # Nothing of the batch was acknowledged: drop the connection so the broker keeps
                 # (and later redelivers) every message, and try again once writes work.
+                self._takeover.dropped_by_us()
                 self._lost(f"database: {err}")
-                log.error("store.write_failed", error=str(err), retry_in=delay)
+                # The error says it all: no traceback for an expected failure.
+                log.error("store.write_failed", error=str(err), retry_in=delay)  # noqa: TRY400
             except aiomqtt.MqttError as err:
-                was_connected = self.connected.is_set()
-                self._lost(str(err))
-                if was_connected:
-                    log.warning("mqtt.disconnected", error=str(err))
-                    delay, reported = 1.0, True
-                elif not reported:
-                    log.warning("mqtt.unreachable", error=str(err), host=self._config.host)
-                    reported = True
-                else:
-                    log.debug("mqtt.retry", error=str(err), retry_in=delay)
+                if self._mqtt_failed(err, delay=delay, reported=reported):
+                    delay = 1.0  # it was connected: reconnect at once, as after any drop
+                reported = True
+                pause = self._takeover.backoff if self._takeover.in_spell else None
             else:
                 return
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay if pause is None else pause)
             delay = min(delay * 2, self._config.reconnect_max_seconds)
+
+    def _mqtt_failed(self, err: aiomqtt.MqttError, *, delay: float, reported: bool) -> bool:
+        """Log a lost connection or a failed attempt (once per outage, once per takeover
+        spell); True when the broker had accepted the connection."""
+        lived = self._takeover.lived()
+        self._lost(str(err))
+        taken = self._takeover.lost()
+        if taken is not None:
+            self.last_error = f"client id {self._config.client_id} taken by another client"
+            if taken.first:
+                log.error(
+                    "mqtt.client_id_taken",
+                    client_id=self._config.client_id,
+                    hint=HINT,
+                    # what was seen: the broker closed this many connections in a row, each
+                    # within that many seconds of accepting it
+                    drops=taken.drops,
+                    within_seconds=self._takeover.short_lived_seconds,
+                    retry_in=taken.backoff,
+                )
+            else:
+                log.debug("mqtt.retry", error=str(err), retry_in=taken.backoff)
+        elif lived is not None:
+            log.warning("mqtt.disconnected", error=str(err), connected_seconds=round(lived, 1))
+        elif not reported:
+            log.warning("mqtt.unreachable", error=str(err), host=self._config.host)
+        else:
+            log.debug("mqtt.retry", error=str(err), retry_in=delay)
+        return lived is not None
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         for subscription in self._config.subscriptions:
@@ -120,6 +150,7 @@ class Ingest:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.feedback.publish_forever(client), name="feedback")
+                tasks.create_task(self._client_id_settled(), name="mqtt.client_id_watch")
                 await self._consume(client)
         except BaseExceptionGroup as group:
             # Surface the first real cause (an MqttError, a store failure) to run()'s handlers.
@@ -132,6 +163,12 @@ class Ingest:
                 )
             self._lost("stopped")
             raise
+
+    async def _client_id_settled(self) -> None:
+        """A connection that lives ends a takeover spell: say once that the id is ours again."""
+        await asyncio.sleep(self._takeover.short_lived_seconds)
+        if self._takeover.settled():
+            log.info("mqtt.client_id_free", client_id=self._config.client_id)
 
     def _lost(self, reason: str) -> None:
         self.last_error = reason
@@ -186,14 +223,18 @@ class Ingest:
         if not self.feedback.enabled:
             return
         for item, stored in zip(items, results, strict=True):
-            event = None if isinstance(item, Rejection) else item.event
-            terminal = item.terminal if event is None else event.terminal
+            if isinstance(item, Rejection):
+                # A refused swipe is named by the id its payload carries, if a usable one.
+                event, terminal, source_id = None, item.terminal, payload_id(item.payload)
+            else:
+                event = item.event
+                terminal, source_id = event.terminal, event.source_id
             if not terminal:  # a junk topic level: there is no one to answer
                 continue
             self.feedback.send(
                 terminal,
                 {
-                    "id": None if event is None else event.source_id,
+                    "id": source_id,
                     "status": FEEDBACK_STATUS[stored.status],
                     "person": None if event is None else self._name_of(event),
                     "action": stored.action.value if stored.action else None,

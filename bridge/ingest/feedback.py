@@ -28,7 +28,7 @@ WINDOW_POLL_SECONDS = 0.005
 
 
 class Feedback:
-    def __init__(self, *, ack_topic: str | None):
+    def __init__(self, *, ack_topic: str | None) -> None:
         self._topic = ack_topic
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(QUEUE_LIMIT)
         self.dropped = 0

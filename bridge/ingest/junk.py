@@ -41,7 +41,7 @@ class JunkLimiter:
         total: int,
         max_tracked: int = 1024,
         clock: Callable[[], float] = time.monotonic,
-    ):
+    ) -> None:
         self._per_terminal = per_terminal
         self._total = total
         self._max_tracked = max_tracked
