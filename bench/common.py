@@ -437,10 +437,10 @@ async def build_backlog_via_store(
     from zoneinfo import ZoneInfo
 
     try:
-        from bridge.people import make_resolver
+        from bridge.directory.people import make_resolver
     except ImportError:  # before the directory wiring moved out of bridge/app.py
         from bridge.app import make_resolver  # type: ignore[attr-defined,no-redef]
-    from bridge.directory import DirectoryFile
+    from bridge.directory.file import DirectoryFile
     from bridge.events import PayloadFormat
     try:
         from bridge.routing import parse_event

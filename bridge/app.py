@@ -14,18 +14,19 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from bridge import __version__, heartbeat, systemd, web
+from bridge import __version__
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.delivery import Job
-from bridge.directory_sources import Source, build_sources
-from bridge.dispatch import Dispatcher
+from bridge.directory import Source, build_sources
+from bridge.directory.people import People, open_directory, sink_columns
+from bridge.dispatch.health import SinkState
+from bridge.dispatch.pump import Dispatcher
 from bridge.ingest import Ingest
 from bridge.ingest.junk import JunkLimiter
-from bridge.logs import register_secret, set_level
-from bridge.metrics import Metrics
-from bridge.people import People, open_directory, sink_columns
+from bridge.ops import heartbeat, systemd, web
+from bridge.ops.logs import register_secret, set_level
+from bridge.ops.metrics import Metrics
 from bridge.reconcile.daily import run_daily
-from bridge.sink_health import SinkState
 from bridge.store import QueueStatus, Store, Stored
 from bridge.vendors.registry import build_sinks
 

@@ -1,6 +1,6 @@
 """The one HTTP exchange every vendor uses: a timeout on every request, no redirects (a redirect
 would carry the key headers elsewhere), the body read up to a size limit, Retry-After parsed,
-and secrets masked (bridge.redaction) before any of the answer or of an error is shown.
+and secrets masked (bridge.ops.redaction) before any of the answer or of an error is shown.
 
 `exchange` sends one request and returns a `Reply`, or raises `ExchangeError` when no answer was
 read (a network failure, a timeout, an answer too large). It retries nothing and classifies
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import aiohttp
 from pydantic import SecretStr
 
-from bridge.redaction import mask_answer, mask_secrets
+from bridge.ops.redaction import mask_answer, mask_secrets
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a page of 5,000 Q2 users is a few MB; a proxy's junk stops here
 _READ_CHUNK = 64 * 1024

@@ -1,4 +1,4 @@
-"""bridge.directory: the badge CSV, its problems, and reloading it when it changes."""
+"""bridge.directory.file: the badge CSV, its problems, and reloading it when it changes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.directory import Directory, DirectoryError, DirectoryFile, Person
+from bridge.directory.file import Directory, DirectoryError, DirectoryFile, Person
 
 CSV = """\
 # badge directory, exported 2026-11-20

@@ -21,8 +21,7 @@ from pydantic import SecretStr
 
 from bridge.cli import main
 from bridge.config import ConfigError, Settings
-from bridge.directory import Directory
-from bridge.directory_sources import (
+from bridge.directory import (
     LiveDirectory,
     Record,
     SourceError,
@@ -30,7 +29,8 @@ from bridge.directory_sources import (
     merge,
     sync,
 )
-from bridge.logs import configure_logging
+from bridge.directory.file import Directory
+from bridge.ops.logs import configure_logging
 from bridge.store import Store
 from bridge.vendors.go2clock.users import Go2ClockUsers
 from bridge.vendors.mctime.users import McTimeUsers

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from bridge.config import RetryConfig
 from bridge.delivery import Job, Result
-from bridge.dispatch import CLAIM_AHEAD, Dispatcher
+from bridge.dispatch.pump import CLAIM_AHEAD, Dispatcher
 from bridge.events import Action
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from bridge.store import Store
 from bridge.store.group_commit import GroupCommit
 from tests.harness import eventually

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from bridge.config import ConfigError
-from bridge.csv_export import safe_cell, write_csv
-from bridge.web import serving
+from bridge.ops.web import serving
+from bridge.reconcile.csv_export import safe_cell, write_csv
 from tests.broker import free_port
 from tests.test_cli import child_env, one_line, write_config
 

@@ -1,4 +1,4 @@
-"""Table tests for bridge.inference.infer_action: the action of a swipe without one."""
+"""Table tests for bridge.store.inference.infer_action: the action of a swipe without one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.events import Action
-from bridge.inference import infer_action
+from bridge.store.inference import infer_action
 
 AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WINDOW = 60.0

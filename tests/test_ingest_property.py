@@ -24,7 +24,7 @@ from bridge.config import MqttConfig, Subscription
 from bridge.events import ClockEvent, PayloadFormat
 from bridge.ingest import Ingest
 from bridge.ingest.junk import JunkLimiter
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from bridge.store import Store, Stored
 from tests.strategies import canonical_shaped, fuzz_settings, tasmota_shaped, to_bytes
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
-from bridge.logs import configure_logging, get_logger, register_secret
+from bridge.ops.logs import configure_logging, get_logger, register_secret
 
 SECRET = "hunter2-Pa55/word"
 LATER_SECRET = "rotated-K3y-after-reload"

@@ -13,7 +13,7 @@ and no head of it (FRAGMENT_MIN characters) anywhere an operator or a file can s
   SQLite file.
 
 The oracle (`leaks`) writes the forms with the standard library, independently of
-bridge.redaction.
+bridge.ops.redaction.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ from pydantic import SecretStr
 from bridge import cli
 from bridge.config import Go2ClockConfig, ReconcileQ2Config
 from bridge.delivery import Job, Result, Sink
-from bridge.directory_sources.sync import fetch_one
-from bridge.logs import configure_logging
+from bridge.directory.sync import fetch_one
+from bridge.ops.logs import configure_logging
+from bridge.ops.redaction import FRAGMENT_MIN, MASK, TAIL_MIN, mask_answer, mask_secrets
 from bridge.reconcile.fetch import ReadError
 from bridge.reconcile.window import Window
-from bridge.redaction import FRAGMENT_MIN, MASK, TAIL_MIN, mask_answer, mask_secrets
 from bridge.vendors.go2clock import readback as reconcile_go2clock
 from bridge.vendors.go2clock.users import Go2ClockUsers
 from bridge.vendors.q2 import readback as reconcile_q2
@@ -84,7 +84,7 @@ def _json(text: str) -> str:
     return json.dumps(text)[1:-1]
 
 
-# How a vendor may write a secret back (each independent of bridge.redaction).
+# How a vendor may write a secret back (each independent of bridge.ops.redaction).
 ENCODINGS: dict[str, Callable[[str], str]] = {
     "raw": lambda s: s,
     "swapcase": str.swapcase,

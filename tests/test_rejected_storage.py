@@ -14,10 +14,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bridge.events import ClockEvent
-from bridge.schema import MIGRATIONS
 from bridge.store import Rejection, Store
 from bridge.store.connection import _split_sql
 from bridge.store.rejected import PAYLOAD_KEPT, footprint
+from bridge.store.schema import MIGRATIONS
 from tests.test_cli import cli, write_config
 
 BERLIN = ZoneInfo("Europe/Berlin")

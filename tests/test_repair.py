@@ -23,9 +23,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bridge.commands.table import format_table
+from bridge.delivery import Result
 from bridge.events import Action, ClockEvent
 from bridge.routing import topic_matches
-from bridge.sinks.base import Result
 from bridge.store import Incoming, Rejection, Store
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock

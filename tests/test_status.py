@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge import heartbeat, sink_health
+from bridge.dispatch import health as sink_health
+from bridge.ops import heartbeat
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.faults.common import logged, start_bridge
@@ -131,7 +132,7 @@ async def test_a_sink_failing_for_over_a_minute_shows_as_degraded(
             state = bridge.sink_states()["go2clock"]
             assert state["since"] is not None
             assert "503" in (state["last_error"] or "")
-            from bridge.web import describe
+            from bridge.ops.web import describe
 
             assert describe(state).startswith("degraded since ")
             # /readyz keeps its rule: a vendor outage is not the bridge being unready.

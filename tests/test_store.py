@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 from bridge.delivery import Job, Result
 from bridge.events import Action, ClockEvent
-from bridge.schema import MIGRATIONS
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreError
+from bridge.store.schema import MIGRATIONS
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SINK = "go2clock"

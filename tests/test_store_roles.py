@@ -15,8 +15,8 @@ import pytest
 import structlog
 
 from bridge.events import Action, ClockEvent
-from bridge.schema import MIGRATIONS
 from bridge.store import Incoming, Store, StoreError, StoreRole, StoreWriteError
+from bridge.store.schema import MIGRATIONS
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

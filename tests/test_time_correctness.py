@@ -9,8 +9,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.events import ClockEvent, PayloadFormat, wall_clock_warning
+from bridge.ingest.skew import ClockSkewWatch
 from bridge.routing import parse_event
-from bridge.skew import ClockSkewWatch
 
 RECEIVED = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

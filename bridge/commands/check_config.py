@@ -13,9 +13,9 @@ from typing import Any
 
 from bridge.commands.common import EXIT_CONFIG, EXIT_OK, emit, fail, handler, settings_of
 from bridge.config import Settings
-from bridge.directory import DirectoryError, DirectoryFile
-from bridge.preflight import environment_problems
-from bridge.schema import MIGRATIONS
+from bridge.directory.file import DirectoryError, DirectoryFile
+from bridge.ops.preflight import environment_problems
+from bridge.store.schema import MIGRATIONS
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

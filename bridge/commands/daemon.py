@@ -9,9 +9,9 @@ from typing import Any
 
 from bridge.commands.common import EXIT_CONFIG, default_config, fail
 from bridge.config import load_settings
-from bridge.directory import DirectoryError
-from bridge.logs import configure_logging
-from bridge.preflight import check_environment
+from bridge.directory.file import DirectoryError
+from bridge.ops.logs import configure_logging
+from bridge.ops.preflight import check_environment
 
 
 def register(commands: Any, _common: argparse.ArgumentParser) -> None:

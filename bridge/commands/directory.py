@@ -28,8 +28,8 @@ from bridge.commands.common import (
     settings_of,
 )
 from bridge.config import Settings
-from bridge.directory import Directory, DirectoryError, Person
-from bridge.directory_sources import ORDER, Merged, build_sources, cached_records, merge, sync
+from bridge.directory import ORDER, Merged, build_sources, cached_records, merge, sync
+from bridge.directory.file import Directory, DirectoryError, Person
 from bridge.events import PayloadError, normalise_badge
 
 

@@ -26,6 +26,7 @@ from bridge.commands.common import (
     settings_of,
 )
 from bridge.commands.progress import Progress
+from bridge.ops.redaction import mask_secrets
 from bridge.reconcile.fetch import ReadError
 from bridge.reconcile.report import format_text, to_json, write_csv
 from bridge.reconcile.run import (
@@ -37,7 +38,6 @@ from bridge.reconcile.run import (
     requeue_missing,
     window_for,
 )
-from bridge.redaction import mask_secrets
 
 EXIT_UNREADABLE = 3
 

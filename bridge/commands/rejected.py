@@ -33,9 +33,9 @@ from bridge.commands.common import (
 )
 from bridge.commands.progress import Progress
 from bridge.config import Settings
-from bridge.directory import DirectoryError
-from bridge.directory_sources import build_sources
-from bridge.people import make_resolver, open_directory, sink_columns
+from bridge.directory import build_sources
+from bridge.directory.file import DirectoryError
+from bridge.directory.people import make_resolver, open_directory, sink_columns
 from bridge.routing import Router
 from bridge.store import Incoming, PersonResolver, Rejection, Store, parse_utc_text, utc_text
 

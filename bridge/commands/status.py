@@ -12,13 +12,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge import heartbeat
 from bridge.commands.common import EXIT_OK, opened_store, settings_of
 from bridge.commands.table import format_table, printable
 from bridge.config import Settings
+from bridge.ops import heartbeat
+from bridge.ops.web import describe
 from bridge.store import QueueStatus, StoreRole
 from bridge.store.lock import holder
-from bridge.web import describe
 
 STATES = ("pending", "inflight", "unmapped", "held", "delivered", "dead", "dropped")
 CLEAR_SCREEN = "\x1b[H\x1b[2J"

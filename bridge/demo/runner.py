@@ -46,7 +46,7 @@ from bridge.demo.scenario import (
     expected,
     payload,
 )
-from bridge.logs import configure_logging
+from bridge.ops.logs import configure_logging
 from bridge.vendors.go2clock.simulator import FakeGo2Clock, running_fake_go2clock
 
 API_KEY = "demo-go2clock-key-not-secret"

@@ -19,10 +19,10 @@ from bridge.ingest.client import OFFLINE, ONLINE, connected, raise_lost_cancella
 from bridge.ingest.feedback import Feedback
 from bridge.ingest.junk import JunkLimiter
 from bridge.ingest.mqtt import ReadGate, acknowledge
+from bridge.ingest.skew import ClockSkewWatch
 from bridge.ingest.takeover import HINT, TakeoverWatch
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from bridge.routing import Router, payload_id, rejection
-from bridge.skew import ClockSkewWatch
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreWriteError
 
 log = structlog.get_logger("bridge.ingest")

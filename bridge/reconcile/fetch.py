@@ -12,7 +12,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from bridge.http import ExchangeError, Limiter, exchange
-from bridge.redaction import mask_secrets, mask_values
+from bridge.ops.redaction import mask_secrets, mask_values
 
 ATTEMPTS = 3
 EXCERPT_MAX = 160

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge.commands.table import format_table
-from bridge.csv_export import write_csv as write_safe_csv
 from bridge.reconcile.compare import Finding, Kind
+from bridge.reconcile.csv_export import write_csv as write_safe_csv
 from bridge.reconcile.run import Report
 
 KINDS = (Kind.MISSING, Kind.EXTRA, Kind.DIFFERENT)
@@ -115,7 +115,7 @@ def format_text(report: Report) -> str:
 
 def write_csv(reports: Sequence[Report], path: Path) -> None:
     """One row per source, person and day (every day seen, matched or not); formula-like text
-    neutralised and a new file private (bridge.csv_export)."""
+    neutralised and a new file private (bridge.reconcile.csv_export)."""
     write_safe_csv(
         path,
         CSV_COLUMNS,

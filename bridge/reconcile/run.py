@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from bridge.config import Settings
-from bridge.directory import Directory
+from bridge.directory.file import Directory
 from bridge.events import Action
 from bridge.reconcile.compare import (
     Comparison,

@@ -22,12 +22,12 @@ from zoneinfo import ZoneInfo
 import aiosqlite
 import structlog
 
-from bridge.schema import MIGRATIONS
 from bridge.store.group_commit import GroupCommit
 from bridge.store.lock import daemon_lock
 from bridge.store.records import StoreError, StoreWriteError
 from bridge.store.rejected import set_rejected_cap
 from bridge.store.repairs import last_repair_id, repairs_after
+from bridge.store.schema import MIGRATIONS
 from bridge.store.signal import WorkSignal
 
 

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 from bridge.delivery import DeliveryState, EventStatus
 from bridge.events import Action
-from bridge.inference import infer_action
 from bridge.store.connection import StoreBase, fetch_all
+from bridge.store.inference import infer_action
 from bridge.store.records import (
     Incoming,
     PersonResolver,

@@ -1,5 +1,5 @@
 """Every vendor the bridge knows, in one table: its sink, its directory source, its reconcile
-reader. Sink wiring (bridge.app), the directory's sources (bridge.directory_sources.build) and
+reader. Sink wiring (bridge.app), the directory's sources (bridge.directory.build) and
 reconcile (bridge.reconcile.run) derive from VENDORS; a new vendor is one folder under
 bridge/vendors/ and one entry here (and its config sections in bridge.config).
 """
@@ -28,7 +28,7 @@ from bridge.vendors.timetrack.sink import TimeTrackSink
 from bridge.vendors.timetrack.users import TimeTrackUsers
 
 MakeSink = Callable[[Settings, aiohttp.ClientSession], Sink]
-MakeUsers = Callable[[Settings], Any]  # a bridge.directory_sources.Source
+MakeUsers = Callable[[Settings], Any]  # a bridge.directory.Source
 # (session, settings, window, on_chunk) -> what the vendor holds (Punch or Entry rows)
 ReadBack = Callable[
     [aiohttp.ClientSession, Settings, Window, Callable[[], None]], Awaitable[list[Any]]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.dispatch import CLAIM_AHEAD
+from bridge.dispatch.pump import CLAIM_AHEAD
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.faults.common import HEAVY, assert_exactly_once_in_order, logged, start_bridge

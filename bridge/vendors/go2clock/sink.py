@@ -19,7 +19,7 @@ from bridge.config import Go2ClockConfig
 from bridge.delivery import Job, Result
 from bridge.events import Action
 from bridge.http import ExchangeError, exchange
-from bridge.redaction import mask_secrets
+from bridge.ops.redaction import mask_secrets
 from bridge.vendors.common import short
 from bridge.vendors.go2clock.api import PUNCHES_PATH, auth_headers, classify_go2clock_reply
 

@@ -11,8 +11,8 @@ import aiohttp
 from pydantic import SecretStr
 
 from bridge.config import Settings
-from bridge.directory_sources.http import request_json
-from bridge.directory_sources.records import (
+from bridge.directory.http import request_json
+from bridge.directory.records import (
     EMAIL,
     NAME,
     Record,
@@ -21,7 +21,7 @@ from bridge.directory_sources.records import (
     clean_fields,
     credential,
 )
-from bridge.redaction import mask_secrets
+from bridge.ops.redaction import mask_secrets
 from bridge.vendors.go2clock.api import EMPLOYEES_PATH, USERS_PATH, auth_headers
 
 

@@ -21,7 +21,7 @@ import aiohttp
 from bridge.config import McTimeConfig
 from bridge.delivery import Job, Outcome, Result
 from bridge.http import ExchangeError, Reply, exchange
-from bridge.redaction import mask_secrets
+from bridge.ops.redaction import mask_secrets
 from bridge.vendors.common import DETAIL_MAX, short
 from bridge.vendors.mctime.api import (
     CLOCK_PATH,

@@ -10,8 +10,8 @@ import aiohttp
 from pydantic import SecretStr
 
 from bridge.config import Settings
-from bridge.directory_sources.http import request_json
-from bridge.directory_sources.records import NAME, Record, SourceError, clean_fields, credential
+from bridge.directory.http import request_json
+from bridge.directory.records import NAME, Record, SourceError, clean_fields, credential
 from bridge.vendors.mctime.api import USERS_PATH, auth_headers, limiter_for
 
 PAGE_SIZE = 20

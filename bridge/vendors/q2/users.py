@@ -11,8 +11,8 @@ import aiohttp
 from pydantic import SecretStr
 
 from bridge.config import Settings
-from bridge.directory_sources.http import request_json
-from bridge.directory_sources.records import (
+from bridge.directory.http import request_json
+from bridge.directory.records import (
     EMAIL,
     EMPLOYEE_NUMBER,
     NAME,
@@ -23,7 +23,7 @@ from bridge.directory_sources.records import (
     clean_fields,
     credential,
 )
-from bridge.redaction import mask_secrets
+from bridge.ops.redaction import mask_secrets
 from bridge.vendors.q2.api import NO_MORE, QUERY_USERS, SUCCESS, auth_fields
 
 MAX_PAGES = 1000  # 5 million users: a server that never says "-1" is stopped here

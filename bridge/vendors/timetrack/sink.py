@@ -30,7 +30,7 @@ from bridge.config import TimeTrackConfig
 from bridge.delivery import Job, Outcome, Result
 from bridge.events import Action
 from bridge.http import ExchangeError, exchange
-from bridge.redaction import mask_secrets
+from bridge.ops.redaction import mask_secrets
 from bridge.vendors.common import DETAIL_MAX, excerpt, short
 from bridge.vendors.timetrack.api import (
     ATTENDANCES_PATH,

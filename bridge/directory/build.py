@@ -9,7 +9,7 @@ from typing import Protocol
 import aiohttp
 
 from bridge.config import Settings
-from bridge.directory_sources.records import Record
+from bridge.directory.records import Record
 from bridge.vendors.registry import VENDORS
 
 # merge order: the first source's name stands

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from bridge.directory import Directory, Person
-from bridge.directory_sources.records import DESCRIPTIVE, NAME, Record, join_key
+from bridge.directory.file import Directory, Person
+from bridge.directory.records import DESCRIPTIVE, NAME, Record, join_key
 
 FILE = "file"
 USERID = "userid"

@@ -20,7 +20,7 @@ unreadable.
 
 Callers mask what they will show after decoding it and before cutting it short (a cut can
 leave a head shorter than FRAGMENT_MIN in the middle of a text). Every redaction in the bridge
-goes through here: the log processor (bridge.logs), sink details, reconcile reads, directory
+goes through here: the log processor (bridge.ops.logs), sink details, reconcile reads, directory
 sources. (Not named `secrets`: that is a standard library module.)
 """
 

@@ -5,11 +5,11 @@ One module per source, `merge` (pure) for the merging, the cache in bridge.store
 `sync` for one round of fetching, `live` for what the daemon looks badges up in.
 """
 
-from bridge.directory_sources.build import ORDER, Source, build_sources
-from bridge.directory_sources.live import LiveDirectory, cached_records
-from bridge.directory_sources.merge import FILE, Merged, merge
-from bridge.directory_sources.records import Record, SourceError
-from bridge.directory_sources.sync import Outcome, sync
+from bridge.directory.build import ORDER, Source, build_sources
+from bridge.directory.live import LiveDirectory, cached_records
+from bridge.directory.merge import FILE, Merged, merge
+from bridge.directory.records import Record, SourceError
+from bridge.directory.sync import Outcome, sync
 
 __all__ = [
     "FILE",

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bridge.directory import Directory, DirectoryFile
-from bridge.directory_sources.merge import Merged, merge
-from bridge.directory_sources.records import Record
+from bridge.directory.file import Directory, DirectoryFile
+from bridge.directory.merge import Merged, merge
+from bridge.directory.records import Record
 from bridge.store import Store
 
 

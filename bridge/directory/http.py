@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from bridge.directory_sources.records import SourceError
+from bridge.directory.records import SourceError
 from bridge.http import BodyTooLargeError, ExchangeError, Limiter, Reply, exchange
 
 RATE_LIMIT_RETRIES = 3

@@ -10,9 +10,9 @@ from typing import Protocol, TypedDict
 
 from aiohttp import web
 
-from bridge.metrics import Metrics
-from bridge.preflight import cannot_listen
-from bridge.sink_health import SinkState
+from bridge.dispatch.health import SinkState
+from bridge.ops.metrics import Metrics
+from bridge.ops.preflight import cannot_listen
 from bridge.store import QueueStatus, SinkQueue
 
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"

@@ -13,9 +13,9 @@ import aiohttp
 import structlog
 
 from bridge.config import Settings
-from bridge.directory import DirectoryError, DirectoryFile, Person
-from bridge.directory_sources import LiveDirectory, Outcome, Source
-from bridge.directory_sources import sync as sync_directory
+from bridge.directory import LiveDirectory, Outcome, Source
+from bridge.directory import sync as sync_directory
+from bridge.directory.file import DirectoryError, DirectoryFile, Person
 from bridge.events import ClockEvent
 from bridge.store import PersonResolver, Store
 from bridge.store.records import Identified

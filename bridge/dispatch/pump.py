@@ -27,8 +27,8 @@ import structlog
 
 from bridge.config import RetryConfig
 from bridge.delivery import DeliveryState, Job, Outcome, Result, Sink
-from bridge.metrics import Metrics
-from bridge.sink_health import SinkHealth, backoff_seconds
+from bridge.dispatch.health import SinkHealth, backoff_seconds
+from bridge.ops.metrics import Metrics
 from bridge.store import Store, StoreWriteError
 
 log = structlog.get_logger("bridge.dispatch")

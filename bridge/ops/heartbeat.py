@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TypedDict
 
-from bridge.sink_health import SinkState
+from bridge.dispatch.health import SinkState
 
 HEARTBEAT_SECONDS = 10.0
 STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS

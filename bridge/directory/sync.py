@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bridge.directory_sources.build import Source
-from bridge.directory_sources.records import Record, SourceError
-from bridge.redaction import mask_secrets
+from bridge.directory.build import Source
+from bridge.directory.records import Record, SourceError
+from bridge.ops.redaction import mask_secrets
 from bridge.store import Store
 
 

@@ -17,7 +17,7 @@ import structlog
 
 from bridge.config import RetryConfig
 from bridge.delivery import Outcome, Result
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from bridge.store import Store
 
 log = structlog.get_logger("bridge.health")

@@ -16,7 +16,7 @@ from typing import Any, TextIO, cast
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from bridge.redaction import mask_secrets
+from bridge.ops.redaction import mask_secrets
 
 MASK = "***"
 
@@ -38,7 +38,7 @@ def register_secret(value: str) -> None:
 
 
 def _scrub(text: str) -> str:
-    # Raw, escaped (repr, JSON), URL-encoded, in any case, or cut short: bridge.redaction.
+    # Raw, escaped (repr, JSON), URL-encoded, in any case, or cut short: bridge.ops.redaction.
     return mask_secrets(text, _secrets, mask=MASK)
 
 

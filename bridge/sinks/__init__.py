@@ -1,1 +1,0 @@
-"""Delivery targets: one module per vendor, all behind the Sink protocol in base.py."""
