@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import structlog
 
 from bridge import __version__
@@ -21,6 +20,7 @@ from bridge.directory import Source, build_sources
 from bridge.directory.people import People, open_directory, sink_columns
 from bridge.dispatch.health import SinkState
 from bridge.dispatch.pump import Dispatcher
+from bridge.http import Session, new_session
 from bridge.ingest import Ingest
 from bridge.ingest.junk import JunkLimiter
 from bridge.ops import heartbeat, systemd, web
@@ -46,7 +46,7 @@ class Bridge:
         self.settings = settings
         self.config_path = config_path  # re-read on SIGHUP
         self._reload_requested = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
+        self._session: Session | None = None
         self._stop = asyncio.Event()
         self.dispatchers: dict[str, Dispatcher] = {}
         self.ingest: Ingest | None = None
@@ -82,7 +82,7 @@ class Bridge:
                 self.http_port = await stack.enter_async_context(
                     web.serving(self, host=settings.http.host, port=settings.http.port)
                 )
-            self._session = session = await stack.enter_async_context(aiohttp.ClientSession())
+            self._session = session = await stack.enter_async_context(new_session())
             sinks = build_sinks(settings, session)
             if not sinks:
                 log.warning("sinks.none_enabled")

@@ -26,6 +26,17 @@ _READ_CHUNK = 64 * 1024
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
+# The HTTP client every request to a vendor goes through: other packages name it by this alias
+# and open it with new_session(), so that aiohttp's client stays in this module and vendors/.
+Session = aiohttp.ClientSession
+
+
+def new_session() -> Session:
+    """The one session a process shares for its vendor requests. No session-wide timeout:
+    every exchange sets its own."""
+    return aiohttp.ClientSession()
+
+
 class Limiter(Protocol):
     """What `exchange` waits on before each request (a vendor's RateLimiter)."""
 

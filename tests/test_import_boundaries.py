@@ -1,5 +1,6 @@
 """The layout's promises, read from the source (an AST walk, nothing imported): aiomqtt and paho
-only under bridge/ingest/, and no import cycle in bridge/.
+only under bridge/ingest/, the database drivers only under bridge/store/, aiohttp's client only
+under bridge/vendors/ and bridge/http.py, and no import cycle in bridge/.
 
 Every import counts, at module level or inside a function: a cycle or a library hidden in a
 function is still there. What only a type checker reads (`if TYPE_CHECKING:`) is no import.
@@ -21,7 +22,14 @@ BRIDGE = ROOT / "bridge"
 CONFINED = {
     "aiomqtt": ("bridge.ingest",),
     "paho": ("bridge.ingest",),
+    # The database drivers: only the store talks to the database.
+    "aiosqlite": ("bridge.store",),
+    "sqlite3": ("bridge.store",),
 }
+# aiohttp's client (sessions, requests, its errors): only the vendors and the one exchange.
+# Its server (`aiohttp.web`) serves the status page and the vendor simulators.
+AIOHTTP_CLIENT_IN = ("bridge.vendors", "bridge.http")
+AIOHTTP_SERVER_IN = ("bridge.ops.web", "bridge.vendors")
 # Known exceptions, each with its reason.
 ALLOWED = {
     # The demo plays the badge terminal itself: it publishes swipes as a separate MQTT client,
@@ -132,6 +140,49 @@ def test_library_is_imported_only_where_it_belongs(library: str) -> None:
     assert not outside, f"{library} imported outside {', '.join(allowed_in)}: {sorted(outside)}"
     unused = {(m, lib) for m, lib in ALLOWED if lib == library and m not in found}
     assert not unused, f"allowances no longer needed (remove them): {sorted(unused)}"
+
+
+def _aiohttp_uses(path: Path) -> set[str]:
+    """'client' for `import aiohttp` or `from aiohttp import <anything but web>`; 'server' for
+    `from aiohttp import web` or `import aiohttp.web`."""
+    uses = set()
+    for node in _imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "aiohttp":
+                    uses.add("client")
+                elif alias.name.startswith("aiohttp.web"):
+                    uses.add("server")
+                elif alias.name.startswith("aiohttp."):
+                    uses.add("client")
+        elif node.module == "aiohttp":
+            uses.update("server" if alias.name == "web" else "client" for alias in node.names)
+        elif node.module and node.module.startswith("aiohttp."):
+            uses.add("server" if node.module.startswith("aiohttp.web") else "client")
+    return uses
+
+
+def test_aiohttps_client_only_in_the_vendors_and_the_one_exchange() -> None:
+    uses = {module: _aiohttp_uses(path) for module, path in _modules().items()}
+    client = {m for m, u in uses.items() if "client" in u}
+    server = {m for m, u in uses.items() if "server" in u}
+    assert "bridge.http" in client, "the check looks in the wrong place"
+    assert "bridge.ops.web" in server, "the check looks in the wrong place"
+    assert not {m for m in client if not _inside(m, AIOHTTP_CLIENT_IN)}
+    assert not {m for m in server if not _inside(m, AIOHTTP_SERVER_IN)}
+
+
+def test_the_aiohttp_check_tells_client_from_server(tmp_path: Path) -> None:
+    cases = {
+        "import aiohttp\n": {"client"},
+        "from aiohttp import web\n": {"server"},
+        "from aiohttp import ClientSession, web\n": {"client", "server"},
+        "def f():\n    import aiohttp.web\n": {"server"},
+    }
+    for source, expected in cases.items():
+        path = tmp_path / "m.py"
+        path.write_text(source)
+        assert _aiohttp_uses(path) == expected, source
 
 
 # aiomqtt's private attributes the adapter reaches: its paho client, its socket, its futures.

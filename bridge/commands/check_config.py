@@ -8,14 +8,13 @@ without a passphrase), exits 2 with the same one-line message `run` gives.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from typing import Any
 
 from bridge.commands.common import EXIT_CONFIG, EXIT_OK, emit, fail, handler, settings_of
 from bridge.config import Settings
 from bridge.directory.file import DirectoryError, DirectoryFile
 from bridge.ops.preflight import environment_problems
-from bridge.store.schema import MIGRATIONS
+from bridge.store.inspect import database_summary
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -27,20 +26,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _database(settings: Settings) -> dict[str, Any]:
     """What is at store.path, read-only (a check never creates or migrates a database)."""
-    path = settings.store.path
-    info: dict[str, Any] = {"path": str(path), "exists": path.exists()}
-    if not path.exists():
-        return info
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.Error as err:
-        info["problem"] = f"not readable as SQLite: {err}"
-        return info
-    info["schema"] = version
-    if version > len(MIGRATIONS):
-        info["problem"] = f"schema {version} is newer than this release ({len(MIGRATIONS)})"
-    return info
+    return database_summary(settings.store.path)
 
 
 def summary(settings: Settings) -> dict[str, Any]:

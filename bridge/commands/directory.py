@@ -13,8 +13,6 @@ import argparse
 import asyncio
 from typing import Any
 
-import aiohttp
-
 from bridge.commands.common import (
     EXIT_CONFIG,
     EXIT_NOT_DONE,
@@ -31,6 +29,7 @@ from bridge.config import Settings
 from bridge.directory import ORDER, Merged, build_sources, cached_records, merge, sync
 from bridge.directory.file import Directory, DirectoryError, Person
 from bridge.events import PayloadError, normalise_badge
+from bridge.http import new_session
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -192,7 +191,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return fail(f"config error: directory.path: {err}", EXIT_CONFIG)
 
     async def run() -> tuple[list[Any], Merged]:
-        async with opened_store(settings) as store, aiohttp.ClientSession() as session:
+        async with opened_store(settings) as store, new_session() as session:
             outcomes = await sync(store, session, sources)
             records = await cached_records(store, [source.name for source in sources])
         return outcomes, merge(file, records)

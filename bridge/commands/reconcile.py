@@ -13,8 +13,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bridge.commands.common import (
     EXIT_NOT_DONE,
     EXIT_OK,
@@ -26,6 +24,7 @@ from bridge.commands.common import (
     settings_of,
 )
 from bridge.commands.progress import Progress
+from bridge.http import new_session
 from bridge.ops.redaction import mask_secrets
 from bridge.reconcile.fetch import ReadError
 from bridge.reconcile.report import format_text, to_json, write_csv
@@ -112,7 +111,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, settings: Any, first: date, last: date) -> Report:
     total = chunk_count(args.sink, window_for(args.sink, settings, first, last))
-    async with opened_store(settings) as store, aiohttp.ClientSession() as session:
+    async with opened_store(settings) as store, new_session() as session:
         with Progress(f"reconcile {args.sink}", total) as bar:
             report = await reconcile(
                 args.sink,

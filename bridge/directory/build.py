@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import aiohttp
-
 from bridge.config import Settings
 from bridge.directory.records import Record
+from bridge.http import Session
 from bridge.vendors.registry import VENDORS
 
 # merge order: the first source's name stands
@@ -21,7 +20,7 @@ class Source(Protocol):
 
     def secrets(self) -> list[str]: ...
 
-    async def fetch(self, session: aiohttp.ClientSession) -> list[Record]: ...
+    async def fetch(self, session: Session) -> list[Record]: ...
 
 
 def build_sources(settings: Settings) -> list[Source]:

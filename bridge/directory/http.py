@@ -11,18 +11,17 @@ import json as jsonlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import aiohttp
 from pydantic import SecretStr
 
 from bridge.directory.records import SourceError
-from bridge.http import BodyTooLargeError, ExchangeError, Limiter, Reply, exchange
+from bridge.http import BodyTooLargeError, ExchangeError, Limiter, Reply, Session, exchange
 
 RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 5.0
 
 
 async def request_json(
-    session: aiohttp.ClientSession,
+    session: Session,
     method: str,
     url: str,
     *,
@@ -64,7 +63,7 @@ async def request_json(
 
 
 async def _once(
-    session: aiohttp.ClientSession,
+    session: Session,
     method: str,
     url: str,
     *,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-import aiohttp
 import structlog
 
 from bridge.config import Settings
@@ -17,6 +16,7 @@ from bridge.directory import LiveDirectory, Outcome, Source
 from bridge.directory import sync as sync_directory
 from bridge.directory.file import DirectoryError, DirectoryFile, Person
 from bridge.events import ClockEvent
+from bridge.http import Session
 from bridge.store import PersonResolver, Store
 from bridge.store.records import Identified
 
@@ -134,7 +134,7 @@ class People:
                 log.warning("directory.problem", problem=problem)
         self._reported = problems
 
-    async def sync_forever(self, session: aiohttp.ClientSession, sources: Sequence[Source]) -> None:
+    async def sync_forever(self, session: Session, sources: Sequence[Source]) -> None:
         """Sync the sources now and every directory.sync_minutes. A failing source keeps its
         last cached people; nothing here stops the bridge."""
         while True:

@@ -9,10 +9,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiohttp
-
 from bridge.directory.build import Source
 from bridge.directory.records import Record, SourceError
+from bridge.http import Session
 from bridge.ops.redaction import mask_secrets
 from bridge.store import Store
 
@@ -26,7 +25,7 @@ class Outcome:
     error: str | None = None
 
 
-async def fetch_one(source: Source, session: aiohttp.ClientSession) -> list[Record] | str:
+async def fetch_one(source: Source, session: Session) -> list[Record] | str:
     """The source's records, or why they could not be read (no secret in it)."""
     try:
         return await source.fetch(session)
@@ -37,7 +36,7 @@ async def fetch_one(source: Source, session: aiohttp.ClientSession) -> list[Reco
 
 
 async def sync(
-    store: Store, session: aiohttp.ClientSession, sources: Sequence[Source]
+    store: Store, session: Session, sources: Sequence[Source]
 ) -> list[Outcome]:
     async with asyncio.TaskGroup() as tg:
         tasks = [

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
 from bridge.config import Settings
+from bridge.http import Session
 from bridge.reconcile.compare import Kind
 from bridge.reconcile.fetch import ReadError
 from bridge.reconcile.run import Report, reconcile
@@ -95,7 +95,7 @@ async def run_once(
     *,
     settings: Settings,
     store: Store,
-    session: aiohttp.ClientSession,
+    session: Session,
     today: date,
     metrics: ReconcileMetrics | None = None,
     clock: Callable[[], float] = time.time,
@@ -137,7 +137,7 @@ async def run_daily(
     *,
     settings: Settings,
     store: Store,
-    session: aiohttp.ClientSession,
+    session: Session,
     stop: asyncio.Event,
     registry: CollectorRegistry | None = None,
     clock: Callable[[], float] = time.time,

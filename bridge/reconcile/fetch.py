@@ -8,10 +8,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-import aiohttp
 from pydantic import SecretStr
 
-from bridge.http import ExchangeError, Limiter, exchange
+from bridge.http import ExchangeError, Limiter, Session, exchange
 from bridge.ops.redaction import mask_secrets, mask_values
 
 ATTEMPTS = 3
@@ -29,7 +28,7 @@ def excerpt(body: bytes) -> str:
 
 
 async def fetch_json(
-    session: aiohttp.ClientSession,
+    session: Session,
     method: str,
     url: str | Any,
     *,

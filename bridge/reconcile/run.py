@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import aiohttp
-
 from bridge.config import Settings
 from bridge.directory.file import Directory
 from bridge.events import Action
+from bridge.http import Session
 from bridge.reconcile.compare import (
     Comparison,
     Delivered,
@@ -79,7 +78,7 @@ async def reconcile(
     *,
     settings: Settings,
     store: Store,
-    session: aiohttp.ClientSession,
+    session: Session,
     first: date,
     last: date,
     on_chunk: Callable[[], None] = lambda: None,
@@ -194,7 +193,7 @@ def _q2_people(rows: list[dict[str, Any]], settings: Settings, notes: list[str])
 
 async def _vendor_entries(
     source: str,
-    session: aiohttp.ClientSession,
+    session: Session,
     settings: Settings,
     window: Window,
     on_chunk: Callable[[], None],

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from pathlib import Path
 from typing import Any
 
-from bridge.store.connection import StoreBase, fetch_all
+from bridge.store.connection import StoreBase, fetch_all, give_sidecars_to_owner
 from bridge.store.records import QueueStatus, SinkQueue
+from bridge.store.schema import MIGRATIONS
 
 # What `rejected list` shows of a row: never the payload (a page of 50 reads no blob).
 _REJECTED_SUMMARY = (
@@ -88,3 +92,25 @@ class InspectMixin(StoreBase):
             (rejected_id,),
         )
         return dict(rows[0]) if rows else None
+
+
+def database_summary(path: Path) -> dict[str, Any]:
+    """What is at `path` for `check-config`: whether it exists, its schema, and what is wrong,
+    read without creating, checking or migrating anything (the daemon's own work)."""
+    info: dict[str, Any] = {"path": str(path), "exists": path.exists()}
+    if not path.exists():
+        return info
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
+        ) as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as err:
+        info["problem"] = f"not readable as SQLite: {err}"
+        return info
+    finally:
+        give_sidecars_to_owner(path)
+    info["schema"] = version
+    if version > len(MIGRATIONS):
+        info["problem"] = f"schema {version} is newer than this release ({len(MIGRATIONS)})"
+    return info
