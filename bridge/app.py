@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,19 +16,19 @@ import structlog
 
 from bridge import __version__
 from bridge.config import ConfigError, Settings, load_settings
-from bridge.delivery import Job
-from bridge.directory import Source, build_sources
+from bridge.directory import LiveDirectory, Source, build_sources
 from bridge.directory.people import People, open_directory, sink_columns
 from bridge.dispatch.health import SinkState
 from bridge.dispatch.pump import Dispatcher
 from bridge.http import Session, new_session
 from bridge.ingest import Ingest
+from bridge.ingest.feedback import Feedback
 from bridge.ingest.junk import JunkLimiter
 from bridge.ops import heartbeat, systemd, web
 from bridge.ops.logs import register_secret, set_level
 from bridge.ops.metrics import Metrics
 from bridge.reconcile.daily import run_daily
-from bridge.store import QueueStatus, Store, Stored
+from bridge.store import QueueStatus, Store
 from bridge.vendors.registry import build_sinks
 
 log = structlog.get_logger("bridge.app")
@@ -35,27 +36,83 @@ log = structlog.get_logger("bridge.app")
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 
+# What a SIGHUP applies; every other change to the config takes a restart.
+RELOADED_SECTIONS = frozenset({"log", "directory"})
+
+
+def _needs_restart(running: Settings, fresh: Settings) -> list[str]:
+    """The config sections that changed but only take effect after a restart (sinks count
+    when more than their credentials changed)."""
+    changed = []
+    for name in type(running).model_fields:
+        if name in RELOADED_SECTIONS:
+            continue
+        before, after = getattr(running, name), getattr(fresh, name)
+        if name == "sinks":
+            before, after = _without_secrets(before), _without_secrets(after)
+        if before != after:
+            changed.append(name)
+    return changed
+
+
+def _without_secrets(section: object) -> object:
+    dump = section.model_dump() if hasattr(section, "model_dump") else section
+    if isinstance(dump, dict):
+        return {
+            key: _without_secrets(value)
+            for key, value in dump.items()
+            if not any(word in key for word in ("key", "secret", "password", "token"))
+        }
+    return dump
+
+
 def _iso(moment: float | None) -> str | None:
     return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """The daemon's components while it runs: built once by Bridge.run, closed in reverse."""
+
+    store: Store
+    session: Session
+    people: People
+    feedback: Feedback  # one publisher of replies to terminals, for ingest and dispatch
+    ingest: Ingest
+    dispatchers: dict[str, Dispatcher]
+    sources: Sequence[Source]
 
 
 class Bridge:
     """The running daemon. `stop()` (or SIGTERM/SIGINT) ends `run()` cleanly."""
 
-    def __init__(self, settings: Settings, *, config_path: Path | None = None):
+    def __init__(self, settings: Settings, *, config_path: Path | None = None) -> None:
         self.settings = settings
         self.config_path = config_path  # re-read on SIGHUP
         self._reload_requested = asyncio.Event()
-        self._session: Session | None = None
         self._stop = asyncio.Event()
-        self.dispatchers: dict[str, Dispatcher] = {}
-        self.ingest: Ingest | None = None
-        self.store: Store | None = None
+        self._running: Running | None = None
         self.ready = asyncio.Event()
         self.metrics = Metrics()
         self.http_port: int | None = None
-        self.people: People | None = None
         self._started_at = time.time()
+
+    # What tests and the status views look at; None until run() has built it.
+    @property
+    def store(self) -> Store | None:
+        return None if self._running is None else self._running.store
+
+    @property
+    def ingest(self) -> Ingest | None:
+        return None if self._running is None else self._running.ingest
+
+    @property
+    def people(self) -> People | None:
+        return None if self._running is None else self._running.people
+
+    @property
+    def dispatchers(self) -> dict[str, Dispatcher]:
+        return {} if self._running is None else self._running.dispatchers
 
     def stop(self) -> None:
         self._stop.set()
@@ -64,7 +121,7 @@ class Bridge:
         settings = self.settings
         sources = build_sources(settings)  # ConfigError: an enabled source lacks credentials
         async with contextlib.AsyncExitStack() as stack:
-            self.store = store = await stack.enter_async_context(
+            store = await stack.enter_async_context(
                 Store.open(
                     settings.store.path,
                     site_tz=settings.site.tz,
@@ -78,105 +135,84 @@ class Bridge:
             recovered = await store.recover_inflight()
             if recovered:
                 log.warning("delivery.recovered", count=recovered)
+            session = await stack.enter_async_context(new_session())
+            running = self._build(store, session, directory, sources)
+            self._running = running
+            await running.people.release_unmapped()
             if settings.http.enabled:
                 self.http_port = await stack.enter_async_context(
                     web.serving(self, host=settings.http.host, port=settings.http.port)
                 )
-            self._session = session = await stack.enter_async_context(new_session())
-            sinks = build_sinks(settings, session)
-            if not sinks:
-                log.warning("sinks.none_enabled")
-            self.dispatchers = {
-                sink.name: Dispatcher(
-                    sink=sink,
-                    store=store,
-                    concurrency=settings.sinks.enabled()[sink.name].concurrency,
-                    retry=settings.retry,
-                    metrics=self.metrics,
-                    on_settled=self._on_settled,
-                    summary_seconds=settings.log.summary_seconds,
-                )
-                for sink in sinks
-            }
-            self.people = people = People(
-                settings=settings,
-                store=store,
-                directory=directory,
-                columns=sink_columns(settings, list(self.dispatchers)),
-            )
-            await people.release_unmapped()
-            self.ingest = Ingest(
-                config=settings.mqtt,
-                store=store,
-                resolve=people.resolve,
-                site_tz=settings.site.tz,
-                max_batch=settings.store.max_batch,
-                on_stored=self._on_stored,
-                metrics=self.metrics,
-                max_clock_skew_seconds=settings.site.max_clock_skew_seconds,
-                name_of=people.name_of,
-                time_limits=settings.site.time_limits,
-                junk=JunkLimiter(
-                    per_terminal=settings.store.rejected_per_terminal_per_minute,
-                    total=settings.store.rejected_per_minute,
-                ),
-            )
-            await self._serve(people, sources)
+            await self._serve(running)
 
-    async def _serve(self, people: People, sources: Sequence[Source]) -> None:
-        assert self.ingest is not None
-        assert self.store is not None
-        store = self.store
+    def _build(
+        self, store: Store, session: Session, directory: LiveDirectory, sources: Sequence[Source]
+    ) -> Running:
+        settings = self.settings
+        feedback = Feedback(ack_topic=settings.mqtt.ack_topic)
+        sinks = build_sinks(settings, session)
+        if not sinks:
+            log.warning("sinks.none_enabled")
+        dispatchers = {
+            sink.name: Dispatcher(
+                sink=sink,
+                store=store,
+                concurrency=settings.sinks.enabled()[sink.name].concurrency,
+                retry=settings.retry,
+                metrics=self.metrics,
+                replies=feedback if settings.mqtt.ack_delivery else None,
+                summary_seconds=settings.log.summary_seconds,
+            )
+            for sink in sinks
+        }
+        people = People(
+            settings=settings,
+            store=store,
+            directory=directory,
+            columns=sink_columns(settings, list(dispatchers)),
+        )
+        ingest = Ingest(
+            config=settings.mqtt,
+            store=store,
+            resolve=people.resolve,
+            site_tz=settings.site.tz,
+            max_batch=settings.store.max_batch,
+            feedback=feedback,
+            metrics=self.metrics,
+            max_clock_skew_seconds=settings.site.max_clock_skew_seconds,
+            name_of=people.name_of,
+            time_limits=settings.site.time_limits,
+            junk=JunkLimiter(
+                per_terminal=settings.store.rejected_per_terminal_per_minute,
+                total=settings.store.rejected_per_minute,
+            ),
+        )
+        return Running(store, session, people, feedback, ingest, dispatchers, sources)
+
+    async def _serve(self, running: Running) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
         try:
             async with asyncio.TaskGroup() as tg:
-                for name, dispatcher in self.dispatchers.items():
+                for name, dispatcher in running.dispatchers.items():
                     tg.create_task(
                         dispatcher.run(self._stop, grace_seconds=SHUTDOWN_GRACE_SECONDS),
                         name=f"dispatch[{name}]",
                     )
                 # Ingest first: on stop, whatever it had not committed stays with the broker.
                 background = [
-                    tg.create_task(self.ingest.run(), name="ingest"),
-                    tg.create_task(self._announce_ready(), name="ready"),
-                    tg.create_task(self._reload_on_sighup(people), name="reload"),
-                    tg.create_task(store.watch_other_writers(), name="repairs"),
+                    tg.create_task(running.ingest.run(), name="ingest"),
+                    tg.create_task(self._announce_ready(running), name="ready"),
+                    tg.create_task(self._reload_on_sighup(running), name="reload"),
+                    tg.create_task(running.store.watch_other_writers(), name="repairs"),
                     tg.create_task(
                         self._heartbeat_forever(heartbeat.heartbeat_path(self.settings.store.path)),
                         name="heartbeat",
                     ),
                 ]
-                if people.directory.file is not None or sources:
-                    background.append(tg.create_task(people.watch(), name="directory"))
-                if sources:
-                    assert self._session is not None
-                    background.append(
-                        tg.create_task(
-                            people.sync_forever(self._session, sources), name="directory-sync"
-                        )
-                    )
-                if (interval := systemd.watchdog_interval()) is not None:
-                    background.append(
-                        tg.create_task(systemd.watchdog_pings(interval), name="watchdog")
-                    )
-                if self.settings.reconcile.daily_at is not None:
-                    assert self.store is not None
-                    assert self._session is not None
-                    background.append(
-                        tg.create_task(
-                            run_daily(
-                                settings=self.settings,
-                                store=self.store,
-                                session=self._session,
-                                stop=self._stop,
-                                registry=self.metrics.registry,
-                            ),
-                            name="reconcile.daily",
-                        )
-                    )
+                background += self._optional_tasks(tg, running)
                 await self._stop.wait()
                 log.info("bridge.stopping")
                 systemd.notify("STOPPING=1")
@@ -187,7 +223,29 @@ class Bridge:
                 loop.remove_signal_handler(signum)
         log.info("bridge.stopped")
 
-    async def _reload_on_sighup(self, people: People) -> None:
+    def _optional_tasks(self, tg: asyncio.TaskGroup, running: Running) -> list[asyncio.Task[None]]:
+        """The background work only some configurations have."""
+        people, sources = running.people, running.sources
+        tasks = []
+        if people.directory.file is not None or sources:
+            tasks.append(tg.create_task(people.watch(), name="directory"))
+        if sources:
+            sync = people.sync_forever(running.session, sources)
+            tasks.append(tg.create_task(sync, name="directory-sync"))
+        if (interval := systemd.watchdog_interval()) is not None:
+            tasks.append(tg.create_task(systemd.watchdog_pings(interval), name="watchdog"))
+        if self.settings.reconcile.daily_at is not None:
+            daily = run_daily(
+                settings=self.settings,
+                store=running.store,
+                session=running.session,
+                stop=self._stop,
+                registry=self.metrics.registry,
+            )
+            tasks.append(tg.create_task(daily, name="reconcile.daily"))
+        return tasks
+
+    async def _reload_on_sighup(self, running: Running) -> None:
         """SIGHUP: re-read the directory, the credentials and the log level. Events are not
         touched: nothing is lost or sent again. Other changes need a restart."""
         while True:
@@ -195,59 +253,33 @@ class Bridge:
             self._reload_requested.clear()
             systemd.notify("RELOADING=1")
             try:
-                self._apply_reload()
+                self._apply_reload(running)
             except ConfigError as err:
                 log.error("config.reload_failed", error=str(err), kept="running configuration")
-            await people.reload()
+            await running.people.reload()
             systemd.notify("READY=1")
 
-    def _apply_reload(self) -> None:
+    def _apply_reload(self, running: Running) -> None:
         if self.config_path is None:
             return
         fresh = load_settings(self.config_path)
         for secret in fresh.secret_values():
             register_secret(secret)
         set_level(fresh.log.level)
-        assert self._session is not None
-        for sink in build_sinks(fresh, self._session):
-            dispatcher = self.dispatchers.get(sink.name)
+        for sink in build_sinks(fresh, running.session):
+            dispatcher = running.dispatchers.get(sink.name)
             if dispatcher is not None:
                 dispatcher.replace_sink(sink)  # new credentials; a paused sink probes at once
+        ignored = _needs_restart(self.settings, fresh)
+        if ignored:  # said, not silently dropped
+            log.warning("config.restart_needed", changed=ignored)
         log.info("config.reloaded", applied=["credentials", "log.level", "directory"])
 
-    async def _announce_ready(self) -> None:
-        assert self.ingest is not None
-        await self.ingest.connected.wait()
+    async def _announce_ready(self, running: Running) -> None:
+        await running.ingest.connected.wait()
         self.ready.set()
         systemd.notify("READY=1")
-        log.info("bridge.ready", sinks=list(self.dispatchers))
-
-    def _on_settled(self, job: Job, state: str) -> None:
-        if self.ingest is None or not self.settings.mqtt.ack_delivery:
-            return
-        if state in ("delivered", "dead", "held"):
-            self.ingest.feedback.send(
-                job.terminal,
-                {
-                    "id": job.source_id,
-                    "status": state,
-                    "sink": job.sink,
-                    "action": job.action.value,
-                },
-            )
-
-    async def _on_stored(self, results: Sequence[Stored]) -> None:
-        for stored in results:
-            fields = {"event_key": stored.key, "terminal": stored.terminal}
-            if stored.status == "rejected":
-                log.warning("event.rejected", reason=stored.reason)
-            elif stored.status in ("duplicate", "redelivered"):
-                log.info("event.duplicate", **fields, action=stored.action, reason=stored.status)
-            else:
-                if stored.status == "unmapped":
-                    log.warning("event.unmapped", **fields, action=stored.action)
-                else:
-                    log.info("event.stored", **fields, action=stored.action)
+        log.info("bridge.ready", sinks=list(running.dispatchers))
 
     # --- what the web pages read (web.StatusSource) ---------------------------------------
 

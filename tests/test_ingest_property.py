@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from bridge.config import MqttConfig, Subscription
 from bridge.events import ClockEvent, PayloadFormat
 from bridge.ingest import Ingest
+from bridge.ingest.feedback import Feedback
 from bridge.ingest.junk import JunkLimiter
 from bridge.ops.metrics import Metrics
 from bridge.store import Store, Stored
@@ -68,10 +69,6 @@ def _resolve(event: ClockEvent) -> Mapping[str, str | None]:
     return {"go2clock": "1001" if event.badge == "B0001" else None}
 
 
-async def _ignore(_results: object) -> None:
-    return None
-
-
 class _Harness:
     """A store and an Ingest on one event loop, kept across Hypothesis examples."""
 
@@ -92,7 +89,7 @@ class _Harness:
             resolve=_resolve,
             site_tz=SITE,
             max_batch=500,
-            on_stored=_ignore,
+            feedback=Feedback(ack_topic=config.ack_topic),
             metrics=Metrics(),
             # Everything kept, so that every rejected message shows as a row to count.
             junk=JunkLimiter(per_terminal=10**9, total=10**9),

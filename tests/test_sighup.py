@@ -45,6 +45,7 @@ async def test_sighup_reloads_credentials_directory_and_level(broker: Mosquitto,
             write_directory(tmp_path / "directory.csv", {"B0001": "1001", "LATECOMER": "777"})
             data = yaml.safe_load(config.read_text())
             data["log"]["level"] = "debug"  # asks for more detail,
+            data["mqtt"]["keepalive"] = 45  # and changes what only a restart applies,
             config.write_text(yaml.safe_dump(data))
             process.send_signal(signal.SIGHUP)  # and tells the bridge
 
@@ -61,5 +62,10 @@ async def test_sighup_reloads_credentials_directory_and_level(broker: Mosquitto,
     assert max(punches.values()) == 1
     assert ("777", "2026-11-23T06:01:10") in punches  # the latecomer, mapped by the reload
     assert '"level": "debug"' in text  # the new level took effect
+    # ... and the change SIGHUP cannot apply is said, not silently ignored; new credentials
+    # alone are no such change.
+    restart = [line for line in text.splitlines() if '"config.restart_needed"' in line]
+    assert len(restart) == 1
+    assert '"changed": ["mqtt"]' in restart[0]
     assert "an-old-revoked-key" not in text
     assert API_KEY not in text

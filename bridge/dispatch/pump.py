@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -34,7 +34,14 @@ from bridge.store import Store, StoreWriteError
 log = structlog.get_logger("bridge.dispatch")
 
 # Told the delivery's new state (delivered, pending, dead, held) after each settle.
-SettledCallback = Callable[[Job, DeliveryState], None]
+class Replies(Protocol):
+    """Where a terminal hears what became of its punch at a vendor (ingest's Feedback)."""
+
+    def send(self, terminal: str, message: Mapping[str, Any]) -> None: ...
+
+
+# The settled states a terminal is told about (mqtt.ack_delivery).
+REPLIED_STATES = frozenset({DeliveryState.DELIVERED, DeliveryState.DEAD, DeliveryState.HELD})
 
 
 @runtime_checkable
@@ -62,7 +69,7 @@ class Dispatcher:
         concurrency: int,
         retry: RetryConfig,
         metrics: Metrics,
-        on_settled: SettledCallback = lambda _job, _state: None,
+        replies: Replies | None = None,
         summary_seconds: float = 60.0,
     ):
         self.sink = sink
@@ -70,7 +77,7 @@ class Dispatcher:
         self._concurrency = concurrency
         self._retry = retry
         self._metrics = metrics
-        self._on_settled = on_settled
+        self._replies = replies
         # No retry is scheduled further ahead than this; a later one means the clock went back.
         self._horizon = retry.max_seconds + CLOCK_SLACK_SECONDS
         # Set by the store after a commit that may have made one of this sink's deliveries
@@ -248,7 +255,7 @@ class Dispatcher:
         ):
             self.counts["dead"] += 1
             log.error("delivery.dead", reason="too old", last_error=result.detail)
-            self._on_settled(job, DeliveryState.DEAD)
+            self._reply(job, DeliveryState.DEAD)
             return
         delay = result.retry_after
         if delay is not None:
@@ -258,11 +265,23 @@ class Dispatcher:
                 job.attempt, initial=self._retry.initial_seconds, maximum=self._retry.max_seconds
             )
         state = await self._store.settle(job, result, retry_at=now + delay, now=now)
-        self._on_settled(job, state)
+        self._reply(job, state)
         self._metrics.deliveries.labels(self.sink.name, result.outcome.value).inc()
         if result.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
             self._metrics.latency.labels(self.sink.name).observe(max(0.0, now - job.stored_at))
         self._note(result, delay)
+
+    def _reply(self, job: Job, state: DeliveryState) -> None:
+        if self._replies is not None and state in REPLIED_STATES:
+            self._replies.send(
+                job.terminal,
+                {
+                    "id": job.source_id,
+                    "status": state.value,
+                    "sink": job.sink,
+                    "action": job.action.value,
+                },
+            )
 
     def _note(self, result: Result, delay: float) -> None:
         outcome = result.outcome

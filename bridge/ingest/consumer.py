@@ -6,7 +6,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -14,6 +14,7 @@ import aiomqtt
 import structlog
 
 from bridge.config import MqttConfig
+from bridge.delivery import EventStatus
 from bridge.events import ClockEvent, TimeLimits
 from bridge.ingest.client import OFFLINE, ONLINE, connected, raise_lost_cancellation
 from bridge.ingest.feedback import Feedback
@@ -30,16 +31,15 @@ log = structlog.get_logger("bridge.ingest")
 INVALID_TERMINAL = "(invalid)"  # what a junk message's unusable terminal is limited as
 MAX_TOPIC_LOGGED = 256
 
-StoredCallback = Callable[[Sequence[Stored]], Awaitable[None]]
 NameLookup = Callable[[ClockEvent], str | None]
 
 # What a terminal is told about its swipe (redeliveries are duplicates to a person).
 FEEDBACK_STATUS = {
-    "accepted": "accepted",
-    "unmapped": "unmapped",
-    "duplicate": "duplicate",
-    "redelivered": "duplicate",
-    "rejected": "rejected",
+    EventStatus.ACCEPTED: "accepted",
+    EventStatus.UNMAPPED: "unmapped",
+    EventStatus.DUPLICATE: "duplicate",
+    EventStatus.REDELIVERED: "duplicate",
+    EventStatus.REJECTED: "rejected",
 }
 
 
@@ -52,7 +52,7 @@ class Ingest:
         resolve: PersonResolver,
         site_tz: ZoneInfo,
         max_batch: int,
-        on_stored: StoredCallback,
+        feedback: Feedback,
         metrics: Metrics,
         max_clock_skew_seconds: float = 300.0,
         name_of: NameLookup = lambda _event: None,
@@ -63,7 +63,6 @@ class Ingest:
         self._store = store
         self._resolve = resolve
         self._max_batch = max_batch
-        self._on_stored = on_stored
         self._router = Router(
             config.subscriptions, site_tz=site_tz, time_limits=time_limits or TimeLimits()
         )
@@ -78,7 +77,7 @@ class Ingest:
         self.skew = ClockSkewWatch(max_skew_seconds=max_clock_skew_seconds)
         self._metrics = metrics
         self._name_of = name_of
-        self.feedback = Feedback(ack_topic=config.ack_topic)
+        self.feedback = feedback  # shared with the dispatchers' delivery replies
         self._takeover = TakeoverWatch()
 
     async def run(self) -> None:
@@ -192,7 +191,7 @@ class Ingest:
             results = await self.store_batch(batch)
             for message in batch:
                 acknowledge(client, message)
-            await self._on_stored(results)
+            _log_results(results)
 
     async def store_batch(self, batch: Sequence[aiomqtt.Message]) -> list[Stored]:
         """Parse and store one batch of messages; what became of each one that is stored or
@@ -293,3 +292,17 @@ class Ingest:
 def _payload_bytes(message: aiomqtt.Message) -> bytes:
     raw = message.payload
     return bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode()
+
+
+def _log_results(results: Sequence[Stored]) -> None:
+    """One line per message: what became of it."""
+    for stored in results:
+        fields = {"event_key": stored.key, "terminal": stored.terminal}
+        if stored.status is EventStatus.REJECTED:
+            log.warning("event.rejected", reason=stored.reason)
+        elif stored.status in (EventStatus.DUPLICATE, EventStatus.REDELIVERED):
+            log.info("event.duplicate", **fields, action=stored.action, reason=stored.status)
+        elif stored.status is EventStatus.UNMAPPED:
+            log.warning("event.unmapped", **fields, action=stored.action)
+        else:
+            log.info("event.stored", **fields, action=stored.action)
