@@ -9,6 +9,7 @@ deleted: a dropped delivery and a reprocessed payload stay for inspection.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,16 +114,11 @@ class AdminMixin(StoreBase):
         marks = ",".join(f":id{n}" for n in range(len(ids)))
         params: dict[str, Any] = {"to": to, "at": at, "expect": expect}
         params.update({f"id{n}": delivery_id for n, delivery_id in enumerate(ids)})
-        async with self._transaction() as db:
-            rows = await fetch_all(
-                db,
-                f"UPDATE deliveries SET {', '.join(sets)}"
-                f" WHERE id IN ({marks}) AND state = :expect RETURNING id",
-                params,
-            )
-            changed = sorted(row[0] for row in rows)
-            await record_repair(db, f"{expect} -> {to}", changed)
-        return changed
+        sql = (
+            f"UPDATE deliveries SET {', '.join(sets)}"
+            f" WHERE id IN ({marks}) AND state = :expect RETURNING id"
+        )
+        return await self._write(_changed_and_recorded, sql, params, f"{expect} -> {to}")
 
     async def _states_of(self, ids: Iterable[int]) -> dict[int, str | None]:
         wanted = sorted(ids)
@@ -152,36 +148,7 @@ class AdminMixin(StoreBase):
         Raises LookupError (no such delivery, or not held) or whatever `change` raises (then
         nothing is written).
         """
-        async with self._transaction() as db:
-            rows = await fetch_all(
-                db, "SELECT sink, person, state FROM deliveries WHERE id = ?", (delivery_id,)
-            )
-            if not rows:
-                msg = f"no delivery {delivery_id}"
-                raise LookupError(msg)
-            sink, person, state = rows[0]
-            if state != "held":
-                msg = f"delivery {delivery_id} is {state}, not held"
-                raise LookupError(msg)
-            saved = await fetch_all(
-                db, "SELECT state FROM person_state WHERE sink = ? AND person = ?", (sink, person)
-            )
-            new_state = json.dumps(dict(change(json.loads(saved[0][0]) if saved else {})))
-            await db.execute(
-                "INSERT INTO person_state (sink, person, state, updated_at) VALUES (?,?,?,?)"
-                " ON CONFLICT (sink, person) DO UPDATE SET state = excluded.state,"
-                " updated_at = excluded.updated_at",
-                (sink, person, new_state, now),
-            )
-            cursor = await db.execute(
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?"
-                " WHERE id = ? AND state = 'held'",
-                (now, delivery_id),
-            )
-            if cursor.rowcount != 1:  # cannot happen inside BEGIN IMMEDIATE; never write half
-                msg = f"delivery {delivery_id} changed while being requeued"
-                raise LookupError(msg)
-            await record_repair(db, "held -> pending (person's state completed)", [delivery_id])
+        new_state, sink = await self._write(_requeue_held, delivery_id, change, now)
         self.work.notify({sink})
         return new_state
 
@@ -201,17 +168,13 @@ class AdminMixin(StoreBase):
         moved = Moved()
         for start in range(0, len(ids), CHUNK):
             chunk = list(ids[start : start + CHUNK])
-            async with self._transaction() as db:
-                rows = await fetch_all(
-                    db,
-                    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?,"
-                    " replayed = replayed + 1"
-                    f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = 'delivered'"
-                    " RETURNING id",
-                    [now, *chunk],
-                )
-                await record_repair(db, "replay", [row[0] for row in rows])
-            changed = sorted(row[0] for row in rows)
+            sql = (
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?,"
+                " replayed = replayed + 1"
+                f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = 'delivered'"
+                " RETURNING id"
+            )
+            changed = await self._write(_changed_and_recorded, sql, [now, *chunk], "replay")
             moved.changed += changed
             moved.refused.update(await self._states_of(set(chunk) - set(changed)))
         if moved.changed:
@@ -238,13 +201,7 @@ class AdminMixin(StoreBase):
 
     async def mark_reprocessed(self, rejected_id: int, *, event_key: str, at: str) -> bool:
         """Mark a rejected payload as turned into an event; False if it already was."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                "UPDATE rejected SET reprocessed_at = ?, reprocessed_as = ?"
-                " WHERE id = ? AND reprocessed_at IS NULL",
-                (at, event_key, rejected_id),
-            )
-            return cursor.rowcount == 1
+        return await self._write(_mark_reprocessed, rejected_id, event_key, at)
 
     # --- unmapped badges ---------------------------------------------------------------------
 
@@ -263,3 +220,55 @@ class AdminMixin(StoreBase):
             entry["sinks"] = sorted(str(entry["sinks"]).split(","))
             result.append(entry)
         return result
+
+
+# --- on the writer's thread, each inside the one write path (StoreBase._write) ----------------
+
+
+def _changed_and_recorded(
+    conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any], change: str
+) -> list[int]:
+    """A guarded `UPDATE … RETURNING id`, and its trace in the same transaction."""
+    changed = sorted(row[0] for row in conn.execute(sql, params).fetchall())
+    record_repair(conn, change, changed)
+    return changed
+
+
+def _requeue_held(
+    conn: sqlite3.Connection, delivery_id: int, change: StateChange, now: float
+) -> tuple[str, str]:
+    found = conn.execute(
+        "SELECT sink, person, state FROM deliveries WHERE id = ?", (delivery_id,)
+    ).fetchone()
+    if found is None:
+        msg = f"no delivery {delivery_id}"
+        raise LookupError(msg)
+    sink, person, state = found
+    if state != "held":
+        msg = f"delivery {delivery_id} is {state}, not held"
+        raise LookupError(msg)
+    saved = conn.execute(
+        "SELECT state FROM person_state WHERE sink = ? AND person = ?", (sink, person)
+    ).fetchone()
+    new_state = json.dumps(dict(change(json.loads(saved[0]) if saved else {})))
+    conn.execute(
+        "INSERT INTO person_state (sink, person, state, updated_at) VALUES (?,?,?,?)"
+        " ON CONFLICT (sink, person) DO UPDATE SET state = excluded.state,"
+        " updated_at = excluded.updated_at",
+        (sink, person, new_state, now),
+    )
+    conn.execute(
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = ? WHERE id = ?",
+        (now, delivery_id),
+    )
+    record_repair(conn, "held -> pending (person's state completed)", [delivery_id])
+    return new_state, sink
+
+
+def _mark_reprocessed(conn: sqlite3.Connection, rejected_id: int, event_key: str, at: str) -> bool:
+    cursor = conn.execute(
+        "UPDATE rejected SET reprocessed_at = ?, reprocessed_as = ?"
+        " WHERE id = ? AND reprocessed_at IS NULL",
+        (at, event_key, rejected_id),
+    )
+    return cursor.rowcount == 1

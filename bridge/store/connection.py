@@ -131,6 +131,13 @@ def give_sidecars_to_owner(database: Path) -> None:
                 os.chown(sidecar, owner.st_uid, owner.st_gid)
 
 
+def _apply_migration(conn: sqlite3.Connection, number: int) -> None:
+    """Migration `number` (0-based) and the schema version it brings, in one transaction."""
+    for statement in _split_sql(MIGRATIONS[number]):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {number + 1}")
+
+
 class StoreBase:
     def __init__(self, db: aiosqlite.Connection, *, site_tz: ZoneInfo, window_seconds: float):
         self._db = db
@@ -297,34 +304,7 @@ class StoreBase:
 
     async def _migrate(self, version: int) -> None:
         for number in range(version, len(MIGRATIONS)):
-            async with self._transaction() as db:
-                for statement in _split_sql(MIGRATIONS[number]):
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number + 1}")
-
-    async def _rollback(self) -> None:
-        """Roll back whatever this transaction began. The connection's thread runs statements in
-        order, so this runs after a BEGIN that a cancellation interrupted, even one still queued;
-        when no transaction is open, SQLite's complaint is expected and ignored."""
-        with contextlib.suppress(aiosqlite.OperationalError):
-            await self._db.execute("ROLLBACK")
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            try:
-                try:
-                    await self._db.execute("BEGIN IMMEDIATE")
-                    yield self._db
-                    await asyncio.shield(self._db.execute("COMMIT"))
-                except BaseException:
-                    # Also when COMMIT itself failed (disk full): SQLite may keep the
-                    # transaction open, and every later BEGIN would fail.
-                    await asyncio.shield(self._rollback())
-                    raise
-            except aiosqlite.OperationalError as err:
-                raise self._write_failed(err) from err
-            self._write_worked()
+            await self._write(_apply_migration, number)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` in a transaction on the connection's thread, with plain

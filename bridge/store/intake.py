@@ -170,19 +170,22 @@ class IntakeMixin(StoreBase):
                 updates.append((person, time.time(), row["id"]))
         if not updates:
             return 0
-        async with self._transaction() as db:
-            await db.executemany(
-                "UPDATE deliveries SET person = ?, state = 'pending', next_attempt_at = ?"
-                " WHERE id = ? AND state = 'unmapped'",
-                updates,
-            )
-            await db.execute(
-                "UPDATE events SET status = 'accepted' WHERE status = 'unmapped' AND NOT EXISTS"
-                " (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id"
-                " AND d.state = 'unmapped')"
-            )
+        await self._write(_release, updates)
         self.work.notify()
         return len(updates)
+
+
+def _release(conn: sqlite3.Connection, updates: list[tuple[str, float, int]]) -> None:
+    conn.executemany(
+        "UPDATE deliveries SET person = ?, state = 'pending', next_attempt_at = ?"
+        " WHERE id = ? AND state = 'unmapped'",
+        updates,
+    )
+    conn.execute(
+        "UPDATE events SET status = 'accepted' WHERE status = 'unmapped' AND NOT EXISTS"
+        " (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id"
+        " AND d.state = 'unmapped')"
+    )
 
 
 def _resolved(

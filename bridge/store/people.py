@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,42 +26,11 @@ class PeopleMixin(StoreBase):
             for row in rows
         ]
         digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
-        async with self._transaction() as db:
-            found = await fetch_all(
-                db, "SELECT digest FROM directory_sources WHERE source = ?", (source,)
-            )
-            changed = not found or found[0][0] != digest
-            if changed:
-                await db.execute("DELETE FROM directory_records WHERE source = ?", (source,))
-                await db.executemany(
-                    "INSERT INTO directory_records (source, seq, badge, join_on, fields)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(source, n, *text) for n, text in enumerate(texts)],
-                )
-            await db.execute(
-                "INSERT INTO directory_sources (source, revision, records, digest, synced_at,"
-                " changed_at) VALUES (?, (SELECT COALESCE(MAX(revision), 0) + 1"
-                " FROM directory_sources), ?, ?, ?, ?)"
-                " ON CONFLICT (source) DO UPDATE SET synced_at = excluded.synced_at,"
-                " error = NULL, failed_at = NULL, records = excluded.records,"
-                " revision = CASE WHEN directory_sources.digest IS excluded.digest"
-                " THEN directory_sources.revision ELSE excluded.revision END,"
-                " changed_at = CASE WHEN directory_sources.digest IS excluded.digest"
-                " THEN directory_sources.changed_at ELSE excluded.changed_at END,"
-                " digest = excluded.digest",
-                (source, len(texts), digest, now, now),
-            )
-        return changed
+        return await self._write(_replace_records, source, texts, digest, now)
 
     async def directory_source_failed(self, source: str, error: str, *, now: float) -> None:
         """Note a failed fetch; the source's cached records stay as they were."""
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO directory_sources (source, error, failed_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (source) DO UPDATE SET error = excluded.error,"
-                " failed_at = COALESCE(directory_sources.failed_at, excluded.failed_at)",
-                (source, error, now),
-            )
+        await self._write(_source_failed, source, error, now)
 
     async def directory_revision(self) -> int:
         rows = await fetch_all(self._db, "SELECT COALESCE(MAX(revision), 0) FROM directory_sources")
@@ -95,3 +65,49 @@ class PeopleMixin(StoreBase):
             " FROM directory_sources ORDER BY source",
         )
         return [dict(row) for row in rows]
+
+
+# --- on the writer's thread (StoreBase._write) -------------------------------------------------
+
+
+def _replace_records(
+    conn: sqlite3.Connection,
+    source: str,
+    texts: list[tuple[Any, Any, str]],
+    digest: str,
+    now: float,
+) -> bool:
+    found = conn.execute(
+        "SELECT digest FROM directory_sources WHERE source = ?", (source,)
+    ).fetchone()
+    changed = found is None or found[0] != digest
+    if changed:
+        conn.execute("DELETE FROM directory_records WHERE source = ?", (source,))
+        conn.executemany(
+            "INSERT INTO directory_records (source, seq, badge, join_on, fields)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(source, n, *text) for n, text in enumerate(texts)],
+        )
+    conn.execute(
+        "INSERT INTO directory_sources (source, revision, records, digest, synced_at,"
+        " changed_at) VALUES (?, (SELECT COALESCE(MAX(revision), 0) + 1"
+        " FROM directory_sources), ?, ?, ?, ?)"
+        " ON CONFLICT (source) DO UPDATE SET synced_at = excluded.synced_at,"
+        " error = NULL, failed_at = NULL, records = excluded.records,"
+        " revision = CASE WHEN directory_sources.digest IS excluded.digest"
+        " THEN directory_sources.revision ELSE excluded.revision END,"
+        " changed_at = CASE WHEN directory_sources.digest IS excluded.digest"
+        " THEN directory_sources.changed_at ELSE excluded.changed_at END,"
+        " digest = excluded.digest",
+        (source, len(texts), digest, now, now),
+    )
+    return changed
+
+
+def _source_failed(conn: sqlite3.Connection, source: str, error: str, now: float) -> None:
+    conn.execute(
+        "INSERT INTO directory_sources (source, error, failed_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (source) DO UPDATE SET error = excluded.error,"
+        " failed_at = COALESCE(directory_sources.failed_at, excluded.failed_at)",
+        (source, error, now),
+    )

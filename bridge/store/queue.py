@@ -73,13 +73,7 @@ WHERE d.id = ?
 class QueueMixin(StoreBase):
     async def recover_inflight(self) -> int:
         """At start: deliveries a crashed or killed run had in hand go out again."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?"
-                " WHERE state = 'inflight'",
-                (time.time(),),
-            )
-            return cursor.rowcount
+        return await self._write(_recover_inflight, time.time())
 
     async def claim(
         self, sink: str, *, limit: int, now: float, horizon: float = 86400.0
@@ -199,6 +193,14 @@ def _settle(
         if settled.attempt_counts:
             _hold_back_later_punches(conn, job, settled.retry_at or now)
     return settled.state
+
+
+def _recover_inflight(conn: sqlite3.Connection, now: float) -> int:
+    cursor = conn.execute(
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = ? WHERE state = 'inflight'",
+        (now,),
+    )
+    return cursor.rowcount
 
 
 def _give_up(conn: sqlite3.Connection, delivery_id: int, now: float, reason: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,15 +20,15 @@ import aiosqlite
 KEPT = 10_000
 
 
-async def record_repair(db: aiosqlite.Connection, change: str, deliveries: Sequence[int]) -> None:
+def record_repair(conn: sqlite3.Connection, change: str, deliveries: Sequence[int]) -> None:
     """Inside the transaction that made the change (nothing is recorded that did not happen)."""
     if not deliveries:
         return
-    await db.execute(
+    conn.execute(
         "INSERT INTO repairs (at, by_user, change, deliveries) VALUES (?, ?, ?, ?)",
         (time.time(), _user(), change, json.dumps(sorted(deliveries))),
     )
-    await db.execute("DELETE FROM repairs WHERE id <= (SELECT MAX(id) FROM repairs) - ?", (KEPT,))
+    conn.execute("DELETE FROM repairs WHERE id <= (SELECT MAX(id) FROM repairs) - ?", (KEPT,))
 
 
 async def repairs_after(db: aiosqlite.Connection, last_id: int) -> list[dict[str, Any]]:
