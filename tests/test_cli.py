@@ -88,6 +88,12 @@ def test_a_bad_value_exits_2_with_one_line_naming_the_key(
     tmp_path: Path, command: str, config: dict[str, Any], names: list[str]
 ) -> None:
     result = cli(command, "--config", str(write_config(tmp_path, config)), cwd=tmp_path)
+    if command == "status" and "api_key" in names:
+        # status talks to no vendor and does not need the key (tests/test_command_config.py):
+        # what stops it here is that no bridge has made a database yet.
+        assert result.returncode == 1, result.stderr
+        assert "no database" in result.stderr
+        return
     assert result.returncode == 2, result.stderr
     line = one_line(result.stderr)
     assert line.startswith("clockin-bridge: config error:")

@@ -33,8 +33,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
             "integrity": "ok",
         },
         footer=[
-            f"backed up {settings.store.path} to {report.path}: {report.bytes} bytes,"
-            f" {report.events} events, {report.deliveries} deliveries, integrity ok"
+            (
+                f"backed up {settings.store.path} to {report.path}: {report.bytes} bytes,"
+                f" {report.events} events, {report.deliveries} deliveries, integrity ok"
+            )
         ],
     )
     return EXIT_OK

@@ -52,7 +52,7 @@ def summary(settings: Settings) -> dict[str, Any]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = settings_of(args)  # ConfigError: exit 2 in cli.main, as for `run`
+    settings = settings_of(args, secrets=True)  # ConfigError: exit 2 in cli.main, as for `run`
     try:
         info = summary(settings)
     except DirectoryError as err:

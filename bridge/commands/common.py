@@ -48,8 +48,9 @@ def common_options() -> argparse.ArgumentParser:
     return parent
 
 
-def settings_of(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+def settings_of(args: argparse.Namespace, *, secrets: bool = False) -> Settings:
+    """The config, without reading credentials unless the command talks to a vendor."""
+    return load_settings(args.config, secrets=secrets)
 
 
 @contextlib.asynccontextmanager

@@ -120,7 +120,7 @@ def _state_lines(state: list[dict[str, Any]]) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
+    settings = settings_of(args, secrets=True)
     try:
         merged, state = asyncio.run(_read(settings))
     except DirectoryError as err:
@@ -155,7 +155,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
+    settings = settings_of(args, secrets=True)
     try:
         badge = normalise_badge(args.badge)
     except PayloadError as err:
@@ -181,7 +181,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
+    settings = settings_of(args, secrets=True)
     sources = build_sources(settings)
     if not sources:
         return fail("no directory source is enabled (directory.sources.*.enabled)", EXIT_CONFIG)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Self, TextIO
 
 WIDTH = 30
 REDRAW_SECONDS = 0.1
@@ -21,7 +21,7 @@ class Progress:
         self._shown = self._stream.isatty() and total > 0
         self._drawn_at = 0.0
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Self:
         self._draw(force=True)
         return self
 

@@ -96,7 +96,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             " (or is read-only); reconcile reports only"
         )
         raise UsageError(msg)
-    settings = settings_of(args)
+    settings = settings_of(args, secrets=True)
     try:
         report = asyncio.run(_run(args, settings, first, last))
     except ReadError as err:

@@ -240,7 +240,7 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.all):
         msg = "rejected reprocess: give ids, or --all (not both)"
         raise UsageError(msg)
-    settings = settings_of(args)
+    settings = settings_of(args, secrets=True)  # the directory sources, as the daemon has them
 
     async def run() -> tuple[list[dict[str, Any]], list[int]]:
         async with opened_store(settings) as store:

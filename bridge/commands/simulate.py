@@ -92,7 +92,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
+    settings = settings_of(args, secrets=True)
     vendor = VENDORS[args.vendor]
     port = args.port if args.port is not None else _local_port(vendor.base_url(settings))
     with contextlib.suppress(KeyboardInterrupt):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from pydantic import (
@@ -19,9 +22,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _read_secret_file(path: Path, key: str) -> SecretStr:
+# False while a command that never talks to a vendor loads the config (status, dead list, …):
+# it then neither reads credential files nor requires them, so an operator's shell, where
+# systemd's $CREDENTIALS_DIRECTORY does not exist, can still inspect the daemon's database.
+_secrets_wanted: ContextVar[bool] = ContextVar("secrets_wanted", default=True)
+
+
+@contextlib.contextmanager
+def without_secrets() -> Iterator[None]:
+    token = _secrets_wanted.set(False)
+    try:
+        yield
+    finally:
+        _secrets_wanted.reset(token)
+
+
+def secrets_wanted() -> bool:
+    return _secrets_wanted.get()
+
+
+def _read_secret_file(path: Path, key: str) -> SecretStr | None:
     """The secret in a file (already resolved: bridge.config.paths.CredentialPath), stripped.
-    An empty file is reported as such, not as a missing secret."""
+    An empty file is reported as such, not as a missing secret. None when secrets are not
+    wanted (without_secrets)."""
+    if not secrets_wanted():
+        return None
     try:
         secret = path.read_text(encoding="utf-8").strip()
     except OSError as err:

@@ -11,9 +11,9 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.config.base import _read_secret_file, _Section, http_url
+from bridge.config.base import _read_secret_file, _Section, http_url, secrets_wanted
 from bridge.config.paths import CredentialPath
-from bridge.config.sections import SiteConfig
+from bridge.config.sections import known_zone
 
 
 class ReconcileQ2Config(_Section):
@@ -41,7 +41,7 @@ class ReconcileQ2Config(_Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
-        return None if value is None else SiteConfig._known_zone(value)
+        return None if value is None else known_zone(value)
 
     @model_validator(mode="after")
     def _token(self) -> ReconcileQ2Config:
@@ -49,7 +49,7 @@ class ReconcileQ2Config(_Section):
             self.developer_token = _read_secret_file(
                 self.developer_token_file, "developer_token_file"
             )
-        if self.enabled and not (self.company_id and self.developer_token):
+        if self.enabled and secrets_wanted() and not (self.company_id and self.developer_token):
             msg = "company_id and developer_token (or developer_token_file) are required"
             raise ValueError(msg)
         return self

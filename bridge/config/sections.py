@@ -17,6 +17,16 @@ from bridge.config.paths import ConfigPath, CredentialPath, default_database
 from bridge.events import PayloadFormat, TimeLimits
 
 
+def known_zone(value: str) -> str:
+    """`value` if it names an IANA time zone; every section's `timezone` validator."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        msg = f"unknown IANA time zone {value!r} (e.g. 'Europe/Berlin')"
+        raise ValueError(msg) from None
+    return value
+
+
 class SiteConfig(_Section):
     timezone: str = "UTC"
     max_clock_skew_seconds: float = Field(300.0, gt=0)
@@ -39,12 +49,7 @@ class SiteConfig(_Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            msg = f"unknown IANA time zone {value!r} (e.g. 'Europe/Berlin')"
-            raise ValueError(msg) from None
-        return value
+        return known_zone(value)
 
     @property
     def tz(self) -> ZoneInfo:

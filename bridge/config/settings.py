@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from bridge.config.base import ConfigError
+from bridge.config.base import ConfigError, without_secrets
 from bridge.config.directory import DirectoryConfig
 from bridge.config.paths import layout_for
 from bridge.config.reconcile import ReconcileConfig
@@ -79,11 +80,12 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redaction."""
-        found = [self.mqtt.password]
+        mqtt, q2 = self.mqtt.password, self.reconcile.q2.developer_token
+        values = [] if mqtt is None else [mqtt.get_secret_value()]
         for section in (self.sinks.go2clock, self.sinks.mctime, self.sinks.timetrack):
-            found += [getattr(section, name) for name in section._secret_fields]
-        found.append(self.reconcile.q2.developer_token)
-        values = [secret.get_secret_value() for secret in found if secret is not None]
+            values += section.secrets()
+        if q2 is not None:
+            values.append(q2.get_secret_value())
         return values + self.directory.secret_values()
 
     @property
@@ -156,16 +158,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return {str(key): value for key, value in (loaded or {}).items()}
 
 
-def load_settings(path: Path | None) -> Settings:
-    """Read the YAML file (if any) and the environment; raise ConfigError on any problem."""
+def load_settings(path: Path | None, *, secrets: bool = True) -> Settings:
+    """Read the YAML file (if any) and the environment; raise ConfigError on any problem.
+
+    `secrets=False` for a command that never talks to a vendor: credential files are not
+    read (nor required), so it works where they are not readable."""
     data = {} if path is None else _read_yaml(path)
     try:
         # The file's values are init kwargs; pydantic-settings deep-merges the environment over
         # them, so CLOCKIN_SINKS__GO2CLOCK__API_KEY keeps the file's other go2clock keys.
         # Relative paths, from either, resolve against the file's folder (bridge.config.paths).
-        with layout_for(path):
+        secrecy = contextlib.nullcontext() if secrets else without_secrets()
+        with layout_for(path), secrecy:
             return Settings(**data)
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
     except SettingsError as err:  # an environment value that is not valid JSON for its field
-        raise ConfigError(f"CLOCKIN_* environment: {err}") from None
+        msg = f"CLOCKIN_* environment: {err}"
+        raise ConfigError(msg) from None

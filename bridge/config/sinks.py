@@ -11,9 +11,9 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.config.base import _read_secret_file, _Section, http_url
+from bridge.config.base import _read_secret_file, _Section, http_url, secrets_wanted
 from bridge.config.paths import CredentialPath
-from bridge.config.sections import SiteConfig
+from bridge.config.sections import known_zone
 from bridge.events import Action
 
 
@@ -45,10 +45,14 @@ class _SinkSection(_Section):
             if path is not None:
                 setattr(self, name, _read_secret_file(path, f"{name}_file"))
             secret = getattr(self, name)
-            if self.enabled and not (secret and secret.get_secret_value()):
+            if self.enabled and secrets_wanted() and not (secret and secret.get_secret_value()):
                 msg = f"{name} (or {name}_file) is required when the sink is enabled"
                 raise ValueError(msg)
         return self
+
+    def secrets(self) -> list[str]:
+        values = [getattr(self, name) for name in self._secret_fields]
+        return [value.get_secret_value() for value in values if value is not None]
 
 
 class Go2ClockConfig(_SinkSection):
@@ -63,7 +67,7 @@ class Go2ClockConfig(_SinkSection):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
-        return None if value is None else SiteConfig._known_zone(value)
+        return None if value is None else known_zone(value)
 
     @model_validator(mode="after")
     def _all_checktypes(self) -> Go2ClockConfig:
