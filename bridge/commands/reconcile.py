@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.commands.common import (
+    EXIT_CONFIG,
     EXIT_NOT_DONE,
     EXIT_OK,
     UsageError,
@@ -26,7 +27,7 @@ from bridge.commands.common import (
 from bridge.commands.progress import Progress
 from bridge.http import new_session
 from bridge.ops.redaction import mask_secrets
-from bridge.reconcile.fetch import ReadError
+from bridge.reconcile.fetch import NotConfiguredError, ReadError
 from bridge.reconcile.report import format_text, to_json, write_csv
 from bridge.reconcile.run import (
     REQUEUEABLE,
@@ -99,6 +100,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     settings = settings_of(args, secrets=True)
     try:
         report = asyncio.run(_run(args, settings, first, last))
+    except NotConfiguredError as err:  # the config, not the vendor: exit 2 like any config error
+        return fail(f"config error: reconcile --sink {args.sink}: {err}", EXIT_CONFIG)
     except ReadError as err:
         # the readers mask what the vendor said; this is the last line of defence
         return fail(mask_secrets(f"reconcile: {err}", settings.secret_values()), EXIT_UNREADABLE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -97,10 +98,44 @@ class Settings(BaseSettings):
         return ZoneInfo(self.reconcile.q2.timezone or self.site.timezone)
 
 
-def _format_errors(err: ValidationError) -> str:
+ENV_PREFIX = "CLOCKIN_"
+# CLOCKIN_* variables that are not settings: the config file's path, the tests' cache folder.
+NOT_SETTINGS = frozenset({"CLOCKIN_CONFIG", "CLOCKIN_TEST_CACHE"})
+
+
+def _settings_environment() -> dict[tuple[str, ...], str]:
+    """The CLOCKIN_* variables that set a key, by the key's path (mqtt, port) -> the variable's
+    name; ConfigError for one whose section does not exist (a typo would otherwise be ignored
+    silently and the default used)."""
+    found: dict[tuple[str, ...], str] = {}
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NOT_SETTINGS:
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        if path[0] not in Settings.model_fields:
+            sections = ", ".join(Settings.model_fields)
+            msg = (
+                f"environment variable {name}: there is no config section {path[0]!r}"
+                f" (sections: {sections}; CLOCKIN_<SECTION>__<KEY>)"
+            )
+            raise ConfigError(msg)
+        found[path] = name
+    return found
+
+
+def _format_errors(err: ValidationError, environment: dict[tuple[str, ...], str]) -> str:
+    """pydantic's problems, one per key, each saying where the value came from when that was
+    an environment variable rather than the file."""
     lines = []
     for problem in err.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        loc = tuple(str(part) for part in problem["loc"])
+        where = ".".join(loc) or "(top level)"
+        source = next(
+            (name for path, name in environment.items() if loc[: len(path)] == path), None
+        )
+        if source is not None:
+            where += f" (from the environment variable {source})"
         lines.append(f"{where}: {problem['msg']}")
     return "; ".join(lines)
 
@@ -164,6 +199,7 @@ def load_settings(path: Path | None, *, secrets: bool = True) -> Settings:
     `secrets=False` for a command that never talks to a vendor: credential files are not
     read (nor required), so it works where they are not readable."""
     data = {} if path is None else _read_yaml(path)
+    settings_env = _settings_environment()
     try:
         # The file's values are init kwargs; pydantic-settings deep-merges the environment over
         # them, so CLOCKIN_SINKS__GO2CLOCK__API_KEY keeps the file's other go2clock keys.
@@ -172,7 +208,7 @@ def load_settings(path: Path | None, *, secrets: bool = True) -> Settings:
         with layout_for(path), secrecy:
             return Settings(**data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err)) from None
+        raise ConfigError(_format_errors(err, settings_env)) from None
     except SettingsError as err:  # an environment value that is not valid JSON for its field
         msg = f"CLOCKIN_* environment: {err}"
         raise ConfigError(msg) from None

@@ -73,7 +73,7 @@ class Go2ClockConfig(_SinkSection):
     def _all_checktypes(self) -> Go2ClockConfig:
         missing = set(Action) - set(self.checktypes)
         if missing:
-            msg = f"checktypes lacks {sorted(missing)}"
+            msg = f"checktypes lacks {', '.join(sorted(action.value for action in missing))}"
             raise ValueError(msg)
         return self
 

@@ -22,6 +22,10 @@ class ReadError(Exception):
     """The vendor could not be read, so nothing was compared. str() holds no secret."""
 
 
+class NotConfiguredError(ReadError):
+    """The config lacks what reading this vendor needs (its credentials): a config error."""
+
+
 def excerpt(body: bytes) -> str:
     text = " ".join(body[: EXCERPT_MAX * 4].decode("utf-8", errors="replace").split())
     return (text[: EXCERPT_MAX - 3] + "...") if len(text) > EXCERPT_MAX else text or "(empty)"
@@ -60,12 +64,14 @@ async def fetch_json(
             await asyncio.sleep(min(5.0, reply.retry_seconds or 0.5 * attempt))
             continue
         if reply.status != 200:
-            raise ReadError(f"{what}: HTTP {reply.status}: {reply.excerpt(EXCERPT_MAX)}")
+            msg = f"{what}: HTTP {reply.status}: {reply.excerpt(EXCERPT_MAX)}"
+            raise ReadError(msg)
         try:
             answer = json.loads(reply.body)
         except (ValueError, UnicodeDecodeError):
             shown = reply.excerpt(EXCERPT_MAX)
-            raise ReadError(f"{what}: answer is not JSON: {shown}") from None
+            msg = f"{what}: answer is not JSON: {shown}"
+            raise ReadError(msg) from None
         # masked once decoded: a key the vendor quoted back escaped (`\/`, `\u0041`) is plain
         # text now, and the readers put the answer's fields into their error messages
         return mask_values(answer, hidden)

@@ -14,7 +14,7 @@ import aiohttp
 
 from bridge.config import Go2ClockConfig
 from bridge.reconcile.compare import Punch
-from bridge.reconcile.fetch import ReadError, excerpt, fetch_json
+from bridge.reconcile.fetch import NotConfiguredError, ReadError, excerpt, fetch_json
 from bridge.reconcile.window import Window
 from bridge.vendors.go2clock.api import PUNCHES_RANGE_PATH, auth_headers
 
@@ -24,14 +24,17 @@ CHUNK_DAYS = 7  # the vendor: "we do not recommend data over 7 days in one API c
 def parse_download(answer: Any, *, what: str) -> list[Punch]:
     """The punches of one download answer; ReadError for a refusal or an unknown shape."""
     if not isinstance(answer, Mapping):
-        raise ReadError(f"{what}: answer is not a JSON object")
+        msg = f"{what}: answer is not a JSON object"
+        raise ReadError(msg)
     status = answer.get("status")
     if status is False:
-        raise ReadError(f"{what}: Go2Clock refused the API key")
+        msg = f"{what}: Go2Clock refused the API key"
+        raise ReadError(msg)
     rows = answer.get("message")
     if status != "success" or not isinstance(rows, list):
         text = answer.get("error") or answer.get("message") or status
-        raise ReadError(f"{what}: Go2Clock answered {excerpt(str(text).encode())}")
+        msg = f"{what}: Go2Clock answered {excerpt(str(text).encode())}"
+        raise ReadError(msg)
     punches = []
     for row in rows:
         if not isinstance(row, Mapping) or row.get("deleted"):
@@ -57,7 +60,7 @@ async def read_punches(
     """Every punch of the window's days (the window is in the account's zone)."""
     if config.api_key is None or not config.api_key.get_secret_value():
         msg = "sinks.go2clock.api_key (or api_key_file) is needed to read punches back"
-        raise ReadError(msg)
+        raise NotConfiguredError(msg)
     key = config.api_key
     punches: list[Punch] = []
     for chunk in window.chunks(CHUNK_DAYS):

@@ -18,7 +18,7 @@ from yarl import URL
 
 from bridge.config import McTimeConfig
 from bridge.reconcile.compare import Entry
-from bridge.reconcile.fetch import ReadError, fetch_json
+from bridge.reconcile.fetch import NotConfiguredError, ReadError, fetch_json
 from bridge.reconcile.window import Window
 from bridge.vendors.mctime.api import TIMES_PATH, auth_headers, limiter_for
 
@@ -67,10 +67,12 @@ def entry_of(data: Mapping[str, Any]) -> Entry | None:
 
 def parse_times(answer: Any, *, what: str) -> list[Entry]:
     if not isinstance(answer, Mapping) or not isinstance(answer.get("items", []), list):
-        raise ReadError(f"{what}: answer is not McTime's {{items, valid}} object")
+        msg = f"{what}: answer is not McTime's {{items, valid}} object"
+        raise ReadError(msg)
     if answer.get("valid") is False:
         messages = [str(i.get("message")) for i in answer["items"] if isinstance(i, Mapping)]
-        raise ReadError(f"{what}: McTime answered valid: false ({'; '.join(messages)})")
+        msg = f"{what}: McTime answered valid: false ({'; '.join(messages)})"
+        raise ReadError(msg)
     entries = []
     for item in answer.get("items") or []:
         data = item.get("data") if isinstance(item, Mapping) else None
@@ -89,7 +91,7 @@ async def read_entries(
     """Time entries starting in the window (the window is in the site's zone)."""
     if config.api_key is None or not config.api_key.get_secret_value():
         msg = "sinks.mctime.api_key (or api_key_file) is needed to read time entries back"
-        raise ReadError(msg)
+        raise NotConfiguredError(msg)
     key = config.api_key
     # McTime allows 10 requests/s per key: the sink's and directory sync's count too
     limiter = limiter_for(

@@ -20,7 +20,7 @@ import aiohttp
 
 from bridge.config import ReconcileQ2Config
 from bridge.reconcile.compare import Entry
-from bridge.reconcile.fetch import ReadError, fetch_json
+from bridge.reconcile.fetch import NotConfiguredError, ReadError, fetch_json
 from bridge.reconcile.window import Window
 from bridge.vendors.q2.api import NO_MORE, QUERY_TIME_CARDS, SUCCESS, auth_fields
 
@@ -52,12 +52,15 @@ def card_entry(card: Mapping[str, Any], *, person_field: str, tz: ZoneInfo) -> E
 def parse_page(answer: Any, *, what: str) -> tuple[list[Mapping[str, Any]], str]:
     """(the cards, nextRecord) of one answer; ReadError for statusCode ERROR."""
     if not isinstance(answer, Mapping):
-        raise ReadError(f"{what}: answer is not a JSON object")
+        msg = f"{what}: answer is not a JSON object"
+        raise ReadError(msg)
     if answer.get("statusCode") != SUCCESS:
-        raise ReadError(f"{what}: Q2 answered {answer.get('statusCode')}: {answer.get('message')}")
+        msg = f"{what}: Q2 answered {answer.get('statusCode')}: {answer.get('message')}"
+        raise ReadError(msg)
     data = answer.get("data") or []
     if not isinstance(data, list):
-        raise ReadError(f"{what}: data is not a list")
+        msg = f"{what}: data is not a list"
+        raise ReadError(msg)
     return [c for c in data if isinstance(c, Mapping)], str(answer.get("nextRecord", NO_MORE))
 
 
@@ -72,7 +75,7 @@ async def read_entries(
     token = config.developer_token
     if not config.company_id or token is None or not token.get_secret_value():
         msg = "reconcile.q2.company_id and developer_token are needed to read time cards"
-        raise ReadError(msg)
+        raise NotConfiguredError(msg)
     entries: list[Entry] = []
     for chunk in window.chunks(CHUNK_DAYS):
         body = {
@@ -117,5 +120,7 @@ async def _pages(
         if next_record == NO_MORE:
             return cards
         if next_record in seen:
-            raise ReadError(f"{what}: nextRecord {next_record} repeats")
-    raise ReadError(f"Q2 time cards {chunk.first}..{chunk.last}: more than {MAX_PAGES} pages")
+            msg = f"{what}: nextRecord {next_record} repeats"
+            raise ReadError(msg)
+    msg = f"Q2 time cards {chunk.first}..{chunk.last}: more than {MAX_PAGES} pages"
+    raise ReadError(msg)

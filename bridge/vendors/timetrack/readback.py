@@ -10,7 +10,7 @@ as the fallback.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,7 +18,7 @@ import aiohttp
 
 from bridge.config import TimeTrackConfig
 from bridge.reconcile.compare import Entry
-from bridge.reconcile.fetch import ReadError, fetch_json
+from bridge.reconcile.fetch import NotConfiguredError, ReadError, fetch_json
 from bridge.reconcile.window import Window
 from bridge.vendors.timetrack.api import ATTENDANCES_PATH, auth_headers
 from bridge.vendors.timetrack.wire import format_timestamp, parse_vendor_time
@@ -33,7 +33,8 @@ def rows_of(answer: Any, *, what: str) -> list[Mapping[str, Any]]:
     if isinstance(answer, Mapping):
         answer = next((answer[k] for k in _LIST_KEYS if isinstance(answer.get(k), list)), None)
     if not isinstance(answer, list):
-        raise ReadError(f"{what}: answer holds no list of attendances")
+        msg = f"{what}: answer holds no list of attendances"
+        raise ReadError(msg)
     return [row for row in answer if isinstance(row, Mapping)]
 
 
@@ -46,20 +47,19 @@ def entry_of(row: Mapping[str, Any], config: TimeTrackConfig, site_tz: ZoneInfo)
     if isinstance(user, Mapping):
         user = user.get("username")
     zone = UTC if config.timestamps == "utc" else site_tz
-    times = []
+    times: list[datetime | None] = []
     for keys in ((fields.from_, "from"), (fields.to, "to")):
         value = next((row[k] for k in keys if row.get(k) is not None), None)
         wall = parse_vendor_time(value, mode=config.timestamps, site_tz=site_tz)
         times.append(None if wall is None else wall.replace(tzinfo=zone).astimezone(UTC))
+    start, end = times
     minutes = next(
         (row[k] for k in (fields.break_minutes, "breakMinutes", "minutesBreak") if k in row), 0
     )
-    if user is None or None in times or not isinstance(minutes, int):
+    if user is None or start is None or end is None or not isinstance(minutes, int):
         return None
     ref = row.get("id")
-    return Entry(
-        str(user), times[0], times[1], None, minutes, ref=None if ref is None else str(ref)
-    )
+    return Entry(str(user), start, end, None, minutes, ref=None if ref is None else str(ref))
 
 
 async def read_entries(
@@ -74,7 +74,7 @@ async def read_entries(
     key, secret = config.api_key, config.api_secret
     if key is None or secret is None or not key.get_secret_value():
         msg = "sinks.timetrack.api_key and api_secret are needed to read attendances back"
-        raise ReadError(msg)
+        raise NotConfiguredError(msg)
     headers = auth_headers(key, secret)
     found: dict[object, Entry] = {}
     for chunk in window.chunks(CHUNK_DAYS):
@@ -85,7 +85,7 @@ async def read_entries(
             ),
             "limit": str(PAGE_LIMIT),
         }
-        for entry in await _pages(session, config, params, headers, chunk, site_tz):
+        for entry in await _pages(session, config, params, headers, chunk=chunk, site_tz=site_tz):
             if window.contains(entry.start):
                 found[entry.ref or (entry.person, entry.start)] = entry
         on_chunk()
@@ -97,6 +97,7 @@ async def _pages(
     config: TimeTrackConfig,
     params: dict[str, str],
     headers: dict[str, str],
+    *,
     chunk: Window,
     site_tz: ZoneInfo,
 ) -> list[Entry]:
