@@ -636,23 +636,24 @@ async def test_recover_inflight_after_a_crash(tmp_path: Path) -> None:
     assert {job.attempt for job in again} == {2}, "the crashed attempt is used up"
 
 
-async def test_expire_kills_only_old_events(tmp_path: Path) -> None:
+async def test_expire_counts_from_when_the_bridge_stored_the_event(tmp_path: Path) -> None:
+    """A three-week-old punch from a terminal's buffer is retried like any other; what the
+    bridge has been retrying for longer than the limit is given up."""
     path = tmp_path / "q.db"
     now = time.time()
-    old_time = datetime.fromtimestamp(now, UTC) - timedelta(days=15)
+    three_weeks_ago = datetime.fromtimestamp(now, UTC) - timedelta(days=21)
     async with opened(path) as store:
         await ingest(
-            store,
-            swipe("old", old_time),
-            swipe("fresh", datetime.fromtimestamp(now, UTC) - timedelta(days=13), badge="B2"),
+            store, swipe("late", three_weeks_ago), swipe("new", three_weeks_ago, badge="B2")
         )
         jobs = {job.event_key: job for job in await claim(store)}
-        assert await store.expire(jobs["old"], now=now, max_age_days=14) is True
-        assert await store.expire(jobs["fresh"], now=now, max_age_days=14) is False
-    old = delivery(path, "old")
-    assert old["state"] == "dead"
-    assert "older than 14 days" in old["last_error"]
-    assert delivery(path, "fresh")["state"] == "inflight"
+        assert await store.expire(jobs["late"], now=now, max_age_days=14) is False
+        later = jobs["new"].stored_at + 15 * 86400
+        assert await store.expire(jobs["new"], now=later, max_age_days=14) is True
+    assert delivery(path, "late")["state"] == "inflight"
+    new = delivery(path, "new")
+    assert new["state"] == "dead"
+    assert "more than 14 days since it was stored" in new["last_error"]
 
 
 # --- status ---------------------------------------------------------------------------------

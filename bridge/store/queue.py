@@ -9,7 +9,6 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from bridge.delivery import DeliveryState, Job, Result, settlement_of
@@ -111,10 +110,13 @@ class QueueMixin(StoreBase):
         return await self._write(_settle, job, result, retry_at, now)
 
     async def expire(self, job: Job, *, now: float, max_age_days: float) -> bool:
-        """Kill a delivery whose event is older than the retry age limit; True when it was."""
-        if (datetime.fromtimestamp(now, UTC) - job.time).total_seconds() <= max_age_days * 86400:
+        """Kill a delivery the bridge has been retrying for longer than the age limit; True when
+        it did. The age runs from when the bridge stored the event, not from the event's own
+        time: a terminal uploading a three-week-old buffer, or a backlog after a long outage, is
+        retried like anything else."""
+        if now - job.stored_at <= max_age_days * 86400:
             return False
-        reason = f"gave up: event older than {max_age_days:g} days"
+        reason = f"gave up: retried for more than {max_age_days:g} days since it was stored"
         await self._write(_give_up, job.delivery_id, now, reason)
         return True
 
