@@ -1,8 +1,8 @@
 """McTime, the pure part: request bodies, the per-person clock state, reading the answers.
 
-No I/O here; sink.py does the HTTP, api.py reads the answers. `break` toggles on the server, so the bridge
-keeps each person's clock (off / running / on_break) as the sink state and drops actions that
-would not change it before anything is sent.
+No I/O here; sink.py does the HTTP, api.py reads the answers. `break` toggles on the server, so
+the bridge keeps each person's clock (off / running / on_break) as the sink state and drops
+actions that would not change it before anything is sent.
 """
 
 from __future__ import annotations
@@ -151,7 +151,11 @@ def plan(clock: Clock | None, action: Action, *, verified: bool = False) -> Plan
         if clock is Clock.OFF:
             return Plan(Step.DUPLICATE, "out while not clocked in")
         return Plan(Step.SEND)
-    # `break` toggles: never sent unless the clock is known to be in the right state
+    return _plan_break(clock, action, verified=verified)
+
+
+def _plan_break(clock: Clock | None, action: Action, *, verified: bool) -> Plan:
+    """`break` toggles: never sent unless the clock is known to be in the right state."""
     want = Clock.RUNNING if action is Action.BREAK_START else Clock.ON_BREAK
     if clock is want:
         return Plan(Step.SEND)
@@ -207,19 +211,61 @@ def clock_of_item(data: Mapping[str, Any]) -> Clock:
     return Clock.RUNNING
 
 
-def find_clock(answer: Mapping[str, Any], person: str) -> tuple[Clock | None, int, list[str]]:
-    """(the person's clock on this page or None, how many items, the page's user ids)."""
-    items = answer.get("items") or []
-    users: list[str] = []
-    found: Clock | None = None
-    for item in items:
-        data = item.get("data") if isinstance(item, Mapping) else None
-        if not isinstance(data, Mapping):
-            continue
-        user = data.get("userId", data.get("user_id"))
+class ClockReplyError(ValueError):
+    """A GET /clock page the bridge cannot read: never taken as "no running clock"."""
+
+
+USER_FIELDS = ("userId", "user_id", "user")  # `user` may be {"id": ...}; so may `userId`
+
+
+def clock_user(data: Mapping[str, Any]) -> str | None:
+    """The user a running clock belongs to, in any spelling seen; None when none names one."""
+    for key in USER_FIELDS:
+        user = data.get(key)
         if isinstance(user, Mapping):
             user = user.get("id")
-        users.append(str(user))
-        if found is None and str(user) == person:
-            found = clock_of_item(data)
-    return found, len(items), users
+        if isinstance(user, bool) or not isinstance(user, (str, int)) or user == "":
+            continue
+        return str(user)
+    return None
+
+
+def running_clocks(answer: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], int]:
+    """The running clocks on one GET /clock page and how many items the page had.
+
+    The reply's shape is undocumented, so both plausible ones are read: one item per running
+    clock (`{"items": [{"message", "data": {clock}}, ...]}`) and one item whose `data` is the
+    list of them (`{"items": [{"message", "data": [{clock}, ...]}]}`). Anything else (an item
+    without data, data of another type, a clock naming no user) raises ClockReplyError.
+    """
+    items = answer.get("items")
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        msg = "`items` is not a list"
+        raise ClockReplyError(msg)
+    clocks: list[Mapping[str, Any]] = []
+    for item in items:
+        data = item.get("data") if isinstance(item, Mapping) else None
+        listed = data if isinstance(data, list) else [data]
+        for clock in listed:
+            if not isinstance(clock, Mapping):
+                msg = f"an item's data is {type(clock).__name__}, not a running clock"
+                raise ClockReplyError(msg)
+            if clock_user(clock) is None:
+                msg = "a running clock names no user (userId, user_id, user.id)"
+                raise ClockReplyError(msg)
+            clocks.append(clock)
+    return clocks, len(items)
+
+
+def find_clock(answer: Mapping[str, Any], person: str) -> tuple[Clock | None, int, list[str]]:
+    """(the person's clock on this page or None, how full the page is, the page's user ids).
+
+    Raises ClockReplyError for a page it cannot read (see running_clocks)."""
+    clocks, items = running_clocks(answer)
+    users = [str(clock_user(clock)) for clock in clocks]
+    found = next(
+        (clock_of_item(c) for c, u in zip(clocks, users, strict=True) if u == person), None
+    )
+    return found, max(items, len(clocks)), users

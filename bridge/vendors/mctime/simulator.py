@@ -8,9 +8,13 @@ user replaces it and the answer is 201 (the docs: "time entry was overwritten").
 Assumptions where the docs show nothing (the sink's reader accepts these shapes):
 - Error texts: start while running -> 400 "User already has a running clock"; break, stop,
   cancel or update without a clock -> 404 "No running clock".
-- GET /clock?page=N (pages from 1, 20 items each) lists running clocks, one item per clock:
-  {"message": "Success", "data": {"userId", "from", "onBreak": bool, "breaks": [{"from","to"}],
-  "timeType", "comment", "organizationId", "organizationName"}}.
+- GET /clock?page=N (pages from 1, 20 clocks each) lists running clocks, each
+  {"userId", "from", "onBreak": bool, "breaks": [{"from","to"}], "timeType", "comment",
+  "organizationId", "organizationName"}. The real shape is undocumented, so `clock_shape`
+  switches between the two plausible ones: "item" (one {"message", "data": clock} item per
+  clock) and "list" (one {"message", "data": [clocks]} item); `clock_user_field` names the user
+  as "userId", "user_id" or "user.id"; `clock_body` (bytes) replaces every 200 answer with
+  something unreadable.
 - GET /users?page=N (pages from 1, 20 per page): {"data": {"id", "name", ...}} items; users
   added with add_user() carry their extra fields too (employeeNumber, email: made up, the docs
   only say the list has filters).
@@ -125,6 +129,9 @@ class FakeMcTime:
         self.echo_status = 200
         self.lose_answers = 0  # next N POSTs: applied, then the connection is dropped
         self.lose_requests = 0  # next N POSTs: the connection is dropped, nothing applied
+        self.clock_shape = "item"  # GET /clock: "item" (one per clock) or "list" (one item)
+        self.clock_user_field = "userId"  # or "user_id", "user.id"
+        self.clock_body: bytes | None = None  # GET /clock answers 200 with this body
         self.rate_limit = RATE_LIMIT
         self.retry_after_seconds = 1
         self._arrivals: deque[float] = deque()
@@ -342,9 +349,22 @@ class FakeMcTime:
         page = _page(request)
         if page is None:
             return error(400, "page must be a number from 1")
+        if self.clock_body is not None:
+            return web.Response(status=200, body=self.clock_body, content_type="application/json")
         users = sorted(self.clocks)[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-        items = [{"message": "Success", "data": _clock_data(u, self.clocks[u])} for u in users]
-        return reply(200, *items)
+        clocks = [self._named(u, _clock_data(u, self.clocks[u])) for u in users]
+        if self.clock_shape == "list":
+            return reply(200, {"message": "Success", "data": clocks})
+        return reply(200, *({"message": "Success", "data": c} for c in clocks))
+
+    def _named(self, user: str, data: dict[str, Any]) -> dict[str, Any]:
+        """The clock with its user named in the spelling `clock_user_field` says."""
+        if self.clock_user_field == "userId":
+            return data
+        del data["userId"]
+        if self.clock_user_field == "user.id":
+            return {"user": {"id": user}, **data}
+        return {self.clock_user_field: user, **data}
 
     async def get_users(self, request: web.Request) -> web.Response:
         page = _page(request)
@@ -382,7 +402,8 @@ def _open_break(clock: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _clock_fields(body: dict[str, Any]) -> dict[str, Any]:
-    org = body.get("organization") if isinstance(body.get("organization"), dict) else {}
+    given = body.get("organization")
+    org: dict[str, Any] = given if isinstance(given, dict) else {}
     return {
         "timeType": body.get("timeType"),
         "comment": body.get("comment"),

@@ -14,6 +14,7 @@ directory sync and reconcile: McTime allows 10 per second and answers 429 above 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -22,7 +23,7 @@ from bridge.config import McTimeConfig
 from bridge.delivery import Job, Outcome, Result
 from bridge.http import ExchangeError, Reply, exchange
 from bridge.ops.redaction import mask_secrets
-from bridge.vendors.common import DETAIL_MAX, short
+from bridge.vendors.common import DETAIL_MAX, excerpt, short
 from bridge.vendors.mctime.api import (
     CLOCK_PATH,
     auth_headers,
@@ -38,6 +39,7 @@ from bridge.vendors.mctime.rules import (
     PAGE_SIZE,
     TARGET,
     Clock,
+    ClockReplyError,
     Step,
     build_clock_body,
     clock_state,
@@ -49,6 +51,9 @@ from bridge.vendors.mctime.rules import (
 )
 
 MAX_CLOCK_PAGES = 200  # 4000 running clocks
+# A GET /clock reply the bridge cannot read is retried; from this attempt of a delivery on it
+# is held (reply shown, masked) for a person to look at: never read as "no running clock".
+UNREADABLE_HOLD_ATTEMPT = 5
 
 
 class McTimeSink:
@@ -85,7 +90,7 @@ class McTimeSink:
         may_be_applied = marked or job.attempt > 1
         if saved.unverified is not None or may_be_applied:
             # The last send for this person may or may not have been applied: look first.
-            server = await self.server_clock(job.person)
+            server = await self.server_clock(job.person, job.attempt)
             if isinstance(server, Result):
                 return server  # state None: the marker stays for the next attempt
             if may_be_applied and server is TARGET[job.action]:
@@ -94,7 +99,7 @@ class McTimeSink:
             base, verified = server, True
         decision = plan(base, job.action, verified=verified)
         if decision.step is Step.VERIFY:
-            server = await self.server_clock(job.person)
+            server = await self.server_clock(job.person, job.attempt)
             if isinstance(server, Result):
                 return server
             base, verified = server, True
@@ -130,18 +135,24 @@ class McTimeSink:
             return Result.retry(answer.detail, answer.retry_after, state=keep)
         if answer.reply is Meaning.AMBIGUOUS:
             return Result.retry(answer.detail, state=unverified_state(base, job))
-        # REFUSED: is the server's clock not what the bridge thought?
-        server = await self.server_clock(job.person)
+        return await self._refused(job, answer.detail, keep)
+
+    async def _refused(self, job: Job, refusal: str, keep: dict[str, str] | None) -> Result:
+        """McTime refused the action: is the server's clock not what the bridge thought?"""
+        server = await self.server_clock(job.person, job.attempt)
         if isinstance(server, Result):
             if server.outcome is Outcome.PAUSED:
                 return server
-            detail = short(f"{answer.detail}; then {server.detail}")
+            detail = short(f"{refusal}; then {server.detail}")
+            if server.outcome is Outcome.HELD:
+                return Result.held(detail, state=keep)
             return Result.retry(detail, server.retry_after, state=keep)
-        return reconcile_refusal(job.action, server, answer.detail)
+        return reconcile_refusal(job.action, server, refusal)
 
-    async def server_clock(self, person: str) -> Clock | Result:
+    async def server_clock(self, person: str, attempt: int = 1) -> Clock | Result:
         """The person's clock as GET /clock shows it (pages of 20 running clocks), or the
-        Result to return when it cannot be read (never a guess)."""
+        Result to return when it cannot be read (never a guess): a retry, or from attempt
+        UNREADABLE_HOLD_ATTEMPT of a delivery on, held when the reply itself is unreadable."""
         page, previous = self._config.clock_first_page, None
         for _ in range(MAX_CLOCK_PAGES):
             try:
@@ -151,9 +162,14 @@ class McTimeSink:
             raw = reply.masked_body()  # before any excerpt of it
             status, retry_after = reply.status, reply.retry_after
             answer = parse_reply(raw)
+            if status == 200 and answer is None:
+                return _unreadable(raw, "not McTime's {items, valid} object", attempt)
             if status != 200 or answer is None or answer.get("valid") is False:
                 return self._clock_read_failed(status, raw, retry_after)
-            found, count, users = find_clock(answer, person)
+            try:
+                found, count, users = find_clock(answer, person)
+            except ClockReplyError as err:
+                return _unreadable(raw, str(err), attempt)
             if found is not None:
                 return found
             if count < PAGE_SIZE:
@@ -174,7 +190,9 @@ class McTimeSink:
         detail = f"GET /clock: {text}" if text else f"GET /clock: {answer.detail}"
         return Result.retry(short(detail), answer.retry_after)
 
-    async def _exchange(self, method: str, **request: object) -> Reply:
+    async def _exchange(
+        self, method: str, *, json: object = None, params: Mapping[str, str] | None = None
+    ) -> Reply:
         return await exchange(
             self._session,
             method,
@@ -183,11 +201,21 @@ class McTimeSink:
             timeout=self._config.timeout_seconds,
             secrets=[self._api_key],
             limiter=self.limiter,
-            **request,
+            json=json,
+            params=params,
         )
 
     def _redact(self, text: str) -> str:
         return short(mask_secrets(text, [self._api_key]), DETAIL_MAX)
+
+
+def _unreadable(raw: bytes, why: str, attempt: int) -> Result:
+    """A GET /clock reply the bridge cannot interpret: retried, then held with the (masked)
+    reply shown; the saved state (and any unverified marker) stays as it is."""
+    detail = short(f"GET /clock: unreadable reply ({why}): {excerpt(raw)}")
+    if attempt >= UNREADABLE_HOLD_ATTEMPT:
+        return Result.held(f"{detail}; held after {attempt} attempts")
+    return Result.retry(detail)
 
 
 def _state(clock: Clock | None) -> dict[str, str] | None:
