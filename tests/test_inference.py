@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.events import Action
-from bridge.store.inference import infer_action
+from bridge.store.inference import (
+    DEFAULT_MAX_SHIFT,
+    Between,
+    InferenceRules,
+    ShiftWindow,
+    infer_action,
+)
 
 AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WINDOW = 60.0
@@ -90,6 +97,138 @@ def test_repeat_inside_the_window_toggle_outside(
     gap = abs((AT - (AT - timedelta(seconds=seconds))).total_seconds())
     if gap <= window:
         assert inferred is previous
+    elif timedelta(seconds=seconds) >= DEFAULT_MAX_SHIFT:
+        assert inferred is Action.IN  # the previous shift is over
     else:
         assert inferred is not previous
         assert isinstance(inferred, Action)
+
+
+# --- by shift, not by calendar day --------------------------------------------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def local(day: int, hour: int, minute: int = 0, month: int = 11) -> datetime:
+    return datetime(2026, month, day, hour, minute, tzinfo=BERLIN).astimezone(UTC)
+
+
+def run(rules: InferenceRules, times: list[datetime], terminal: str = "door") -> list[str]:
+    """Bare swipes in order, each decided from the latest earlier one within its lookback,
+    as the store does."""
+    history: list[tuple[Action, datetime]] = []
+    actions = []
+    for at in times:
+        since = rules.lookback(at, terminal)
+        candidates = [(a, when) for a, when in history if since <= when <= at]
+        previous = max(candidates, key=lambda item: item[1]) if candidates else None
+        action = rules.infer(previous, at=at, terminal=terminal)
+        history.append((action, at))
+        actions.append(action.value)
+    return actions
+
+
+@pytest.mark.parametrize(
+    ("hours_before", "expected"),
+    [
+        (15.99, Action.OUT),  # less than max_shift_hours earlier: the same shift
+        (16, Action.IN),  # max_shift_hours or more: that shift is over
+        (40, Action.IN),
+    ],
+)
+def test_the_previous_shift_ends_after_max_shift(hours_before: float, expected: Action) -> None:
+    assert infer(Action.IN, hours_before * 3600) is expected
+
+
+def test_max_shift_is_the_callers() -> None:
+    earlier = (Action.IN, AT - timedelta(hours=10))
+    assert infer_action(earlier, at=AT, window_seconds=60, max_shift=timedelta(hours=12)) is (
+        Action.OUT
+    )
+    assert infer_action(earlier, at=AT, window_seconds=60, max_shift=timedelta(hours=8)) is (
+        Action.IN
+    )
+
+
+def test_two_night_shifts_then_a_day_shift() -> None:
+    """Payroll's answer: in/out per shift, whatever the calendar day (it was in, in, out, in)."""
+    rules = InferenceRules(tz=BERLIN)
+    times = [local(23, 22), local(24, 6), local(24, 22), local(25, 6)]
+    times += [local(26, 8), local(26, 12), local(26, 12, 30), local(26, 17)]
+    assert run(rules, times) == ["in", "out", "in", "out", "in", "out", "in", "out"]
+
+
+def test_a_missed_out_starts_the_next_day_with_in() -> None:
+    rules = InferenceRules(tz=BERLIN)
+    assert run(rules, [local(23, 8), local(24, 8), local(24, 17)]) == ["in", "in", "out"]
+
+
+def test_a_night_shift_across_the_october_change() -> None:
+    """22:00 CEST to 06:00 CET is 9 hours: still one shift."""
+    rules = InferenceRules(tz=BERLIN, max_shift=timedelta(hours=9, minutes=30))
+    times = [local(24, 22, month=10), local(25, 6, month=10)]
+    assert times[1] - times[0] == timedelta(hours=9)
+    assert run(rules, times) == ["in", "out"]
+
+
+def test_breaks_inside_the_shift_work_as_before() -> None:
+    rules = InferenceRules(tz=BERLIN)
+    at = local(23, 12)
+    assert rules.infer((Action.BREAK_START, local(23, 11, 30)), at=at, terminal="t") is (
+        Action.BREAK_END
+    )
+    assert rules.infer((Action.BREAK_END, local(23, 11, 30)), at=at, terminal="t") is Action.OUT
+    assert rules.infer((Action.BREAK_START, local(22, 12)), at=at, terminal="t") is Action.IN
+
+
+NIGHT = ShiftWindow(
+    name="night",
+    start=time(22, 0),
+    end=time(6, 0),
+    margin_before=timedelta(minutes=60),
+    margin_after=timedelta(minutes=120),
+)
+
+
+def test_a_scheduled_night_window_crossing_midnight() -> None:
+    """First swipe in, then breaks, then out in the closing part (from 05:00)."""
+    rules = InferenceRules(tz=BERLIN, shifts=(NIGHT,))
+    times = [local(23, 21, 45), local(24, 1), local(24, 1, 30), local(24, 5, 10)]
+    assert run(rules, times) == ["in", "break_start", "break_end", "out"]
+
+
+def test_a_scheduled_window_ignores_the_previous_occurrence() -> None:
+    """The night before ended without an out: tonight's first swipe is still in."""
+    rules = InferenceRules(tz=BERLIN, shifts=(NIGHT,), max_shift=timedelta(hours=30))
+    assert run(rules, [local(23, 22), local(24, 22), local(25, 6)]) == ["in", "in", "out"]
+
+
+def test_a_scheduled_window_across_the_october_change() -> None:
+    rules = InferenceRules(tz=BERLIN, shifts=(NIGHT,))
+    times = [local(24, 22, month=10), local(25, 2, month=10), local(25, 2, 30, month=10)]
+    times.append(local(25, 6, month=10))
+    assert run(rules, times) == ["in", "break_start", "break_end", "out"]
+
+
+def test_between_toggle_and_terminals() -> None:
+    toggle = ShiftWindow(
+        name="day",
+        start=time(8, 0),
+        end=time(17, 0),
+        margin_before=timedelta(minutes=30),
+        margin_after=timedelta(minutes=30),
+        terminals=frozenset({"hall"}),
+        between=Between.TOGGLE,
+    )
+    rules = InferenceRules(tz=BERLIN, shifts=(toggle,))
+    times = [local(23, 7, 45), local(23, 12), local(23, 12, 30), local(23, 16, 40)]
+    assert run(rules, times, terminal="hall") == ["in", "out", "in", "out"]
+    # a terminal the window does not name: the default rule (here the same answer)
+    assert rules.window_for(local(23, 12), "gate") is None
+    # outside the window (after 17:30): the default rule
+    assert rules.window_for(local(23, 17, 31), "hall") is None
+
+
+def test_a_double_swipe_inside_a_window_repeats() -> None:
+    rules = InferenceRules(tz=BERLIN, shifts=(NIGHT,))
+    assert run(rules, [local(23, 22), local(23, 22, 0) + timedelta(seconds=30)]) == ["in", "in"]

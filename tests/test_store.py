@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from bridge.delivery import Job, Result
 from bridge.events import Action, ClockEvent
 from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreError
+from bridge.store.inference import InferenceRules
 from bridge.store.schema import MIGRATIONS
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -330,15 +331,54 @@ async def test_first_swipe_of_a_local_day_is_in(tmp_path: Path) -> None:
     ]
 
 
-async def test_the_previous_local_day_does_not_count(tmp_path: Path) -> None:
-    """23:30 and 00:30 Berlin are one UTC date but two local days: the second swipe is `in`."""
+async def test_the_local_day_does_not_decide_direction(tmp_path: Path) -> None:
+    """23:30 and 00:30 Berlin are two local days but one shift: the second swipe is `out`
+    (it was `in` while direction restarted at local midnight)."""
     evening = datetime(2026, 11, 23, 23, 30, tzinfo=BERLIN)
     after_midnight = datetime(2026, 11, 24, 0, 30, tzinfo=BERLIN)
-    assert evening.astimezone(UTC).date() == after_midnight.astimezone(UTC).date()
-    async with opened(tmp_path / "q.db") as store:
+    path = tmp_path / "q.db"
+    async with opened(path) as store:
         await ingest(store, swipe("a", evening, action=Action.IN))
         [stored] = await ingest(store, swipe("b", after_midnight, action=None))
-    assert (stored.action, stored.status) == (Action.IN, "accepted")
+    assert (stored.action, stored.status) == (Action.OUT, "accepted")
+    # local_day is still recorded (other views use it)
+    assert query(path, "SELECT local_day FROM events ORDER BY id") == [
+        ("2026-11-23",),
+        ("2026-11-24",),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("hours", "action"),
+    [(15, Action.OUT), (16, Action.IN), (30, Action.IN)],
+)
+async def test_a_previous_swipe_max_shift_hours_back_starts_a_new_shift(
+    tmp_path: Path, hours: int, action: Action
+) -> None:
+    async with opened(tmp_path / "q.db") as store:
+        await ingest(store, swipe("a", MORNING, action=None))
+        [stored] = await ingest(store, swipe("b", MORNING + timedelta(hours=hours), action=None))
+    assert (stored.action, stored.status) == (action, "accepted")
+
+
+async def test_inference_counts_earlier_events_of_the_same_batch(tmp_path: Path) -> None:
+    """Two night shifts in one ingest batch: in, out, in, out."""
+    path = tmp_path / "q.db"
+    night = datetime(2026, 11, 23, 22, 0, tzinfo=BERLIN)
+    hours = (0, 8, 24, 32)
+    batch = [swipe(f"n{h}", night + timedelta(hours=h), action=None) for h in hours]
+    async with opened(path) as store:
+        stored = await ingest(store, *batch)
+    assert [item.action for item in stored] == [Action.IN, Action.OUT, Action.IN, Action.OUT]
+    assert query(path, "SELECT action_inferred FROM events") == [(1,)] * 4
+
+
+async def test_the_store_takes_its_inference_rules(tmp_path: Path) -> None:
+    rules = InferenceRules(tz=BERLIN, window_seconds=WINDOW, max_shift=timedelta(hours=4))
+    async with Store.open(tmp_path / "q.db", site_tz=BERLIN, inference=rules) as store:
+        await ingest(store, swipe("a", MORNING, action=None))
+        [stored] = await ingest(store, swipe("b", MORNING + timedelta(hours=5), action=None))
+    assert stored.action is Action.IN
 
 
 async def test_one_local_day_across_utc_midnight_counts(tmp_path: Path) -> None:

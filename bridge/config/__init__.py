@@ -18,6 +18,7 @@ from bridge.config.reconcile import ReconcileConfig, ReconcileQ2Config
 from bridge.config.sections import (
     DedupeConfig,
     HttpConfig,
+    InferenceConfig,
     LogConfig,
     MqttConfig,
     MqttTls,
@@ -43,6 +44,7 @@ __all__ = [
     "Go2ClockConfig",
     "Go2ClockSource",
     "HttpConfig",
+    "InferenceConfig",
     "LogConfig",
     "McTimeConfig",
     "McTimeSource",

@@ -1,8 +1,9 @@
-"""The daemon's own sections: site, MQTT, store, dedupe, retry, HTTP, logs."""
+"""The daemon's own sections: site, MQTT, store, dedupe, inference, retry, HTTP, logs."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -15,6 +16,7 @@ from pydantic import (
 from bridge.config.base import _read_secret_file, _Section
 from bridge.config.paths import ConfigPath, CredentialPath, default_database
 from bridge.events import PayloadFormat, TimeLimits
+from bridge.store.inference import Between, InferenceRules, ShiftWindow
 
 
 def known_zone(value: str) -> str:
@@ -137,6 +139,79 @@ class StoreConfig(_Section):
 
 class DedupeConfig(_Section):
     window_seconds: float = Field(60.0, ge=0)
+
+
+_HH_MM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+
+
+class ShiftConfig(_Section):
+    """A scheduled window (see InferenceConfig); times are site-local HH:MM."""
+
+    name: str = Field(min_length=1)
+    start: time
+    end: time  # not after start: the window crosses midnight
+    margin_before: float = Field(60.0, ge=0)  # minutes
+    margin_after: float = Field(60.0, ge=0)  # minutes
+    terminals: list[str] | None = None  # null: every terminal
+    between: Between = Between.BREAKS
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hh_mm(cls, value: object) -> object:
+        # Unquoted, YAML reads 22:00 as the number 1320 (base 60): ask for the quotes.
+        if not isinstance(value, str) or not _HH_MM.fullmatch(value):
+            msg = f"must be a quoted site-local time 'HH:MM' (e.g. '22:00'), not {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _at_most_a_day(self) -> ShiftConfig:
+        if self.start == self.end:
+            msg = "start and end must differ"
+            raise ValueError(msg)
+        start = datetime.combine(date.min, self.start)
+        end = datetime.combine(date.min, self.end)
+        length = (end - start) % timedelta(days=1)
+        if length + timedelta(minutes=self.margin_before + self.margin_after) > timedelta(days=1):
+            msg = "the window with its margins must be at most 24 hours"
+            raise ValueError(msg)
+        return self
+
+    def window(self) -> ShiftWindow:
+        return ShiftWindow(
+            name=self.name,
+            start=self.start,
+            end=self.end,
+            margin_before=timedelta(minutes=self.margin_before),
+            margin_after=timedelta(minutes=self.margin_after),
+            terminals=None if self.terminals is None else frozenset(self.terminals),
+            between=self.between,
+        )
+
+
+class InferenceConfig(_Section):
+    """The direction of a swipe without an action (bridge.store.inference): by shift, never by
+    calendar day. See config.yaml."""
+
+    max_shift_hours: float = Field(16.0, gt=0, le=48)
+    shifts: list[ShiftConfig] = Field(default_factory=list)
+
+    @field_validator("shifts")
+    @classmethod
+    def _unique_names(cls, value: list[ShiftConfig]) -> list[ShiftConfig]:
+        names = [shift.name for shift in value]
+        if len(set(names)) != len(names):
+            msg = "shift names must be unique"
+            raise ValueError(msg)
+        return value
+
+    def rules(self, *, tz: ZoneInfo, window_seconds: float) -> InferenceRules:
+        return InferenceRules(
+            tz=tz,
+            window_seconds=window_seconds,
+            max_shift=timedelta(hours=self.max_shift_hours),
+            shifts=tuple(shift.window() for shift in self.shifts),
+        )
 
 
 class RetryConfig(_Section):

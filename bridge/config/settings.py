@@ -29,6 +29,7 @@ from bridge.config.reconcile import ReconcileConfig
 from bridge.config.sections import (
     DedupeConfig,
     HttpConfig,
+    InferenceConfig,
     LogConfig,
     MqttConfig,
     RetryConfig,
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
     dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
     log: LogConfig = Field(default_factory=LogConfig)

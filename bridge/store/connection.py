@@ -23,6 +23,7 @@ import aiosqlite
 import structlog
 
 from bridge.store.group_commit import GroupCommit
+from bridge.store.inference import InferenceRules
 from bridge.store.lock import daemon_lock
 from bridge.store.records import StoreError, StoreWriteError
 from bridge.store.rejected import set_rejected_cap
@@ -139,13 +140,22 @@ def _apply_migration(conn: sqlite3.Connection, number: int) -> None:
 
 
 class StoreBase:
-    def __init__(self, db: aiosqlite.Connection, *, site_tz: ZoneInfo, window_seconds: float):
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        *,
+        site_tz: ZoneInfo,
+        window_seconds: float,
+        inference: InferenceRules | None = None,
+    ) -> None:
         self._db = db
         self._reader = db  # a read-only connection of its own once open() has one
         self._lock = asyncio.Lock()
         self._writes: GroupCommit[_Call, Any] = GroupCommit(self._commit)
         self._site_tz = site_tz
         self._window = window_seconds
+        # How a swipe without an action gets one (by shift, not by calendar day).
+        self._inference = inference or InferenceRules(tz=site_tz, window_seconds=window_seconds)
         # Set after commits that may make deliveries due; dispatchers wait on it.
         self.work = WorkSignal()
         self._data_version: int | None = None
@@ -166,11 +176,14 @@ class StoreBase:
         *,
         site_tz: ZoneInfo,
         window_seconds: float = 60.0,
+        inference: InferenceRules | None = None,
         rejected_max_bytes: int | None = None,
         role: StoreRole = StoreRole.DAEMON,
     ) -> AsyncIterator[Self]:
         """The database for `role` (see StoreRole). `rejected_max_bytes`: the cap on rejected
-        payloads (the daemon passes store.rejected_max_mb; None keeps the one recorded)."""
+        payloads (the daemon passes store.rejected_max_mb; None keeps the one recorded).
+        `inference`: the rules for a swipe without an action (None: by default, a shift of at
+        most 16 hours)."""
         target, uri = _connect_target(path, role)
         with daemon_lock(path) if role is StoreRole.DAEMON else contextlib.nullcontext():
             async with cls._connected(
@@ -180,6 +193,7 @@ class StoreBase:
                 role=role,
                 site_tz=site_tz,
                 window_seconds=window_seconds,
+                inference=inference,
                 rejected_max_bytes=rejected_max_bytes,
             ) as store:
                 yield store
@@ -195,12 +209,13 @@ class StoreBase:
         role: StoreRole,
         site_tz: ZoneInfo,
         window_seconds: float,
+        inference: InferenceRules | None,
         rejected_max_bytes: int | None,
     ) -> AsyncIterator[Self]:
         db = await aiosqlite.connect(target, isolation_level=None, uri=uri)
         try:
             db.row_factory = aiosqlite.Row
-            store = cls(db, site_tz=site_tz, window_seconds=window_seconds)
+            store = cls(db, site_tz=site_tz, window_seconds=window_seconds, inference=inference)
             await db.execute("PRAGMA busy_timeout = 10000")
             if role is not StoreRole.DAEMON:
                 # A command: one connection does it all, and the daemon's checks and

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from bridge.delivery import DeliveryState, EventStatus
 from bridge.events import Action
 from bridge.store.connection import StoreBase, fetch_all
-from bridge.store.inference import infer_action
 from bridge.store.records import (
     Incoming,
     PersonResolver,
@@ -99,10 +98,13 @@ class IntakeMixin(StoreBase):
         local_day = event.time.astimezone(self._site_tz).date().isoformat()
         action = event.action
         if action is None:
-            action = infer_action(
-                _previous(conn, event.subject, local_day, when),
-                at=event.time,
-                window_seconds=self._window,
+            # Read and decided inside this write transaction, on purpose: no other writer can
+            # store the person's next swipe between the read of the previous one and this
+            # insert (two writers inferring from the same stale previous would both toggle
+            # the same way), and an earlier event of this same batch already counts.
+            since = self._inference.lookback(event.time, event.terminal)
+            action = self._inference.infer(
+                _previous(conn, event.subject, since, when), at=event.time, terminal=event.terminal
             )
         duplicate_of = _double_swipe(conn, event.subject, action, event.time, self._window)
         people = {} if duplicate_of is not None else dict(item.people or {})
@@ -238,15 +240,17 @@ def _printable(text: str) -> str:
 
 
 def _previous(
-    conn: sqlite3.Connection, subject: str, local_day: str, when: str
+    conn: sqlite3.Connection, subject: str, since: datetime, when: str
 ) -> tuple[Action, datetime] | None:
-    """The person's latest event of that local day up to `when`, for in/out inference."""
+    """The person's latest event from `since` up to `when`, for in/out inference (by shift:
+    the calendar day, `local_day`, plays no part)."""
     row = conn.execute(
-        "SELECT action, event_time FROM events WHERE subject = ? AND local_day = ?"
+        "SELECT action, event_time FROM events WHERE subject = ? AND event_time >= ?"
         " AND event_time <= ? AND status != 'duplicate'"
         " ORDER BY event_time DESC, id DESC LIMIT 1",
-        (subject, local_day, when),
+        (subject, utc_text(since), when),
     ).fetchone()
+
     return None if row is None else (Action(row[0]), parse_utc_text(row[1]))
 
 

@@ -1,0 +1,119 @@
+"""Swipes without an action through the real broker to the fake Go2Clock: direction comes from
+the shift, not from the calendar day (issue 14, item 1). Payroll's answer for each shift is
+in/out (with breaks where a schedule says so)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tests.broker import Mosquitto
+from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
+from tests.harness import API_KEY, publish, running_bridge, settings_from, wait_until, write_config
+
+BERLIN = ZoneInfo("Europe/Berlin")
+TOPIC = "clockin/hall/events"
+CHECKTYPE = {"0": "in", "1": "out", "2": "break_start", "3": "break_end"}
+# The night schedule of the tests: in from 21:00, out from 05:00 to 08:00.
+NIGHT = {
+    "name": "night",
+    "start": "22:00",
+    "end": "06:00",
+    "margin_before": 60,
+    "margin_after": 120,
+}
+
+
+def bare(badge: str, when: datetime) -> tuple[str, bytes]:
+    """A swipe without an action, as a Tasmota reader or a button-less kiosk sends it."""
+    payload = {"id": f"{badge}-{when.isoformat()}", "badge": badge, "time": when.isoformat()}
+    return TOPIC, json.dumps(payload).encode()
+
+
+def local(month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, month, day, hour, minute, tzinfo=BERLIN)
+
+
+async def booked(
+    tmp_path: Path,
+    broker: Mosquitto,
+    swipes: dict[str, list[datetime]],
+    *,
+    inference: dict[str, Any] | None = None,
+) -> dict[str, list[tuple[str, str]]]:
+    """Publish every badge's bare swipes in one go, then what Go2Clock booked per user:
+    (local checktime, direction) in time order."""
+    fake = FakeGo2Clock(api_key=API_KEY)
+    extra: dict[str, Any] = {"retry": {"max_age_days": 400}}
+    if inference is not None:
+        extra["inference"] = inference
+    async with running_fake_go2clock(fake) as url:
+        config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url, extra=extra)
+        async with running_bridge(settings_from(config)):
+            messages = [bare(badge, when) for badge, times in swipes.items() for when in times]
+            await publish(broker.port, messages)
+            total = len(messages)
+
+            async def all_booked() -> bool:
+                return len(fake.records) >= total
+
+            await wait_until(all_booked, timeout=20, what=f"{total} punches")
+            await asyncio.sleep(0.2)  # anything extra would arrive now
+    assert len(fake.records) == total
+    result: dict[str, list[tuple[str, str]]] = {}
+    for record in sorted(fake.records, key=lambda r: r["checktime"]):
+        result.setdefault(record["userid"], []).append(
+            (record["checktime"], CHECKTYPE[record["checktype"]])
+        )
+    return result
+
+
+def directions(booked_for: list[tuple[str, str]]) -> list[str]:
+    return [direction for _, direction in booked_for]
+
+
+async def test_two_night_shifts_and_a_day_shift(broker: Mosquitto, tmp_path: Path) -> None:
+    """22:00 and 06:00 on two nights, then a day shift: in/out per shift (it was in, in, out,
+    in for the nights, toggled from the same local day)."""
+    nights = [local(11, 23, 22), local(11, 24, 6), local(11, 24, 22), local(11, 25, 6)]
+    day = [local(11, 26, 8), local(11, 26, 12), local(11, 26, 12, 30), local(11, 26, 17)]
+    result = await booked(tmp_path, broker, {"B0001": nights + day})
+    assert directions(result["1001"]) == ["in", "out"] * 4
+    assert result["1001"][0] == ("2026-11-23T22:00:00", "in")
+
+
+async def test_a_night_shift_across_the_october_change(broker: Mosquitto, tmp_path: Path) -> None:
+    """22:00 CEST to 06:00 CET (2026-10-25, clocks back at 03:00): 9 hours, one shift."""
+    swipes = [local(10, 24, 22), local(10, 25, 6), local(10, 25, 22), local(10, 26, 6)]
+    result = await booked(tmp_path, broker, {"B0002": swipes})
+    assert result["1002"] == [
+        ("2026-10-24T22:00:00", "in"),
+        ("2026-10-25T06:00:00", "out"),
+        ("2026-10-25T22:00:00", "in"),
+        ("2026-10-26T06:00:00", "out"),
+    ]
+
+
+async def test_a_missed_out_starts_the_next_day_with_in(broker: Mosquitto, tmp_path: Path) -> None:
+    """The night of the 24th was never clocked out: the next night still starts with in and
+    its pair is right (by local day it was in, in, out, in, in)."""
+    swipes = [local(11, 23, 22), local(11, 24, 6), local(11, 24, 22)]
+    swipes += [local(11, 25, 22), local(11, 26, 6)]  # no swipe at 06:00 on the 25th
+    result = await booked(tmp_path, broker, {"B0003": swipes})
+    assert directions(result["1003"]) == ["in", "out", "in", "in", "out"]
+
+
+async def test_a_scheduled_night_window_crossing_midnight(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """With a night schedule: in, a break, out in the closing part, on two nights; a day
+    swipe outside the window follows max_shift_hours."""
+    nights = [local(11, 23, 21, 50), local(11, 24, 2), local(11, 24, 2, 30), local(11, 24, 5, 40)]
+    nights += [local(11, 24, 21, 55), local(11, 25, 1), local(11, 25, 1, 20)]
+    nights.append(local(11, 25, 6, 5))
+    result = await booked(tmp_path, broker, {"B0004": nights}, inference={"shifts": [NIGHT]})
+    assert directions(result["1004"]) == ["in", "break_start", "break_end", "out"] * 2
