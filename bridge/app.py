@@ -16,7 +16,8 @@ import structlog
 
 from bridge import __version__
 from bridge.config import ConfigError, Settings, load_settings
-from bridge.directory import LiveDirectory, Source, build_sources
+from bridge.directory.build import Source, build_sources
+from bridge.directory.live import LiveDirectory
 from bridge.directory.people import People, open_directory, sink_columns
 from bridge.dispatch.health import SinkState
 from bridge.dispatch.pump import Dispatcher
@@ -126,9 +127,6 @@ class Bridge:
                     settings.store.path,
                     site_tz=settings.site.tz,
                     window_seconds=settings.dedupe.window_seconds,
-                    inference=settings.inference.rules(
-                        tz=settings.site.tz, window_seconds=settings.dedupe.window_seconds
-                    ),
                     rejected_max_bytes=settings.store.rejected_max_mb * 1024 * 1024,
                 )
             )

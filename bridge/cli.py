@@ -7,7 +7,8 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from bridge import __version__, commands
+from bridge import __version__
+from bridge.commands import registry
 from bridge.commands.common import EXIT_CONFIG, fail
 from bridge.config import ConfigError
 from bridge.store import StoreError, StoreInUse
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clockin-bridge", description="Badge terminals on MQTT -> time-and-attendance clouds"
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands.register(parser.add_subparsers(dest="command", required=True))
+    registry.register(parser.add_subparsers(dest="command", required=True))
     return parser
 
 

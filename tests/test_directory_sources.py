@@ -21,15 +21,12 @@ from pydantic import SecretStr
 
 from bridge.cli import main
 from bridge.config import ConfigError, Settings
-from bridge.directory import (
-    LiveDirectory,
-    Record,
-    SourceError,
-    build_sources,
-    merge,
-    sync,
-)
+from bridge.directory.build import build_sources
 from bridge.directory.file import Directory
+from bridge.directory.live import LiveDirectory
+from bridge.directory.merge import merge
+from bridge.directory.records import Record, SourceError
+from bridge.directory.sync import sync
 from bridge.ops.logs import configure_logging
 from bridge.store import Store
 from bridge.vendors.go2clock.users import Go2ClockUsers

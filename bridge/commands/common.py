@@ -18,12 +18,13 @@ from bridge.config import Settings, load_settings
 from bridge.config.paths import INSTALLED_CONFIG_DIR
 from bridge.store import Store, StoreRole, parse_utc_text, utc_text
 from bridge.store.admin import Moved
+from bridge.vendors.registry import VENDORS
 
 EXIT_OK = 0
 EXIT_NOT_DONE = 1  # an id not found, or not in the expected state
 EXIT_CONFIG = 2
 
-SINK_NAMES = ("go2clock", "mctime", "timetrack")
+SINK_NAMES = tuple(vendor.name for vendor in VENDORS if vendor.sink is not None)
 
 
 class UsageError(Exception):
@@ -63,9 +64,6 @@ async def opened_store(
         settings.store.path,
         site_tz=settings.site.tz,
         window_seconds=settings.dedupe.window_seconds,
-        inference=settings.inference.rules(
-            tz=settings.site.tz, window_seconds=settings.dedupe.window_seconds
-        ),
         role=role,
     ) as store:
         yield store

@@ -26,8 +26,11 @@ from bridge.commands.common import (
     settings_of,
 )
 from bridge.config import Settings
-from bridge.directory import ORDER, Merged, build_sources, cached_records, merge, sync
+from bridge.directory.build import ORDER, build_sources
 from bridge.directory.file import Directory, DirectoryError, Person
+from bridge.directory.live import cached_records
+from bridge.directory.merge import Merged, merge
+from bridge.directory.sync import sync
 from bridge.events import PayloadError, normalise_badge
 from bridge.http import new_session
 

@@ -33,7 +33,7 @@ from bridge.commands.common import (
 )
 from bridge.commands.progress import Progress
 from bridge.config import Settings
-from bridge.directory import build_sources
+from bridge.directory.build import build_sources
 from bridge.directory.file import DirectoryError
 from bridge.directory.people import make_resolver, open_directory, sink_columns
 from bridge.routing import Router

@@ -30,8 +30,14 @@ from bridge.commands.common import (
 )
 from bridge.commands.progress import Progress
 from bridge.store.admin import CHUNK, Moved
+from bridge.vendors.registry import VENDORS
 
-REPLAYABLE_SINKS = ("go2clock",)
+# Sinks where sending a punch again is harmless: the vendor refuses what it already holds.
+REPLAYABLE_SINKS = tuple(
+    vendor.name
+    for vendor in VENDORS
+    if vendor.sink is not None and vendor.readback is not None and vendor.readback.requeueable
+)
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

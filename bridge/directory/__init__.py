@@ -2,26 +2,10 @@
 users, merged with the directory file (the operator's override) into one badge directory.
 
 One module per source, `merge` (pure) for the merging, the cache in bridge.store.people,
-`sync` for one round of fetching, `live` for what the daemon looks badges up in.
+`sync` for one round of fetching, `live` for what the daemon looks badges up in, `file` for the
+operator's CSV, `people` for what the daemon resolves against.
+
+Import from those modules themselves: this package re-exports nothing, so importing one of them
+never drags in the vendor registry that `build` needs (the vendors' directory sources import
+`records` and `http` from here).
 """
-
-from bridge.directory.build import ORDER, Source, build_sources
-from bridge.directory.live import LiveDirectory, cached_records
-from bridge.directory.merge import FILE, Merged, merge
-from bridge.directory.records import Record, SourceError
-from bridge.directory.sync import Outcome, sync
-
-__all__ = [
-    "FILE",
-    "ORDER",
-    "LiveDirectory",
-    "Merged",
-    "Outcome",
-    "Record",
-    "Source",
-    "SourceError",
-    "build_sources",
-    "cached_records",
-    "merge",
-    "sync",
-]

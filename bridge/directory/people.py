@@ -12,9 +12,11 @@ from collections.abc import Mapping, Sequence
 import structlog
 
 from bridge.config import Settings
-from bridge.directory import LiveDirectory, Outcome, Source
-from bridge.directory import sync as sync_directory
+from bridge.directory.build import Source
 from bridge.directory.file import DirectoryError, DirectoryFile, Person
+from bridge.directory.live import LiveDirectory
+from bridge.directory.sync import Outcome
+from bridge.directory.sync import sync as sync_directory
 from bridge.events import ClockEvent
 from bridge.http import Session
 from bridge.store import PersonResolver, Store
@@ -76,7 +78,7 @@ class People:
         store: Store,
         directory: LiveDirectory,
         columns: Mapping[str, str],
-    ):
+    ) -> None:
         self._settings = settings
         self._store = store
         self.directory = directory
@@ -112,7 +114,7 @@ class People:
                 # DirectoryFile raises once per broken version and keeps the last good one.
                 file_changed = await asyncio.to_thread(people.file.reload_if_changed)
             except DirectoryError as err:
-                log.error("directory.error", error=str(err), kept="previous directory")
+                log.error("directory.error", error=str(err), kept="previous directory")  # noqa: TRY400 - a bad file, no traceback
         if not await people.refresh(self._store, force=file_changed):
             return
         current = people.current
