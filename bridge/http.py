@@ -37,10 +37,18 @@ def new_session() -> Session:
     return aiohttp.ClientSession()
 
 
-class Limiter(Protocol):
-    """What `exchange` waits on before each request (a vendor's RateLimiter)."""
+class Grant(Protocol):
+    """A limiter's leave for one request; told when the exchange ended."""
 
-    async def acquire(self) -> None: ...
+    def done(self) -> None: ...
+
+
+class Limiter(Protocol):
+    """What `exchange` waits on before each request (a vendor's RateLimiter). The Grant it
+    returns, if any, is told when the exchange ends, answered or not: a vendor that counts
+    requests by arrival has seen this one by then, so the limiter can count from there."""
+
+    async def acquire(self) -> Grant | None: ...
 
 
 class BodyTooLargeError(Exception):
@@ -145,8 +153,7 @@ async def exchange(
 ) -> Reply:
     """Send one request and read its answer; ExchangeError when none could be read."""
     hidden = _plain(secrets)
-    if limiter is not None:
-        await limiter.acquire()
+    grant = await limiter.acquire() if limiter is not None else None
     try:
         async with session.request(
             method,
@@ -166,3 +173,6 @@ async def exchange(
             )
     except (aiohttp.ClientError, TimeoutError, BodyTooLargeError) as err:
         raise ExchangeError(err, timeout=timeout, secrets=hidden) from None
+    finally:
+        if grant is not None:
+            grant.done()  # cancelled too: whatever was sent has arrived by now

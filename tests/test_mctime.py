@@ -419,7 +419,7 @@ async def test_limiter_never_exceeds_the_limit_in_any_window() -> None:
 
     async def worker(n: int) -> None:
         for _ in range(n):
-            await limiter.acquire()
+            (await limiter.acquire()).done()
             grants.append(clock())
 
     await asyncio.gather(*(worker(7) for _ in range(5)))  # 35 requests from 5 workers
@@ -441,7 +441,7 @@ async def test_limiter_hold_delays_every_grant() -> None:
 
 async def test_cancelled_waiter_takes_no_slot() -> None:
     limiter = RateLimiter(1, 0.2)
-    await limiter.acquire()
+    (await limiter.acquire()).done()
     waiter = asyncio.create_task(limiter.acquire())
     await asyncio.sleep(0.01)
     waiter.cancel()
@@ -449,7 +449,7 @@ async def test_cancelled_waiter_takes_no_slot() -> None:
         await waiter
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await limiter.acquire()  # the next slot is ours, 0.2 s after the first grant
+    await limiter.acquire()  # the next slot is ours, 0.2 s after the first request ended
     assert loop.time() - started < 0.25
 
 

@@ -1,9 +1,11 @@
 """McTime's API: the paths, the API_KEY header, the rate limiter every user of one key shares,
 and what its answers mean (pure, but for the limiter's clock).
 
-McTime allows 10 requests per second per key and answers 429 above that. The sink, the
-directory source and reconcile all ask through `limiter_for`, so requests made with one key
-from one HTTP session (the daemon's) pass one RateLimiter, whoever makes them.
+McTime allows 10 requests per second per key, counted by arrival, and answers 429 above that.
+The sink, the directory source and reconcile all ask through `limiter_for`, so requests made
+with one key from one HTTP session (the daemon's) pass one RateLimiter, whoever makes them; it
+counts each request from its grant until its exchange ended plus a second (the round trip is
+the margin), so no second at McTime ever sees more than `rate_per_second`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from bridge.vendors.ratelimit import RateLimiter
 CLOCK_PATH = "/clock"  # POST a clock action; GET the running clocks, 20 per page
 USERS_PATH = "/users"  # GET, 20 per page
 TIMES_PATH = "/times"  # GET time entries from..to
-RATE_WINDOW_MARGIN = 0.05  # seconds added to the 1 s window for network jitter
+RATE_WINDOW_MARGIN = 0.05  # seconds added to the 1 s window: clock granularity at both ends
 
 _limiters: weakref.WeakKeyDictionary[
     aiohttp.ClientSession, dict[tuple[str, str, float], RateLimiter]

@@ -19,8 +19,9 @@ Assumptions where the docs show nothing (the sink's reader accepts these shapes)
   added with add_user() carry their extra fields too (employeeNumber, email: made up, the docs
   only say the list has filters).
 - GET /times?from=..&to=.. lists entries overlapping the range (offsets required, <= 366 days).
-- Every request, answered or not, counts toward the limit of 10 requests in any 1 s window;
-  above it the answer is 429 "Too many requests" with Retry-After: 1.
+- Every request, answered or not (a 429 too), counts toward the limit of 10 requests in any
+  sliding 1 s window, by its arrival time (taken before anything is awaited); above it the
+  answer is 429 "Too many requests" with Retry-After: 1.
 
 Switches are plain attributes a test flips; counters ("next N requests") count down.
 """
@@ -189,7 +190,11 @@ class FakeMcTime:
     async def middleware(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
-        now = time.monotonic()
+        now = time.monotonic()  # the arrival, counted before anything else can run
+        while self._arrivals and self._arrivals[0] <= now - 1.0:
+            self._arrivals.popleft()
+        self._arrivals.append(now)
+        recent = len(self._arrivals)
         raw = await request.read()
         try:
             body = json.loads(raw) if raw else None
@@ -205,9 +210,6 @@ class FakeMcTime:
         }
         self.requests.append(record)
         await self._notify()
-        while self._arrivals and self._arrivals[0] <= now - 1.0:
-            self._arrivals.popleft()
-        self._arrivals.append(now)
         if self.echo_key is not None:
             record["answer"] = "echo"
             text = self.echo_key(request.headers.get("API_KEY", ""))
@@ -218,7 +220,7 @@ class FakeMcTime:
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=204)
-        response = await self._answer(request, handler, record, len(self._arrivals))
+        response = await self._answer(request, handler, record, recent)
         if self.lose_answers > 0 and request.method == "POST":
             # the work is done but the answer never reaches the client
             self.lose_answers -= 1
