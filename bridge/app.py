@@ -29,7 +29,7 @@ from bridge.ops import heartbeat, systemd, web
 from bridge.ops.logs import register_secret, set_level
 from bridge.ops.metrics import Metrics
 from bridge.reconcile.daily import run_daily
-from bridge.store import QueueStatus, Store
+from bridge.store import QueueStatus, RetentionPolicy, Store
 from bridge.vendors.registry import build_sinks
 
 log = structlog.get_logger("bridge.app")
@@ -209,6 +209,9 @@ class Bridge:
                     tg.create_task(self._reload_on_sighup(running), name="reload"),
                     tg.create_task(running.store.watch_other_writers(), name="repairs"),
                     tg.create_task(
+                        running.store.retain_forever(self._retention()), name="retention"
+                    ),
+                    tg.create_task(
                         self._heartbeat_forever(heartbeat.heartbeat_path(self.settings.store.path)),
                         name="heartbeat",
                     ),
@@ -245,6 +248,17 @@ class Bridge:
             )
             tasks.append(tg.create_task(daily, name="reconcile.daily"))
         return tasks
+
+    def _retention(self) -> RetentionPolicy:
+        """What history is pruned when quiet (bridge.store.retention). A pruned event's key is
+        kept at least as long as a delivery may be retried, so a resend is never sent twice."""
+        store = self.settings.store
+        return RetentionPolicy(
+            retain_days=store.retain_days,
+            dedupe_days=max(store.dedupe_days, self.settings.retry.max_age_days),
+            rejected_retain_days=store.rejected_retain_days,
+            archive_dir=store.archive_dir,
+        )
 
     async def _reload_on_sighup(self, running: Running) -> None:
         """SIGHUP: re-read the directory, the credentials and the log level. Events are not

@@ -130,6 +130,16 @@ class StoreConfig(_Section):
     # terminal that floods.
     rejected_per_terminal_per_minute: int = Field(60, ge=1)
     rejected_per_minute: int = Field(600, ge=1)
+    # Retention (bridge.store.retention), applied when the bridge is quiet. Events whose every
+    # delivery ended (delivered, dropped) more than retain_days ago are deleted; nothing
+    # undelivered ever is. archive_dir (null: none): each pruned event with its deliveries is
+    # first written there, gzipped JSON lines per local day. A pruned event's key is kept
+    # dedupe_days more (at least retry.max_age_days), so a late resend is still a duplicate.
+    # Rejected payloads are deleted after rejected_retain_days (besides rejected_max_mb).
+    retain_days: int = Field(400, ge=2)  # 2: never an event of the local day in progress
+    archive_dir: ConfigPath | None = None
+    dedupe_days: int = Field(60, ge=1)
+    rejected_retain_days: int = Field(30, ge=1)
 
     @field_validator("path", mode="before")
     @classmethod

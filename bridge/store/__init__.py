@@ -24,9 +24,18 @@ from bridge.store.records import (
     parse_utc_text,
     utc_text,
 )
+from bridge.store.retention import RetentionMixin, RetentionPolicy
 
 
-class Store(IntakeMixin, QueueMixin, InspectMixin, AdminMixin, ReconcileMixin, PeopleMixin):
+class Store(
+    IntakeMixin,
+    QueueMixin,
+    InspectMixin,
+    AdminMixin,
+    ReconcileMixin,
+    PeopleMixin,
+    RetentionMixin,
+):
     """The bridge's SQLite database; open it with `Store.open(path, site_tz=...)`."""
 
 
@@ -35,6 +44,7 @@ __all__ = [
     "PersonResolver",
     "QueueStatus",
     "Rejection",
+    "RetentionPolicy",
     "SinkQueue",
     "Store",
     "StoreError",

@@ -33,9 +33,18 @@ from bridge.store.signal import WorkSignal
 
 
 def _split_sql(script: str) -> list[str]:
-    """Statements of a migration script, comments dropped (a ';' in a comment is harmless)."""
+    """Statements of a migration script, comments dropped (a ';' in a comment is harmless).
+    A ';' ends a statement only where SQLite says it is complete (not inside a trigger)."""
     code = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
-    return [part.strip() for part in code.split(";") if part.strip()]
+    statements, current = [], ""
+    for part in code.split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            statement = current.strip().removesuffix(";").strip()
+            if statement:
+                statements.append(statement)
+            current = ""
+    return statements
 
 
 WRITE_ERROR_HOLD_SECONDS = 5.0
@@ -165,6 +174,7 @@ class StoreBase:
         self._write_error: tuple[str, float] | None = None
         self._last_write_failure = 0.0
         self._last_write_success = 0.0
+        self.last_ingest = 0.0  # time.monotonic() of the last ingest call
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -246,6 +256,11 @@ class StoreBase:
         """Integrity check, then the settings and migrations only the daemon applies."""
         await self._check_integrity(path)
         version = await self._check_version()  # before anything changes the file
+        if version == 0:
+            # A new database: pages freed by retention go back to the filesystem
+            # (PRAGMA incremental_vacuum). Only possible before the first table exists; an
+            # older database keeps auto_vacuum = NONE and reuses its free pages instead.
+            await self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         await self._db.execute("PRAGMA journal_mode = WAL")
         # FULL: an event is acknowledged to the broker after its commit, so that commit must
         # survive a power cut.

@@ -15,6 +15,10 @@ from bridge.store.schema import MIGRATIONS
 _REJECTED_SUMMARY = (
     "id, received_at, topic, format, payload_size, reason, reprocessed_at, reprocessed_as"
 )
+# A sink's oldest undelivered delivery: a seek on the partial index deliveries_waiting.
+_OLDEST_WAITING = (
+    "SELECT MIN(created_at) FROM deliveries WHERE sink = ? AND state IN ('pending', 'inflight')"
+)
 
 
 class InspectMixin(StoreBase):
@@ -38,38 +42,36 @@ class InspectMixin(StoreBase):
         return [dict(row) for row in rows]
 
     async def status(self, *, now: float) -> QueueStatus:
+        """From the counters the triggers keep (migration 8) and one indexed MIN per sink with
+        undelivered work: no table is scanned, however much history the database holds."""
         sinks: dict[str, SinkQueue] = {}
-        for row in await fetch_all(
-            self._reader,
-            "SELECT sink, state, COUNT(*), MIN(created_at) FROM deliveries GROUP BY sink, state",
+        events: dict[str, int] = {}
+        totals = {"retried": 0, "rejected": 0}
+        for name, sink, state, n in await fetch_all(
+            self._reader, "SELECT name, sink, state, n FROM counters WHERE n != 0"
         ):
-            entry = sinks.setdefault(row[0], {"states": {}, "oldest_pending_seconds": None})
-            entry["states"][row[1]] = row[2]
-            if row[1] in ("pending", "inflight"):
-                age = now - row[3]
-                previous = entry["oldest_pending_seconds"]
-                entry["oldest_pending_seconds"] = max(age, previous or 0.0)
-        events = {
-            row[0]: row[1]
-            for row in await fetch_all(
-                self._reader, "SELECT status, COUNT(*) FROM events GROUP BY status"
-            )
-        }
-        [[rejected]] = await fetch_all(self._reader, "SELECT COUNT(*) FROM rejected")
+            if name == "events":
+                events[state] = n
+            elif name == "deliveries":
+                entry = sinks.setdefault(sink, {"states": {}, "oldest_pending_seconds": None})
+                entry["states"][state] = n
+            else:
+                totals[name] = n
+        for sink, entry in sinks.items():
+            if entry["states"].keys() & {"pending", "inflight"}:
+                [[oldest]] = await fetch_all(self._reader, _OLDEST_WAITING, (sink,))
+                entry["oldest_pending_seconds"] = None if oldest is None else now - oldest
         [budget] = await fetch_all(
             self._reader,
             "SELECT stored_bytes, max_bytes, pruned FROM rejected_budget WHERE id = 1",
         )
-        [[retried]] = await fetch_all(
-            self._reader, "SELECT COUNT(*) FROM deliveries WHERE attempts > 1"
-        )
         return {
             "events": events,
-            "rejected": rejected,
+            "rejected": totals["rejected"],
             "rejected_bytes": budget[0],
             "rejected_max_bytes": budget[1],
             "rejected_pruned": budget[2],
-            "retried": retried,
+            "retried": totals["retried"],
             "sinks": sinks,
         }
 

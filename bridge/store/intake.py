@@ -35,6 +35,7 @@ class IntakeMixin(StoreBase):
 
         Who each event is at each sink is looked up here, on the event loop, before the
         write: the transaction only reads and writes rows."""
+        self.last_ingest = time.monotonic()  # retention waits for a quiet spell
         resolved = [_resolved(item, resolve, received_at) for item in batch]
         results = await self._write(self._ingest_batch, resolved, received_at)
         if any(stored.status in (EventStatus.ACCEPTED, EventStatus.UNMAPPED) for stored in results):
@@ -91,6 +92,10 @@ class IntakeMixin(StoreBase):
     ) -> Stored:
         event = item.event
         row = conn.execute("SELECT action FROM events WHERE key = ?", (event.key,)).fetchone()
+        if row is None:  # or of an event pruned since (bridge.store.retention)
+            row = conn.execute(
+                "SELECT action FROM kept_keys WHERE key = ?", (event.key,)
+            ).fetchone()
         if row:  # layer 1: the same event again (MQTT redelivery, a terminal resending)
             return Stored(event.key, EventStatus.REDELIVERED, Action(row[0]), event.terminal)
 

@@ -134,4 +134,83 @@ MIGRATIONS: tuple[str, ...] = (
         deliveries      TEXT NOT NULL              -- JSON array of delivery ids
     );
     """,
+    # 8: bounded history. `counters` holds what status reports (events by status, deliveries
+    # by sink and state, deliveries retried, rejected rows), kept by triggers in the very
+    # transaction that changes a row, whichever process or code path writes it; filled here
+    # from the tables as they are. `deliveries_waiting` (only pending and in-flight rows) gives
+    # each sink's oldest undelivered delivery without a scan. `kept_keys`: layer-1 keys of
+    # pruned events, so a late resend is still a duplicate (dropped after store.dedupe_days).
+    """
+    CREATE TABLE counters (
+        name            TEXT NOT NULL,             -- events | deliveries | retried | rejected
+        sink            TEXT NOT NULL,             -- '' unless name = deliveries
+        state           TEXT NOT NULL,             -- event status, delivery state, or ''
+        n               INTEGER NOT NULL,
+        PRIMARY KEY (name, sink, state)
+    ) WITHOUT ROWID;
+    INSERT INTO counters SELECT 'events', '', status, COUNT(*) FROM events GROUP BY status;
+    INSERT INTO counters
+        SELECT 'deliveries', sink, state, COUNT(*) FROM deliveries GROUP BY sink, state;
+    INSERT INTO counters SELECT 'retried', '', '', COUNT(*) FROM deliveries WHERE attempts > 1;
+    INSERT INTO counters SELECT 'rejected', '', '', COUNT(*) FROM rejected;
+
+    CREATE TRIGGER counters_event_in AFTER INSERT ON events BEGIN
+        INSERT INTO counters VALUES ('events', '', NEW.status, 1)
+            ON CONFLICT (name, sink, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER counters_event_out AFTER DELETE ON events BEGIN
+        UPDATE counters SET n = n - 1
+            WHERE name = 'events' AND sink = '' AND state = OLD.status;
+    END;
+    CREATE TRIGGER counters_event_moved AFTER UPDATE OF status ON events
+    WHEN OLD.status IS NOT NEW.status BEGIN
+        UPDATE counters SET n = n - 1
+            WHERE name = 'events' AND sink = '' AND state = OLD.status;
+        INSERT INTO counters VALUES ('events', '', NEW.status, 1)
+            ON CONFLICT (name, sink, state) DO UPDATE SET n = n + 1;
+    END;
+
+    CREATE TRIGGER counters_delivery_in AFTER INSERT ON deliveries BEGIN
+        INSERT INTO counters VALUES ('deliveries', NEW.sink, NEW.state, 1)
+            ON CONFLICT (name, sink, state) DO UPDATE SET n = n + 1;
+        INSERT INTO counters SELECT 'retried', '', '', 1 WHERE NEW.attempts > 1
+            ON CONFLICT (name, sink, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER counters_delivery_out AFTER DELETE ON deliveries BEGIN
+        UPDATE counters SET n = n - 1
+            WHERE name = 'deliveries' AND sink = OLD.sink AND state = OLD.state;
+        UPDATE counters SET n = n - 1
+            WHERE name = 'retried' AND sink = '' AND state = '' AND OLD.attempts > 1;
+    END;
+    CREATE TRIGGER counters_delivery_moved AFTER UPDATE OF state, sink ON deliveries
+    WHEN OLD.state IS NOT NEW.state OR OLD.sink IS NOT NEW.sink BEGIN
+        UPDATE counters SET n = n - 1
+            WHERE name = 'deliveries' AND sink = OLD.sink AND state = OLD.state;
+        INSERT INTO counters VALUES ('deliveries', NEW.sink, NEW.state, 1)
+            ON CONFLICT (name, sink, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER counters_delivery_retried AFTER UPDATE OF attempts ON deliveries
+    WHEN (OLD.attempts > 1) IS NOT (NEW.attempts > 1) BEGIN
+        INSERT INTO counters VALUES ('retried', '', '', IIF(NEW.attempts > 1, 1, -1))
+            ON CONFLICT (name, sink, state) DO UPDATE SET n = n + excluded.n;
+    END;
+
+    CREATE TRIGGER counters_rejected_in AFTER INSERT ON rejected BEGIN
+        INSERT INTO counters VALUES ('rejected', '', '', 1)
+            ON CONFLICT (name, sink, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER counters_rejected_out AFTER DELETE ON rejected BEGIN
+        UPDATE counters SET n = n - 1 WHERE name = 'rejected' AND sink = '' AND state = '';
+    END;
+
+    CREATE INDEX deliveries_waiting ON deliveries(sink, created_at)
+        WHERE state IN ('pending', 'inflight');
+
+    CREATE TABLE kept_keys (
+        key             TEXT PRIMARY KEY,          -- events.key of a pruned event
+        action          TEXT NOT NULL,             -- what a resend is answered with
+        pruned_at       REAL NOT NULL              -- epoch seconds
+    ) WITHOUT ROWID;
+    CREATE INDEX kept_keys_pruned ON kept_keys(pruned_at);
+    """,
 )
