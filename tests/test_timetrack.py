@@ -462,7 +462,8 @@ def test_matching_entries() -> None:
     ("body", "count"),
     [
         (b"[]", 0),
-        (b'[{"id":1},{"id":2}, 3]', 2),
+        (b'[{"id":1},{"id":2}, 3]', None),  # unreadable, not two entries: never "not there"
+        (b'{"data":[["tester","2024-07-01T06:00:00.000Z"]]}', None),
         (b'{"data":[{"id":1}]}', 1),
         (b'{"attendances":[{"id":1}]}', 1),
         (b'{"errors":[{"detail":"x"}]}', None),
@@ -643,8 +644,7 @@ async def test_every_message_twice_is_still_one(sink: TimeTrackSink, fake: FakeT
     person = Person(sink)
     outcomes = []
     for action, time, note in FULL_SHIFT:
-        for _ in range(2):
-            outcomes.append((await person.send(action, time, note=note)).outcome)
+        outcomes.extend([(await person.send(action, time, note=note)).outcome for _ in range(2)])
     assert outcomes == [D, DUP, D, DUP, D, DUP, D, DUP]
     assert "swiped in twice" in person.results[1].detail
     assert "already holds" in person.results[-1].detail  # the second out found it
@@ -862,8 +862,8 @@ async def test_connection_refused_is_not_ambiguous(session: aiohttp.ClientSessio
 async def test_refused_credentials_pause(
     session: aiohttp.ClientSession, base_url: str, fake: FakeTimeTrack, wrong: str
 ) -> None:
-    bad = SecretStr("not-the-right-one")
-    sink = make_sink(session, base_url, **{f"api_{wrong}": bad})
+    bad: dict[str, Any] = {f"api_{wrong}": SecretStr("not-the-right-one")}
+    sink = make_sink(session, base_url, **bad)
     person = Person(sink, open_state())
     result = await person.send(OUT, at(hours=8))
     assert result.outcome is Outcome.PAUSED
@@ -1022,7 +1022,8 @@ async def _echo(request: web.Request) -> web.Response:
     if shape == "upper":
         return web.Response(status=404, text=f"no tenant {key.upper()} {secret.upper()}")
     if shape == "moved":  # a redirect must not be followed: it would carry the headers along
-        raise web.HTTPFound(f"/errors/api/v2/ext/attendances?k={key}")
+        msg = f"/errors/api/v2/ext/attendances?k={key}"
+        raise web.HTTPFound(msg)
     if shape == "search":
         return web.Response(status=200, text=f"<html>{key}{secret}</html>")
     return web.Response(status=500, text=secret)
@@ -1053,7 +1054,8 @@ async def test_credentials_never_in_detail(session: aiohttp.ClientSession, echo_
         {"delay_seconds": 0.5},
     ]
     for switches in scenarios:
-        for creds in ({}, {"api_key": SecretStr("Wrong-Key-XYZ")}):
+        wrong_key: dict[str, Any] = {"api_key": SecretStr("Wrong-Key-XYZ")}
+        for creds in ({}, wrong_key):
             fake = FakeTimeTrack(api_key=API_KEY, api_secret=API_SECRET)
             for name, value in switches.items():
                 setattr(fake, name, value)

@@ -95,6 +95,7 @@ class FakeTimeTrack:
         self.echo_key: Callable[[str], str] | None = None
         self.echo_status = 200
         self.lose_answers = 0  # creates: store it, then drop the connection unanswered
+        self.list_body: bytes | None = None  # listing answers 200 with this body instead
         self._changed = asyncio.Condition()
 
     # -- for tests -------------------------------------------------------------------------
@@ -216,7 +217,8 @@ class FakeTimeTrack:
         # both were validated on the way in
         start = datetime.fromisoformat(record["from"][:19])
         end = datetime.fromisoformat(record["to"][:19])
-        return int((end - start).total_seconds() // 60) - record.get("breakMinutes", 0)
+        break_minutes: int = record.get("breakMinutes", 0)
+        return int((end - start).total_seconds() // 60) - break_minutes
 
     async def create(self, request: web.Request) -> web.Response:
         body = await _json_object(request)
@@ -270,6 +272,8 @@ class FakeTimeTrack:
         return self._page(rows[page * limit : (page + 1) * limit])
 
     def _page(self, rows: list[dict[str, Any]]) -> web.Response:
+        if self.list_body is not None:
+            return web.Response(body=self.list_body, content_type="application/json")
         if self.list_envelope is None:
             return web.json_response(rows)
         return web.json_response({self.list_envelope: rows})

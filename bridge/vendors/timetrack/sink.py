@@ -46,6 +46,7 @@ from bridge.vendors.timetrack.shift import (
 )
 from bridge.vendors.timetrack.wire import (
     Attendance,
+    SearchReplyError,
     build_attendance_body,
     entries_of,
     find_recent_end,
@@ -57,6 +58,9 @@ from bridge.vendors.timetrack.wire import (
 SEARCH_LIMIT = 1000  # the documented maximum page size
 SEARCH_MAX_PAGES = 10  # beyond that the answer is inconclusive: retry, never create
 SEARCH_MARGIN = timedelta(days=1)  # the vendor's from/to filter semantics are undocumented
+# A search answer the bridge cannot read is retried; from this attempt of a delivery on it is
+# held (answer shown, masked) for a person to look at: never read as "nothing there".
+UNREADABLE_HOLD_ATTEMPT = 5
 
 Matcher = Callable[[list[dict[str, Any]]], Mapping[str, Any] | None]
 
@@ -159,6 +163,7 @@ class TimeTrackSink:
                 attendance.start,
                 attendance.end,
                 lambda entries: find_same_start(entries, attendance, **self._match_args()),
+                attempt=attempt,
             )
             if isinstance(found, Result):
                 return found
@@ -210,6 +215,7 @@ class TimeTrackSink:
             lambda entries: find_recent_end(
                 entries, username=job.person, at=job.time, **self._match_args()
             ),
+            attempt=job.attempt,
         )
         if isinstance(found, Result):
             return found
@@ -234,10 +240,11 @@ class TimeTrackSink:
         }
 
     async def _search(
-        self, username: str, start: datetime, end: datetime, match: Matcher
+        self, username: str, start: datetime, end: datetime, match: Matcher, *, attempt: int
     ) -> Mapping[str, Any] | Result | None:
         """Page through the person's attendances around [start, end]; the first match, None,
-        or a Result (retry/paused/dead) when the search could not be completed."""
+        or a Result (retry/paused) when the search could not be completed: an answer that
+        cannot be read retries, and from attempt UNREADABLE_HOLD_ATTEMPT on holds."""
         mode, zone = self._config.timestamps, self._site_tz
         params = {
             "username": username,
@@ -260,8 +267,12 @@ class TimeTrackSink:
                 return dataclasses.replace(result, detail=short(f"search: {result.detail}"))
             entries = entries_of(answer.body)
             if entries is None:
-                return Result.retry(f"search: unreadable answer: {excerpt(answer.body)}")
-            if (found := match(entries)) is not None:
+                return _unreadable(answer.body, "not a list of attendances", attempt)
+            try:
+                found = match(entries)
+            except SearchReplyError as err:
+                return _unreadable(answer.body, str(err), attempt)
+            if found is not None:
                 return found
             if len(entries) < SEARCH_LIMIT:
                 return None
@@ -289,3 +300,11 @@ class TimeTrackSink:
 
     def _redact(self, text: str) -> str:
         return short(mask_secrets(text, [self._key, self._secret]), DETAIL_MAX)
+
+
+def _unreadable(body: bytes, why: str, attempt: int) -> Result:
+    """A search answer the bridge cannot interpret (`body` is masked): retried, then held."""
+    detail = short(f"search: unreadable answer ({why}): {excerpt(body)}")
+    if attempt >= UNREADABLE_HOLD_ATTEMPT:
+        return Result.held(f"{detail}; held after {attempt} attempts, nothing created")
+    return Result.retry(detail)

@@ -9,7 +9,7 @@ is unknown). Around the autumn clock change such a local time is ambiguous.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -120,17 +120,24 @@ def _entry_user(entry: Mapping[str, Any], fields: TimeTrackFields) -> str | None
     return None
 
 
+class SearchReplyError(ValueError):
+    """An attendance search answer the bridge cannot read: never taken as "nothing there"."""
+
+
 def _entry_time(
     entry: Mapping[str, Any], keys: tuple[str, ...], mode: TimestampMode, site_tz: ZoneInfo
-) -> datetime | None:
+) -> datetime:
+    """The entry's time under one of `keys`; SearchReplyError when none can be read (the
+    entry may be the very one searched for, under a spelling the bridge does not know)."""
     for key in keys:
         if (parsed := parse_vendor_time(entry.get(key), mode=mode, site_tz=site_tz)) is not None:
             return parsed
-    return None
+    msg = f"an attendance of the person has no readable {' or '.join(dict.fromkeys(keys))}"
+    raise SearchReplyError(msg)
 
 
 def find_same_start(
-    entries: list[Mapping[str, Any]],
+    entries: Sequence[Mapping[str, Any]],
     attendance: Attendance,
     *,
     fields: TimeTrackFields,
@@ -138,6 +145,7 @@ def find_same_start(
     site_tz: ZoneInfo,
 ) -> Mapping[str, Any] | None:
     """The entry recording this attendance: same person, same start (to the second).
+    SearchReplyError when an entry that may be the person's has no readable start.
 
     The start alone identifies a shift: a retry may close it at another time than the lost
     attempt did (a dead `out` requeued), and must still find it.
@@ -153,7 +161,7 @@ def find_same_start(
 
 
 def find_recent_end(
-    entries: list[Mapping[str, Any]],
+    entries: Sequence[Mapping[str, Any]],
     *,
     username: str,
     at: datetime,
@@ -161,7 +169,8 @@ def find_recent_end(
     mode: TimestampMode,
     site_tz: ZoneInfo,
 ) -> Mapping[str, Any] | None:
-    """An entry of this person ending at `at` or up to REPEAT_OUT_WINDOW before it."""
+    """An entry of this person ending at `at` or up to REPEAT_OUT_WINDOW before it.
+    SearchReplyError when an entry that may be the person's has no readable end."""
     latest = vendor_wall_time(at, mode=mode, site_tz=site_tz)
     earliest = vendor_wall_time(at - REPEAT_OUT_WINDOW, mode=mode, site_tz=site_tz)
     for entry in entries:
@@ -169,18 +178,19 @@ def find_recent_end(
         if user is not None and user != username:
             continue
         end = _entry_time(entry, (fields.to, "to"), mode, site_tz)
-        if end is not None and earliest <= end <= latest:
+        if earliest <= end <= latest:
             return entry
     return None
 
 
 def entries_of(body: bytes) -> list[dict[str, Any]] | None:
-    """Attendance entries from a list answer (a JSON array, or an object holding one)."""
+    """Attendance entries from a list answer (a JSON array, or an object holding one); None
+    when it is neither, or when the list holds anything but objects (unreadable, not empty)."""
     answer = parse_json(body)
     if isinstance(answer, dict):
         answer = next(
             (answer[key] for key in _LIST_KEYS if isinstance(answer.get(key), list)), None
         )
-    if not isinstance(answer, list):
+    if not isinstance(answer, list) or not all(isinstance(entry, dict) for entry in answer):
         return None
-    return [entry for entry in answer if isinstance(entry, dict)]
+    return answer
