@@ -12,6 +12,8 @@ import aiohttp
 import pytest
 
 from bridge.delivery import Job, Outcome, Result
+from bridge.reconcile.fetch import ReadError
+from bridge.vendors.mctime.readback import parse_times
 from bridge.vendors.mctime.rules import Clock, ClockReplyError, find_clock
 from bridge.vendors.mctime.sink import UNREADABLE_HOLD_ATTEMPT, McTimeSink
 from tests.fakes.mctime import FakeMcTime, running_fake_mctime
@@ -176,3 +178,31 @@ async def test_unreadable_clock_reply_retries_then_holds_never_dead(
     assert fake.clocks == {}
     [entry] = fake.entries
     assert len(entry["breaks"]) == 1
+
+
+# -- GET /times for reconcile: the same shapes, and nothing left out unread ---------------------
+
+
+def _entry(user: str, field: str) -> dict[str, Any]:
+    return {
+        **_clock(user, field),
+        "id": f"e-{user}",
+        "to": "2024-07-01T16:30:00+03:00",
+        "breaks": [{"from": "2024-07-01T12:00:00+03:00", "to": "2024-07-01T12:30:00+03:00"}],
+    }
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("field", SPELLINGS)
+def test_times_read_in_both_shapes_and_every_spelling(shape: str, field: str) -> None:
+    entries = parse_times(_page(shape, [_entry("a", field), _entry("b", field)]), what="t")
+    assert sorted(e.person for e in entries) == ["a", "b"]
+    assert all(e.breaks is not None and len(e.breaks) == 1 for e in entries)
+
+
+@pytest.mark.parametrize(
+    "data", [None, "e-1", [None], {"employee": "a", "from": "2024-07-01T08:00:00+03:00"}]
+)
+def test_unreadable_times_are_a_read_error_not_nothing(data: object) -> None:
+    with pytest.raises(ReadError):
+        parse_times({"items": [{"message": "Success", "data": data}], "valid": True}, what="t")

@@ -21,6 +21,7 @@ from bridge.reconcile.compare import Entry
 from bridge.reconcile.fetch import NotConfiguredError, ReadError, fetch_json
 from bridge.reconcile.window import Window
 from bridge.vendors.mctime.api import TIMES_PATH, auth_headers, limiter_for
+from bridge.vendors.mctime.rules import clock_user
 
 CHUNK_DAYS = 366  # the vendor's limit between from and to
 
@@ -46,11 +47,13 @@ def _utc(value: object) -> datetime | None:
 
 
 def entry_of(data: Mapping[str, Any]) -> Entry | None:
-    """A closed time entry; None for anything without a person, a start and an end."""
-    user, start, end = data.get("userId"), _utc(data.get("from")), _utc(data.get("to"))
-    if isinstance(user, Mapping):
-        user = user.get("id")
-    if user is None or start is None or end is None:
+    """A closed time entry; None for an open one (no end yet). ValueError for one naming no
+    person (userId, user_id, user.id) or without a readable start: never left out unread."""
+    user, start, end = clock_user(data), _utc(data.get("from")), _utc(data.get("to"))
+    if user is None or start is None:
+        msg = "a time entry without a readable user or start"
+        raise ValueError(msg)
+    if end is None:
         return None
     breaks = []
     for item in data.get("breaks") or []:
@@ -76,8 +79,18 @@ def parse_times(answer: Any, *, what: str) -> list[Entry]:
     entries = []
     for item in answer.get("items") or []:
         data = item.get("data") if isinstance(item, Mapping) else None
-        if isinstance(data, Mapping) and (entry := entry_of(data)) is not None:
-            entries.append(entry)
+        # one item per entry, or one item listing them (the shape is undocumented)
+        for one in data if isinstance(data, list) else [data]:
+            if not isinstance(one, Mapping):
+                msg = f"{what}: an item's data is {type(one).__name__}, not a time entry"
+                raise ReadError(msg)
+            try:
+                entry = entry_of(one)
+            except ValueError as err:
+                msg = f"{what}: {err}"
+                raise ReadError(msg) from None
+            if entry is not None:
+                entries.append(entry)
     return entries
 
 
