@@ -127,6 +127,9 @@ class Bridge:
                     settings.store.path,
                     site_tz=settings.site.tz,
                     window_seconds=settings.dedupe.window_seconds,
+                    inference=settings.inference.rules(
+                        tz=settings.site.tz, window_seconds=settings.dedupe.window_seconds
+                    ),
                     rejected_max_bytes=settings.store.rejected_max_mb * 1024 * 1024,
                 )
             )

@@ -453,10 +453,18 @@ async def test_unmapped_list(tmp_path: Path) -> None:
     assert b9["first_seen"] == "2026-11-23T08:01:00+01:00"
     assert b9["last_seen"] == "2026-11-23T13:00:00+01:00"
     assert b9["sinks"] == ["go2clock", "mctime"]
+    assert b9["inferred"] == 0  # both had a direction from the terminal
     b1 = next(entry for entry in listed if entry["badge"] == "B1")
     assert (b1["events"], b1["sinks"]) == (1, ["mctime"])
     table = cli("unmapped", "list", "--config", config, cwd=tmp_path).stdout
-    assert table.splitlines()[0].split() == ["badge", "events", "first_seen", "last_seen", "sinks"]
+    assert table.splitlines()[0].split() == [
+        "badge",
+        "events",
+        "inferred",
+        "first_seen",
+        "last_seen",
+        "sinks",
+    ]
     assert "go2clock,mctime" in table
 
 

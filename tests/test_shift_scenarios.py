@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
+import pytest
+
+from bridge.cli import main
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.harness import API_KEY, publish, running_bridge, settings_from, wait_until, write_config
@@ -117,3 +122,48 @@ async def test_a_scheduled_night_window_crossing_midnight(
     nights.append(local(11, 25, 6, 5))
     result = await booked(tmp_path, broker, {"B0004": nights}, inference={"shifts": [NIGHT]})
     assert directions(result["1004"]) == ["in", "break_start", "break_end", "out"] * 2
+
+
+UNMAPPED = ("unmapped", "list", "--config")
+
+
+def _rows(page: str, table_id: str) -> list[list[str]]:
+    table = re.search(rf'<table id="{table_id}">(.*?)</table>', page, re.DOTALL)
+    assert table, f"table {table_id} missing"
+    rows = re.findall(r"<tr>(.*?)</tr>", table.group(1), re.DOTALL)
+    return [re.findall(r"<td>(.*?)</td>", row, re.DOTALL) for row in rows[1:]]
+
+
+async def test_inferred_directions_are_shown(
+    broker: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The status page and `unmapped list` say which directions the bridge chose."""
+    fake = FakeGo2Clock(api_key=API_KEY)
+    pressed = json.dumps(
+        {"id": "pressed", "badge": "B0006", "action": "in", "time": local(11, 23, 8).isoformat()}
+    )
+    messages = [bare("B0005", local(11, 23, 8)), (TOPIC, pressed.encode())]
+    messages.append(bare("ZZ01", local(11, 23, 8)))  # in no directory: unmapped
+    async with running_fake_go2clock(fake) as url:
+        config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url)
+        async with running_bridge(settings_from(config)) as bridge:
+            await publish(broker.port, messages)
+            await fake.wait_for_records(2, timeout=10)
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{bridge.http_port}/") as reply,
+            ):
+                page = await reply.text()
+    events = {row[0]: row for row in _rows(page, "events")}
+    assert len(events) == 3
+    assert events["hall/pressed"][3:5] == ["in", ""]
+    inferred = [row for key, row in events.items() if key != "hall/pressed"]
+    assert [row[3:5] for row in inferred] == [["in", "inferred"]] * 2
+
+    capsys.readouterr()  # the bridge's log so far
+    # the command runs its own event loop (asyncio.run): in a thread, as from a shell
+    assert await asyncio.to_thread(main, [*UNMAPPED, str(config), "--json"]) == 0
+    [unmapped] = json.loads(capsys.readouterr().out)
+    assert (unmapped["badge"], unmapped["events"], unmapped["inferred"]) == ("ZZ01", 1, 1)
+    assert await asyncio.to_thread(main, [*UNMAPPED, str(config)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split()[:3] == ["badge", "events", "inferred"]

@@ -64,6 +64,9 @@ async def opened_store(
         settings.store.path,
         site_tz=settings.site.tz,
         window_seconds=settings.dedupe.window_seconds,
+        inference=settings.inference.rules(
+            tz=settings.site.tz, window_seconds=settings.dedupe.window_seconds
+        ),
         role=role,
     ) as store:
         yield store

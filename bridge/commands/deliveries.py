@@ -12,6 +12,7 @@ HEADERS = ("id", "sink", "event", "person", "action", "time", "attempts", "last_
 
 def as_json(row: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     data = dict(row)
+    data["action_inferred"] = bool(row.get("action_inferred"))  # no direction from the terminal
     data["time"] = local_text(row["event_time"], tz)
     for key in ("next_attempt_at", "created_at", "settled_at"):
         data[key] = local_from_unix(row[key], tz)
@@ -27,7 +28,7 @@ def as_row(row: dict[str, Any], tz: ZoneInfo, *, error_width: int = 60) -> list[
         row["sink"],
         row["event_key"],
         row["person"],
-        row["action"],
+        f"{row['action']} (inferred)" if row.get("action_inferred") else row["action"],
         local_text(row["event_time"], tz),
         row["attempts"],
         error,

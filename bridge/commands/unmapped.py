@@ -32,9 +32,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     emit(
         args,
         badges,
-        headers=("badge", "events", "first_seen", "last_seen", "sinks"),
+        # inferred: how many of those events had no direction from the terminal
+        headers=("badge", "events", "inferred", "first_seen", "last_seen", "sinks"),
         rows=[
-            [e["badge"], e["events"], e["first_seen"], e["last_seen"], ",".join(e["sinks"])]
+            [
+                e["badge"],
+                e["events"],
+                e["inferred"],
+                e["first_seen"],
+                e["last_seen"],
+                ",".join(e["sinks"]),
+            ]
             for e in badges
         ],
         empty="no unmapped badges",

@@ -165,11 +165,20 @@ store.rejected_max_mb)</p>
         )
     }
 <h2>Recent events</h2>
+<p>inferred: the terminal sent no direction; the bridge chose it (config: inference)</p>
 {
         _table(
-            ["event", "terminal", "who", "action", "time (UTC)", "status"],
+            ["event", "terminal", "who", "action", "inferred", "time (UTC)", "status"],
             [
-                [e["key"], e["terminal"], e["subject"], e["action"], e["event_time"], e["status"]]
+                [
+                    e["key"],
+                    e["terminal"],
+                    e["subject"],
+                    e["action"],
+                    "inferred" if e.get("action_inferred") else "",
+                    e["event_time"],
+                    e["status"],
+                ]
                 for e in events
             ],
             "events",

@@ -25,7 +25,7 @@ CHUNK = 500
 _DELIVERY_SQL = """
 SELECT d.id, d.sink, d.state, d.person, d.attempts, d.last_error, d.outcome, d.replayed,
        d.next_attempt_at, d.created_at, d.settled_at, e.key AS event_key, e.terminal,
-       e.badge, e.user_id, e.action, e.event_time, e.status AS event_status
+       e.badge, e.user_id, e.action, e.action_inferred, e.event_time, e.status AS event_status
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
 """
 
@@ -210,7 +210,8 @@ class AdminMixin(StoreBase):
             self._db,
             "SELECT COALESCE(e.badge, 'user:' || e.user_id) AS badge,"
             " COUNT(DISTINCT e.id) AS events, MIN(e.event_time) AS first_seen,"
-            " MAX(e.event_time) AS last_seen, GROUP_CONCAT(DISTINCT d.sink) AS sinks"
+            " MAX(e.event_time) AS last_seen, GROUP_CONCAT(DISTINCT d.sink) AS sinks,"
+            " COUNT(DISTINCT CASE WHEN e.action_inferred THEN e.id END) AS inferred"
             " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
             " WHERE d.state = 'unmapped' GROUP BY 1 ORDER BY first_seen",
         )

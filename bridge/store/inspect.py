@@ -25,8 +25,8 @@ class InspectMixin(StoreBase):
     async def recent_events(self, limit: int = 20) -> list[dict[str, object]]:
         rows = await fetch_all(
             self._reader,
-            "SELECT key, terminal, subject, action, event_time, status FROM events"
-            " ORDER BY id DESC LIMIT ?",
+            "SELECT key, terminal, subject, action, action_inferred, event_time, status"
+            " FROM events ORDER BY id DESC LIMIT ?",
             (limit,),
         )
         return [dict(row) for row in rows]
