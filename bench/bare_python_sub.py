@@ -27,8 +27,9 @@ TOPIC = "clockin/+/events"
 def with_paho(port: int, count: int, create_only: bool) -> dict[str, float]:
     times: list[float] = []  # first and last message
     received = 0
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paho",
-                         clean_session=False)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paho", clean_session=False
+    )
     client.on_connect = lambda c, *_: c.subscribe(TOPIC, qos=1)
 
     def on_message(c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
@@ -53,8 +54,9 @@ def with_paho(port: int, count: int, create_only: bool) -> dict[str, float]:
 async def with_aiomqtt(port: int, count: int, create_only: bool) -> dict[str, float]:
     times: list[float] = []
     received = 0
-    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-aiomqtt",
-                              clean_session=False) as client:
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier="bench-aiomqtt", clean_session=False
+    ) as client:
         await client.subscribe(TOPIC, qos=1)
         if create_only:
             return _summary(0, times)
@@ -68,13 +70,16 @@ async def with_aiomqtt(port: int, count: int, create_only: bool) -> dict[str, fl
 
 def _note(times: list[float], now: float) -> None:
     """Keep the first and the latest time."""
-    times[min(len(times), 1):] = [now]
+    times[min(len(times), 1) :] = [now]
 
 
 def _summary(received: int, times: list[float]) -> dict[str, float]:
     seconds = times[-1] - times[0] if len(times) > 1 else float("nan")
-    return {"messages": received, "seconds": round(seconds, 3),
-            "rate": round(received / seconds, 1) if seconds > 0 else 0.0}
+    return {
+        "messages": received,
+        "seconds": round(seconds, 3),
+        "rate": round(received / seconds, 1) if seconds > 0 else 0.0,
+    }
 
 
 def main() -> None:

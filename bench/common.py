@@ -57,7 +57,7 @@ def machine_info() -> dict[str, str]:
     mem_kb = _first("/proc/meminfo", "MemTotal").split()[0]
     try:
         mosq = subprocess.run(
-            [Mosquitto_binary(), "-h"], capture_output=True, text=True, check=False
+            [mosquitto_binary(), "-h"], capture_output=True, text=True, check=False
         ).stdout.splitlines()[0]
     except (OSError, IndexError):
         mosq = "?"
@@ -81,7 +81,7 @@ def machine_info() -> dict[str, str]:
     }
 
 
-def Mosquitto_binary() -> str:
+def mosquitto_binary() -> str:
     from tests.broker import MOSQUITTO
 
     return MOSQUITTO
@@ -90,8 +90,10 @@ def Mosquitto_binary() -> str:
 def header(title: str) -> None:
     """Print what was run and where: the exact command and the machine."""
     print(f"== {title}")
-    print("command: PYTHONPATH=. " + shlex.join([Path(PY).name, *sys.argv]).replace(
-        Path(PY).name, "python", 1))
+    print(
+        "command: PYTHONPATH=. "
+        + shlex.join([Path(PY).name, *sys.argv]).replace(Path(PY).name, "python", 1)
+    )
     for key, value in machine_info().items():
         print(f"  {key}: {value}")
     sys.stdout.flush()
@@ -116,7 +118,7 @@ class Broker(Mosquitto):
     on queued messages, 100 messages in flight per client, autosave every 60 s (the test broker
     saves on every change, which would make it, not the bridge, the bottleneck). $SYS every 1 s."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path) -> None:
         super().__init__(directory)
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
@@ -176,9 +178,9 @@ class FastFakeGo2Clock(FakeGo2Clock):
 
 
 @contextlib.asynccontextmanager
-async def fake_go2clock(*, delay: float = 0.0, api_key: str = API_KEY) -> AsyncIterator[
-    tuple[FastFakeGo2Clock, str]
-]:
+async def fake_go2clock(
+    *, delay: float = 0.0, api_key: str = API_KEY
+) -> AsyncIterator[tuple[FastFakeGo2Clock, str]]:
     fake = FastFakeGo2Clock(api_key=api_key)
     fake.delay_seconds = delay
     async with running_fake_go2clock(fake) as url:
@@ -219,18 +221,26 @@ def write_config(
     sinks: dict[str, Any] = {}
     if go2clock_url is not None:
         sinks["go2clock"] = {
-            "enabled": True, "base_url": go2clock_url, "api_key": go2clock_key,
-            "concurrency": concurrency, "timeout_seconds": 15,
+            "enabled": True,
+            "base_url": go2clock_url,
+            "api_key": go2clock_key,
+            "concurrency": concurrency,
+            "timeout_seconds": 15,
         }
     if mctime_url is not None:
         sinks["mctime"] = {
-            "enabled": True, "base_url": mctime_url, "api_key": MCTIME_KEY,
-            "rate_per_second": mctime_rate, "concurrency": concurrency,
+            "enabled": True,
+            "base_url": mctime_url,
+            "api_key": MCTIME_KEY,
+            "rate_per_second": mctime_rate,
+            "concurrency": concurrency,
         }
     config = {
         "site": {"timezone": "UTC"},
         "mqtt": {
-            "host": "127.0.0.1", "port": broker_port, "client_id": client_id,
+            "host": "127.0.0.1",
+            "port": broker_port,
+            "client_id": client_id,
             "ack_topic": ack_topic,
         },
         "store": {"path": str(directory / "bridge.db"), "max_batch": max_batch},
@@ -248,7 +258,7 @@ def write_config(
 class BridgeProcess:
     """`python -m bridge run --config ...` as a subprocess; stdout/stderr go to bridge.log."""
 
-    def __init__(self, config: Path, http_port: int, *, profile: Path | None = None):
+    def __init__(self, config: Path, http_port: int, *, profile: Path | None = None) -> None:
         self.config = config
         self.http_port = http_port
         self.log = config.parent / "bridge.log"
@@ -265,8 +275,18 @@ class BridgeProcess:
     def start(self) -> None:
         command = [PY, "-m", "bridge", "run", "--config", str(self.config)]
         if self.profile is not None:  # py-spy records the whole run, native frames off
-            command = [str(Path(PY).parent / "py-spy"), "record", "--rate", "250", "--format",
-                       "raw", "-o", str(self.profile), "--", *command]
+            command = [
+                str(Path(PY).parent / "py-spy"),
+                "record",
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "-o",
+                str(self.profile),
+                "--",
+                *command,
+            ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.started_at = time.monotonic()
         with self.log.open("ab") as out:
@@ -292,7 +312,8 @@ class BridgeProcess:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"bridge exited {self.process.returncode}: {self.tail()}")
+                msg = f"bridge exited {self.process.returncode}: {self.tail()}"
+                raise RuntimeError(msg)
             ready = await asyncio.to_thread(self.readiness)
             if ready is not None:
                 checks = {p["check"] for p in ready.get("problems", [])}
@@ -300,7 +321,8 @@ class BridgeProcess:
                     self.ready_seconds = time.monotonic() - self.started_at
                     return self.ready_seconds
             await asyncio.sleep(0.02)
-        raise TimeoutError(f"bridge not ready in {timeout} s: {self.tail()}")
+        msg = f"bridge not ready in {timeout} s: {self.tail()}"
+        raise TimeoutError(msg)
 
     def tail(self) -> str:
         with contextlib.suppress(OSError):
@@ -350,9 +372,9 @@ def _child_pid(pid: int) -> int | None:
 
 
 @contextlib.contextmanager
-def running_bridge(config: Path, http_port: int, *, profile: Path | None = None) -> Iterator[
-    BridgeProcess
-]:
+def running_bridge(
+    config: Path, http_port: int, *, profile: Path | None = None
+) -> Iterator[BridgeProcess]:
     bridge = BridgeProcess(config, http_port, profile=profile)
     bridge.start()
     try:
@@ -372,20 +394,45 @@ async def create_session(config: Path, http_port: int) -> None:
 
 
 def publish(
-    port: int, count: int, *, rate: float = 0.0, people: int = 2000, start: int = 0,
-    stamp: bool = False, time_mode: str = "spaced", client_id: str = "",
+    port: int,
+    count: int,
+    *,
+    rate: float = 0.0,
+    people: int = 2000,
+    start: int = 0,
+    stamp: bool = False,
+    time_mode: str = "spaced",
+    client_id: str = "",
 ) -> dict[str, Any]:
     """Run bench/publisher.py in its own process (so it does not share a GIL with the fakes)
     and return its summary (published, acknowledged, seconds)."""
-    command = [PY, str(ROOT / "bench" / "publisher.py"), "--port", str(port), "--count",
-               str(count), "--rate", str(rate), "--people", str(people), "--start", str(start),
-               "--time-mode", time_mode]
+    command = [
+        PY,
+        str(ROOT / "bench" / "publisher.py"),
+        "--port",
+        str(port),
+        "--count",
+        str(count),
+        "--rate",
+        str(rate),
+        "--people",
+        str(people),
+        "--start",
+        str(start),
+        "--time-mode",
+        time_mode,
+    ]
     if stamp:
         command.append("--stamp")
     if client_id:
         command += ["--client-id", client_id]
-    out = subprocess.run(command, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -419,15 +466,21 @@ def max_in_any_window(times: list[float], window: float = 1.0) -> int:
     import bisect
 
     ordered = sorted(times)
-    return max((bisect.bisect_left(ordered, t + window) - i for i, t in enumerate(ordered)),
-               default=0)
+    return max(
+        (bisect.bisect_left(ordered, t + window) - i for i, t in enumerate(ordered)), default=0
+    )
 
 
 # -- backlogs built directly in SQLite -----------------------------------------------------------
 
 
 async def build_backlog_via_store(
-    directory: Path, count: int, *, people: int, sinks: dict[str, str], batch: int = 5000,
+    directory: Path,
+    count: int,
+    *,
+    people: int,
+    sinks: dict[str, str],
+    batch: int = 5000,
     spacing: float = 1.0,
 ) -> float:
     """Queue `count` events through the bridge's own Store.ingest (the production write path,
@@ -442,6 +495,7 @@ async def build_backlog_via_store(
         from bridge.app import make_resolver  # type: ignore[attr-defined,no-redef]
     from bridge.directory.file import DirectoryFile
     from bridge.events import PayloadFormat
+
     try:
         from bridge.routing import parse_event
     except ImportError:  # before parsing moved out of bridge/events.py
@@ -459,21 +513,31 @@ async def build_backlog_via_store(
             items = []
             for n in range(first, min(count, first + batch)):
                 topic = f"clockin/gate{n % 4}/events"
-                body = json.dumps({
-                    "id": f"bench-{n}", "badge": f"B{n % people:05d}",
-                    "action": "in" if (n // people) % 2 == 0 else "out",
-                    "time": (base + timedelta(seconds=n * spacing)).isoformat(),
-                }).encode()
-                event = parse_event(topic, body, PayloadFormat.CANONICAL,
-                                    pattern="clockin/+/events", site_tz=utc, received_at=now)
+                body = json.dumps(
+                    {
+                        "id": f"bench-{n}",
+                        "badge": f"B{n % people:05d}",
+                        "action": "in" if (n // people) % 2 == 0 else "out",
+                        "time": (base + timedelta(seconds=n * spacing)).isoformat(),
+                    }
+                ).encode()
+                event = parse_event(
+                    topic,
+                    body,
+                    PayloadFormat.CANONICAL,
+                    pattern="clockin/+/events",
+                    site_tz=utc,
+                    received_at=now,
+                )
                 assert event is not None
                 items.append(Incoming(event, topic))
             await store.ingest(items, resolve=resolve, received_at=now)
     return time.monotonic() - began
 
 
-def build_backlog_bulk(directory: Path, count: int, *, people: int, sink: str = "go2clock",
-                       chunk: int = 50_000) -> float:
+def build_backlog_bulk(
+    directory: Path, count: int, *, people: int, sink: str = "go2clock", chunk: int = 50_000
+) -> float:
     """Queue `count` events with plain sqlite3 executemany, row for row what Store.ingest writes
     for a canonical event with an action (bridge/store/intake.py, schema from Store.open's
     migrations), but without its per-event duplicate queries: 1,000,000 events take about a
@@ -482,6 +546,7 @@ def build_backlog_bulk(directory: Path, count: int, *, people: int, sink: str = 
     from zoneinfo import ZoneInfo
 
     from bridge.events import PayloadFormat
+
     try:
         from bridge.routing import parse_event
     except ImportError:  # before parsing moved out of bridge/events.py
@@ -508,36 +573,69 @@ def build_backlog_bulk(directory: Path, count: int, *, people: int, sink: str = 
             events, deliveries = [], []
             for n in range(first, min(count, first + chunk)):
                 topic = f"clockin/gate{n % 4}/events"
-                body = json.dumps({
-                    "id": f"bench-{n}", "badge": f"B{n % people:05d}",
-                    "action": "in" if (n // people) % 2 == 0 else "out",
-                    "time": (base + timedelta(seconds=n)).isoformat(),
-                }).encode()
-                e = parse_event(topic, body, PayloadFormat.CANONICAL, pattern="clockin/+/events",
-                                site_tz=utc, received_at=received)
-                assert e is not None and e.action is not None
+                body = json.dumps(
+                    {
+                        "id": f"bench-{n}",
+                        "badge": f"B{n % people:05d}",
+                        "action": "in" if (n // people) % 2 == 0 else "out",
+                        "time": (base + timedelta(seconds=n)).isoformat(),
+                    }
+                ).encode()
+                e = parse_event(
+                    topic,
+                    body,
+                    PayloadFormat.CANONICAL,
+                    pattern="clockin/+/events",
+                    site_tz=utc,
+                    received_at=received,
+                )
+                assert e is not None
+                assert e.action is not None
                 when = utc_text(e.time)
                 event_id = start_id + n + 1
-                events.append((
-                    event_id, e.key, e.terminal, e.subject, e.badge, e.user, e.action.value,
-                    False, when, e.time.astimezone(utc).date().isoformat(), e.time_given,
-                    utc_text(received), "accepted", None, topic, e.job, e.lat, e.lon, e.note,
-                    e.source_id,
-                ))
+                events.append(
+                    (
+                        event_id,
+                        e.key,
+                        e.terminal,
+                        e.subject,
+                        e.badge,
+                        e.user,
+                        e.action.value,
+                        False,
+                        when,
+                        e.time.astimezone(utc).date().isoformat(),
+                        e.time_given,
+                        utc_text(received),
+                        "accepted",
+                        None,
+                        topic,
+                        e.job,
+                        e.lat,
+                        e.lon,
+                        e.note,
+                        e.source_id,
+                    )
+                )
                 # Store.ingest stamps each event with its own time.time(): keep them distinct
                 # (ties in next_attempt_at make the claim query sort and test every tied row).
                 stamp = now + (n - first) * 1e-5
-                deliveries.append((event_id, sink, str(10000 + n % people), when, "pending",
-                                   stamp, stamp))
+                deliveries.append(
+                    (event_id, sink, str(10000 + n % people), when, "pending", stamp, stamp)
+                )
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "INSERT INTO events (id, key, terminal, subject, badge, user_id, action,"
                 " action_inferred, event_time, local_day, time_given, received_at, status,"
                 " duplicate_of, topic, job, lat, lon, note, source_id)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", events)
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                events,
+            )
             db.executemany(
                 "INSERT INTO deliveries (event_id, sink, person, event_time, state,"
-                " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)", deliveries)
+                " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                deliveries,
+            )
             db.execute("COMMIT")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return time.monotonic() - began

@@ -34,8 +34,16 @@ async def bare_client_rate(latency: float, count: int) -> tuple[float, float]:
     rate and the fake's mean time per request in its handler (asked for: `latency`)."""
     async with common.fake_go2clock(delay=latency) as (fake, url):
         process = await asyncio.create_subprocess_exec(
-            common.PY, str(common.ROOT / "bench" / "bare_client.py"), "--url", url,
-            "--key", common.API_KEY, "--count", str(count), "--concurrency", str(CONCURRENCY),
+            common.PY,
+            str(common.ROOT / "bench" / "bare_client.py"),
+            "--url",
+            url,
+            "--key",
+            common.API_KEY,
+            "--count",
+            str(count),
+            "--concurrency",
+            str(CONCURRENCY),
             stdout=asyncio.subprocess.PIPE,
         )
         out, _ = await process.communicate()
@@ -47,18 +55,22 @@ async def go2clock_part(args: argparse.Namespace) -> None:
     n = args.count
     reference_count = min(n, 20_000)
     bare, bare_held = await bare_client_rate(args.latency, reference_count)
-    print(f"  A: reference, bare aiohttp client ({CONCURRENCY} in flight, no queue): "
-          f"{reference_count} PUTs at {bare:.0f}/s = {bare / IDEAL:.1%} of the ideal "
-          f"{IDEAL:.0f}/s; "
-          f"the fake held each {bare_held * 1000:.2f} ms on average "
-          f"({bare / (CONCURRENCY / bare_held):.1%} of {CONCURRENCY} / that)")
-    built = await common.build_backlog_via_store(work, n, people=2000,
-                                                 sinks={"go2clock": "userid"})
+    print(
+        f"  A: reference, bare aiohttp client ({CONCURRENCY} in flight, no queue): "
+        f"{reference_count} PUTs at {bare:.0f}/s = {bare / IDEAL:.1%} of the ideal "
+        f"{IDEAL:.0f}/s; "
+        f"the fake held each {bare_held * 1000:.2f} ms on average "
+        f"({bare / (CONCURRENCY / bare_held):.1%} of {CONCURRENCY} / that)"
+    )
+    built = await common.build_backlog_via_store(work, n, people=2000, sinks={"go2clock": "userid"})
     print(f"  A: {n} events for 2000 people queued through Store.ingest in {built:.1f} s")
     with common.broker(work) as broker:
         async with common.fake_go2clock(delay=args.latency) as (fake, url):
             config, http_port = common.write_config(
-                work, broker_port=broker.port, people=2000, go2clock_url=url,
+                work,
+                broker_port=broker.port,
+                people=2000,
+                go2clock_url=url,
                 concurrency=CONCURRENCY,
             )
             profile = work / "drain.pyspy.txt" if args.profile else None
@@ -67,7 +79,8 @@ async def go2clock_part(args: argparse.Namespace) -> None:
                 while fake.created_count < n and time.monotonic() - began < 1200:
                     await asyncio.sleep(0.1)
                     if bridge.process and bridge.process.poll() is not None:
-                        raise SystemExit(f"bridge exited: {bridge.tail()}")
+                        msg = f"bridge exited: {bridge.tail()}"
+                        raise SystemExit(msg)
                 rss = bridge.rss_mib()
     times = [r["received_at"] for r in fake.requests]
     span = max(times) - min(times)
@@ -75,44 +88,59 @@ async def go2clock_part(args: argparse.Namespace) -> None:
     ideal = CONCURRENCY / args.latency
     held = fake.mean_held()
     doubles = sum(1 for c in fake.punches_by_key().values() if c > 1)
-    print(f"  A: {fake.created_count} punches created, {len(times)} requests, "
-          f"{fake.duplicate_answers} duplicate answers, {doubles} stored twice; drained in "
-          f"{span:.1f} s = {rate:.0f}/s; ideal {CONCURRENCY}/{args.latency * 1000:g} ms = "
-          f"{ideal:.0f}/s; ratio {rate / ideal:.1%} (target >= 90%: "
-          f"{'met' if rate / ideal >= 0.9 else 'NOT met'}); {rate / bare:.1%} of the bare client; "
-          f"peak RSS {rss[1]:.0f} MiB")
-    print(f"  A: the fake held each request {held * 1000:.2f} ms on average (asked for "
-          f"{args.latency * 1000:g} ms: asyncio's timer overshoot); against {CONCURRENCY} / that "
-          f"= {CONCURRENCY / held:.0f}/s the bridge reached {rate / (CONCURRENCY / held):.1%}")
+    print(
+        f"  A: {fake.created_count} punches created, {len(times)} requests, "
+        f"{fake.duplicate_answers} duplicate answers, {doubles} stored twice; drained in "
+        f"{span:.1f} s = {rate:.0f}/s; ideal {CONCURRENCY}/{args.latency * 1000:g} ms = "
+        f"{ideal:.0f}/s; ratio {rate / ideal:.1%} (target >= 90%: "
+        f"{'met' if rate / ideal >= 0.9 else 'NOT met'}); {rate / bare:.1%} of the bare client; "
+        f"peak RSS {rss[1]:.0f} MiB"
+    )
+    print(
+        f"  A: the fake held each request {held * 1000:.2f} ms on average (asked for "
+        f"{args.latency * 1000:g} ms: asyncio's timer overshoot); against {CONCURRENCY} / that "
+        f"= {CONCURRENCY / held:.0f}/s the bridge reached {rate / (CONCURRENCY / held):.1%}"
+    )
     if profile is not None:
         print(f"  py-spy profile: {profile}")
-    common.result("drain", events=n, created=fake.created_count, seconds=round(span, 1),
-                  rate=round(rate), ideal=round(ideal), ratio=round(rate / ideal, 3),
-                  bare_client_rate=round(bare), ratio_to_bare=round(rate / bare, 3),
-                  fake_mean_held_ms=round(held * 1000, 2),
-                  ratio_to_held=round(rate / (CONCURRENCY / held), 3),
-                  peak_rss_mib=round(rss[1], 1))
+    common.result(
+        "drain",
+        events=n,
+        created=fake.created_count,
+        seconds=round(span, 1),
+        rate=round(rate),
+        ideal=round(ideal),
+        ratio=round(rate / ideal, 3),
+        bare_client_rate=round(bare),
+        ratio_to_bare=round(rate / bare, 3),
+        fake_mean_held_ms=round(held * 1000, 2),
+        ratio_to_held=round(rate / (CONCURRENCY / held), 3),
+        peak_rss_mib=round(rss[1], 1),
+    )
 
 
 async def mctime_part(args: argparse.Namespace) -> None:
     work = common.workdir("drain-mctime")
     m = args.mctime_count
     people = 20
-    built = await common.build_backlog_via_store(work, m, people=people,
-                                                 sinks={"mctime": "mctime_user_id"},
-                                                 spacing=5.0)
+    built = await common.build_backlog_via_store(
+        work, m, people=people, sinks={"mctime": "mctime_user_id"}, spacing=5.0
+    )
     # 5 s apart: a person's same action repeats after 200 s, outside the double-swipe window
     print(f"  B: {m} events for {people} people queued through Store.ingest in {built:.1f} s")
     fake = FakeMcTime(api_key=common.MCTIME_KEY)
     with common.broker(work) as broker:
         async with running_fake_mctime(fake) as url:
             config, http_port = common.write_config(
-                work, broker_port=broker.port, people=people, mctime_url=url, concurrency=4,
+                work,
+                broker_port=broker.port,
+                people=people,
+                mctime_url=url,
+                concurrency=4,
             )
             with common.running_bridge(config, http_port):
                 began = time.monotonic()
-                open_sql = ("SELECT count(*) FROM deliveries"
-                            " WHERE state IN ('pending', 'inflight')")
+                open_sql = "SELECT count(*) FROM deliveries WHERE state IN ('pending', 'inflight')"
                 while time.monotonic() - began < m / 5 + 120:
                     await asyncio.sleep(0.5)
                     if common.db_count(work / "bridge.db", open_sql) == 0:
@@ -122,13 +150,23 @@ async def mctime_part(args: argparse.Namespace) -> None:
     rate = (len(times) - 1) / span
     worst = fake.max_requests_in_any_second()
     refused = sum(1 for r in fake.requests if r.get("answer") == 429)
-    print(f"  B: {len(fake.posts())} POSTs + {len(fake.gets())} GETs = {len(times)} requests in "
-          f"{span:.1f} s = {rate:.2f} requests/s (limit 10: ratio {rate / 10:.1%}); most in any "
-          f"1 s window {worst}; 429 answers {refused}; target never above 10 and within 5%: "
-          f"{'met' if worst <= 10 and rate >= 9.5 else 'NOT met'}")
-    common.result("drain_mctime", events=m, requests=len(times), seconds=round(span, 1),
-                  rate=round(rate, 2), limit=10, ratio=round(rate / 10, 3),
-                  max_in_any_second=worst, answers_429=refused)
+    print(
+        f"  B: {len(fake.posts())} POSTs + {len(fake.gets())} GETs = {len(times)} requests in "
+        f"{span:.1f} s = {rate:.2f} requests/s (limit 10: ratio {rate / 10:.1%}); most in any "
+        f"1 s window {worst}; 429 answers {refused}; target never above 10 and within 5%: "
+        f"{'met' if worst <= 10 and rate >= 9.5 else 'NOT met'}"
+    )
+    common.result(
+        "drain_mctime",
+        events=m,
+        requests=len(times),
+        seconds=round(span, 1),
+        rate=round(rate, 2),
+        limit=10,
+        ratio=round(rate / 10, 3),
+        max_in_any_second=worst,
+        answers_429=refused,
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -140,8 +178,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="5,000 and 100 events")
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--mctime-count", type=int, default=600)

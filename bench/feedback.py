@@ -28,7 +28,7 @@ TARGET_MS = 100.0
 class Terminal:
     """Publishes swipes and hears their acks (and, as the reference, its own swipes)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int) -> None:
         self.sent: dict[str, float] = {}
         self.acked: dict[str, float] = {}
         self.echoed: dict[str, float] = {}
@@ -48,8 +48,12 @@ class Terminal:
 
     def swipe(self, n: int, people: int) -> None:
         ident = f"f{n}"
-        payload = {"id": ident, "badge": f"P{n % people:05d}", "action": "in",
-                   "time": datetime.now(UTC).isoformat()}
+        payload = {
+            "id": ident,
+            "badge": f"P{n % people:05d}",
+            "action": "in",
+            "time": datetime.now(UTC).isoformat(),
+        }
         self.sent[ident] = time.monotonic()
         self._client.publish("clockin/kiosk/events", json.dumps(payload), qos=1)
 
@@ -65,8 +69,10 @@ def latencies(sent: dict[str, float], got: dict[str, float]) -> list[float]:
 def stats(values: list[float]) -> str:
     if not values:
         return "none"
-    return (f"n {len(values)}, p50 {common.percentile(values, 50):.1f} ms, "
-            f"p99 {common.percentile(values, 99):.1f} ms, max {max(values):.1f} ms")
+    return (
+        f"n {len(values)}, p50 {common.percentile(values, 50):.1f} ms, "
+        f"p99 {common.percentile(values, 99):.1f} ms, max {max(values):.1f} ms"
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -97,19 +103,26 @@ async def run(args: argparse.Namespace) -> None:
                     print(f"  {rate:g} swipes/s for {args.seconds:g} s ({count} swipes)")
                     print(f"    ack from the bridge: {stats(acks)}")
                     print(f"    own message back through the broker (reference): {stats(echo)}")
-                    print(f"    target: ack within {TARGET_MS:g} ms (p99): "
-                          f"{'met' if p99 <= TARGET_MS else 'NOT met'}")
-                    common.result("feedback", rate=rate, count=count, acked=len(acks),
-                                  p50_ms=round(common.percentile(acks, 50), 1) if acks else None,
-                                  p99_ms=round(p99, 1),
-                                  echo_p99_ms=round(common.percentile(echo, 99), 1) if echo
-                                  else None)
+                    print(
+                        f"    target: ack within {TARGET_MS:g} ms (p99): "
+                        f"{'met' if p99 <= TARGET_MS else 'NOT met'}"
+                    )
+                    common.result(
+                        "feedback",
+                        rate=rate,
+                        count=count,
+                        acked=len(acks),
+                        p50_ms=round(common.percentile(acks, 50), 1) if acks else None,
+                        p99_ms=round(p99, 1),
+                        echo_p99_ms=round(common.percentile(echo, 99), 1) if echo else None,
+                    )
                 terminal.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="5 s per rate")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rates", type=float, nargs="+", default=[10.0, 100.0])

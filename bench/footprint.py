@@ -55,14 +55,23 @@ async def one(size: int, args: argparse.Namespace, *, idle: bool) -> dict[str, o
                     await asyncio.sleep(args.idle)
                     idle_cpu = (bridge.cpu_seconds() - before) / (time.monotonic() - t0)
                     rss, peak = bridge.rss_mib()
-    figures = {"backlog": size, "db_mib": round(db_mib, 1), "build_s": round(built, 1),
-               "ready_s": round(ready, 2), "rss_mib": round(rss, 1), "peak_rss_mib": round(peak, 1),
-               "delivered_in_window": made, "window_s": args.window,
-               "idle_cpu": None if idle_cpu is None else round(idle_cpu, 5)}
-    print(f"  backlog {size:>9}: db {db_mib:.0f} MiB (built in {built:.0f} s); ready in "
-          f"{ready:.2f} s; RSS {rss:.0f} MiB, peak {peak:.0f} MiB; {made} delivered in "
-          f"{args.window:g} s ({made / args.window:.0f}/s)"
-          + (f"; idle CPU {idle_cpu:.3%} over {args.idle:g} s" if idle_cpu is not None else ""))
+    figures = {
+        "backlog": size,
+        "db_mib": round(db_mib, 1),
+        "build_s": round(built, 1),
+        "ready_s": round(ready, 2),
+        "rss_mib": round(rss, 1),
+        "peak_rss_mib": round(peak, 1),
+        "delivered_in_window": made,
+        "window_s": args.window,
+        "idle_cpu": None if idle_cpu is None else round(idle_cpu, 5),
+    }
+    print(
+        f"  backlog {size:>9}: db {db_mib:.0f} MiB (built in {built:.0f} s); ready in "
+        f"{ready:.2f} s; RSS {rss:.0f} MiB, peak {peak:.0f} MiB; {made} delivered in "
+        f"{args.window:g} s ({made / args.window:.0f}/s)"
+        + (f"; idle CPU {idle_cpu:.3%} over {args.idle:g} s" if idle_cpu is not None else "")
+    )
     return figures
 
 
@@ -74,20 +83,26 @@ async def run(args: argparse.Namespace) -> None:
     for index, size in enumerate(args.sizes):
         figures = await one(size, args, idle=index == 0)
         figures["peak_rss_ratio_to_empty"] = round(
-            float(figures["peak_rss_mib"]) / float(reference["peak_rss_mib"]), 2)
+            float(figures["peak_rss_mib"]) / float(reference["peak_rss_mib"]), 2
+        )
         common.result("footprint", **figures)
         rows.append(figures)
     biggest = rows[-1]
     idle_cpu = rows[0]["idle_cpu"]
-    print(f"  targets: peak RSS <= {TARGET_RSS_MIB:g} MiB at {biggest['backlog']}: "
-          f"{'met' if float(biggest['peak_rss_mib']) <= TARGET_RSS_MIB else 'NOT met'}; start-up "
-          f"<= {TARGET_START_S:g} s: {'met' if float(biggest['ready_s']) <= TARGET_START_S else 'NOT met'}; "
-          f"idle CPU <= 1%: {'met' if idle_cpu is not None and float(idle_cpu) <= TARGET_IDLE_CPU else 'NOT met'}")
+    rss_met = float(biggest["peak_rss_mib"]) <= TARGET_RSS_MIB
+    start_met = float(biggest["ready_s"]) <= TARGET_START_S
+    idle_met = idle_cpu is not None and float(idle_cpu) <= TARGET_IDLE_CPU
+    print(
+        f"  targets: peak RSS <= {TARGET_RSS_MIB:g} MiB at {biggest['backlog']}: "
+        f"{'met' if rss_met else 'NOT met'}; start-up <= {TARGET_START_S:g} s: "
+        f"{'met' if start_met else 'NOT met'}; idle CPU <= 1%: {'met' if idle_met else 'NOT met'}"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="1,000 and 10,000; 5 s windows")
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--window", type=float, default=30.0)

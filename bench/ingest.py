@@ -46,7 +46,7 @@ PYTHON_LIBRARIES = ("paho", "aiomqtt")
 class StoreCount:
     """Follows $SYS/broker/store/messages/count (published every second)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int) -> None:
         self.values: list[tuple[float, int]] = []
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self._client.on_message = self._on_message
@@ -79,20 +79,41 @@ class StoreCount:
 
 
 def bare_subscriber(port: int, count: int, out: Path, *, create_only: bool = False) -> float:
-    command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-c", "-i", "bench-bare",
-               "-q", "1", "-t", "clockin/+/events"]
+    command = [
+        "mosquitto_sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-c",
+        "-i",
+        "bench-bare",
+        "-q",
+        "1",
+        "-t",
+        "clockin/+/events",
+    ]
     command += ["-W", "1"] if create_only else ["-C", str(count)]
     began = time.monotonic()
     with out.open("wb") as sink:
-        subprocess.run(command, stdout=sink, stderr=subprocess.DEVNULL if create_only else None,
-                       check=False)
+        subprocess.run(
+            command, stdout=sink, stderr=subprocess.DEVNULL if create_only else None, check=False
+        )
     return time.monotonic() - began
 
 
 def python_subscriber(port: int, library: str, count: int, *, create_only: bool = False) -> dict:
     """bench/bare_python_sub.py in its own process: the ceiling of a Python client on `library`."""
-    command = [sys.executable, str(Path(__file__).with_name("bare_python_sub.py")),
-               "--port", str(port), "--library", library, "--count", str(count)]
+    command = [
+        sys.executable,
+        str(Path(__file__).with_name("bare_python_sub.py")),
+        "--port",
+        str(port),
+        "--library",
+        library,
+        "--count",
+        str(count),
+    ]
     command += ["--create-only"] if create_only else []
     done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -115,7 +136,9 @@ async def run(args: argparse.Namespace) -> None:
     with common.broker(work) as broker:
         async with common.fake_go2clock(api_key="not-the-bridges-key") as (_fake, url):
             config, http_port = common.write_config(
-                work, broker_port=broker.port, people=2000,
+                work,
+                broker_port=broker.port,
+                people=2000,
                 go2clock_url=url if args.sink == "paused" else None,
                 ack_topic=None if args.no_feedback else "clockin/{terminal}/ack",
             )
@@ -128,24 +151,31 @@ async def run(args: argparse.Namespace) -> None:
             baseline = store.latest()
 
             pub = await common.publish_async(broker.port, n, people=2000)
-            print(f"  publisher (paho, QoS 1): {pub['acknowledged']}/{n} acknowledged by the "
-                  f"broker in {pub['seconds']:.1f} s ({pub['acknowledged'] / pub['seconds']:.0f}/s)")
+            print(
+                f"  publisher (paho, QoS 1): {pub['acknowledged']}/{n} acknowledged by the "
+                f"broker in {pub['seconds']:.1f} s ({pub['acknowledged'] / pub['seconds']:.0f}/s)"
+            )
             if pub["acknowledged"] != n:
                 raise SystemExit("the broker did not take every message")
 
-            bare_seconds = await asyncio.to_thread(bare_subscriber, broker.port, n,
-                                                   work / "bare.txt")
+            bare_seconds = await asyncio.to_thread(
+                bare_subscriber, broker.port, n, work / "bare.txt"
+            )
             bare_got = sum(1 for _ in (work / "bare.txt").open("rb"))
             bare_rate = bare_got / bare_seconds
-            print(f"  bare mosquitto_sub -q 1: {bare_got} messages in {bare_seconds:.2f} s "
-                  f"= {bare_rate:.0f}/s")
+            print(
+                f"  bare mosquitto_sub -q 1: {bare_got} messages in {bare_seconds:.2f} s "
+                f"= {bare_rate:.0f}/s"
+            )
             python_rates = {}
             for library in PYTHON_LIBRARIES:
                 got = await asyncio.to_thread(python_subscriber, broker.port, library, n)
                 python_rates[library] = got["rate"]
-                print(f"  bare Python subscriber on {library} (QoS 1, counts only): "
-                      f"{got['messages']} messages in {got['seconds']:.2f} s = {got['rate']:.0f}/s "
-                      f"= {got['rate'] / bare_rate:.1%} of mosquitto_sub")
+                print(
+                    f"  bare Python subscriber on {library} (QoS 1, counts only): "
+                    f"{got['messages']} messages in {got['seconds']:.2f} s = {got['rate']:.0f}/s "
+                    f"= {got['rate'] / bare_rate:.1%} of mosquitto_sub"
+                )
 
             db = work / "bridge.db"
             profile = work / "ingest.pyspy.txt" if args.profile else None
@@ -159,7 +189,8 @@ async def run(args: argparse.Namespace) -> None:
                     if stored >= n:
                         break
                     if bridge.process and bridge.process.poll() is not None:
-                        raise SystemExit(f"bridge exited: {bridge.tail()}")
+                        msg = f"bridge exited: {bridge.tail()}"
+                        raise SystemExit(msg)
                 wall = time.monotonic() - began
                 acked_at = await store.wait_at_most(baseline + 5, timeout=30)
                 acked = acked_at is not None
@@ -168,29 +199,41 @@ async def run(args: argparse.Namespace) -> None:
             span = received_span(db)
             rate = stored / span if span > 0 else float("nan")
             ratio = rate / bare_rate
-            print(f"  bridge: {stored} events stored in {span:.2f} s (first to last "
-                  f"received_at) = {rate:.0f}/s; {wall:.2f} s wall from process start incl. "
-                  f"start-up; broker queue back to baseline (all PUBACKed): {acked}; "
-                  f"RSS {rss[0]:.0f} MiB (peak {rss[1]:.0f})")
+            print(
+                f"  bridge: {stored} events stored in {span:.2f} s (first to last "
+                f"received_at) = {rate:.0f}/s; {wall:.2f} s wall from process start incl. "
+                f"start-up; broker queue back to baseline (all PUBACKed): {acked}; "
+                f"RSS {rss[0]:.0f} MiB (peak {rss[1]:.0f})"
+            )
             for library, python_rate in python_rates.items():
                 print(f"  ratio to the bare {library} subscriber: {rate / python_rate:.1%}")
-            print(f"  ratio to bare subscriber: {ratio:.1%} (target >= {TARGET_RATIO:.0%}); "
-                  f"rate target >= {TARGET_RATE:.0f}/s: "
-                  f"{'met' if rate >= TARGET_RATE else 'NOT met'}")
+            print(
+                f"  ratio to bare subscriber: {ratio:.1%} (target >= {TARGET_RATIO:.0%}); "
+                f"rate target >= {TARGET_RATE:.0f}/s: "
+                f"{'met' if rate >= TARGET_RATE else 'NOT met'}"
+            )
             if profile is not None:
                 print(f"  py-spy profile (raw collapsed stacks): {profile}")
             common.result(
-                "ingest", events=stored, sink=args.sink, feedback=not args.no_feedback,
-                bridge_rate=round(rate), bare_rate=round(bare_rate), ratio=round(ratio, 3),
+                "ingest",
+                events=stored,
+                sink=args.sink,
+                feedback=not args.no_feedback,
+                bridge_rate=round(rate),
+                bare_rate=round(bare_rate),
+                ratio=round(ratio, 3),
                 python_rates={k: round(v) for k, v in python_rates.items()},
-                publisher_rate=round(pub["acknowledged"] / pub["seconds"]), all_acked=acked,
-                peak_rss_mib=round(rss[1], 1), profile=str(profile) if profile else None,
+                publisher_rate=round(pub["acknowledged"] / pub["seconds"]),
+                all_acked=acked,
+                peak_rss_mib=round(rss[1], 1),
+                profile=str(profile) if profile else None,
             )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="10,000 events (smoke run)")
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--sink", choices=["paused", "none"], default="paused")

@@ -28,7 +28,7 @@ TARGET_P99_MS = 50.0
 
 
 class BareSubscriber:
-    def __init__(self, port: int):
+    def __init__(self, port: int) -> None:
         self.latencies: list[float] = []
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-ref")
@@ -57,8 +57,12 @@ class BareSubscriber:
 
 def summary(values: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50_ms": round(common.percentile(ms, 50), 2),
-            "p99_ms": round(common.percentile(ms, 99), 2), "max_ms": round(max(ms), 2)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(common.percentile(ms, 50), 2),
+        "p99_ms": round(common.percentile(ms, 99), 2),
+        "max_ms": round(max(ms), 2),
+    }
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -69,7 +73,10 @@ async def run(args: argparse.Namespace) -> None:
     with common.broker(work) as broker:
         async with common.fake_go2clock() as (fake, url):
             config, http_port = common.write_config(
-                work, broker_port=broker.port, people=total + 10, go2clock_url=url,
+                work,
+                broker_port=broker.port,
+                people=total + 10,
+                go2clock_url=url,
                 log_level=args.log_level,
                 ack_topic=None if args.no_feedback else common.DEFAULT_ACK_TOPIC,
             )
@@ -84,39 +91,62 @@ async def run(args: argparse.Namespace) -> None:
                     fake.requests.clear()
                     reference.take()
                     pub = await common.publish_async(
-                        broker.port, count, rate=rate, people=total + 10, start=start,
-                        stamp=True, time_mode="now", client_id=f"bench-pub-{int(rate)}",
+                        broker.port,
+                        count,
+                        rate=rate,
+                        people=total + 10,
+                        start=start,
+                        stamp=True,
+                        time_mode="now",
+                        client_id=f"bench-pub-{int(rate)}",
                     )
                     start += count
                     deadline = time.monotonic() + 30
                     while len(fake.requests) < count and time.monotonic() < deadline:
                         await asyncio.sleep(0.1)
                     await asyncio.sleep(0.5)
-                    got = [r["received_at"] - float(r["form"]["eventdescription"])
-                           for r in fake.requests]
+                    got = [
+                        r["received_at"] - float(r["form"]["eventdescription"])
+                        for r in fake.requests
+                    ]
                     ref = reference.take()
                     bridge_stats, ref_stats = summary(got), summary(ref)
                     ratio = bridge_stats["p99_ms"] / ref_stats["p99_ms"]
-                    print(f"  {rate:g} events/s for {seconds:g} s: published {pub['published']}"
-                          f" (achieved {pub['published'] / pub['seconds']:.0f}/s)")
-                    print(f"    bridge -> Go2Clock: {bridge_stats['n']} requests, p50 "
-                          f"{bridge_stats['p50_ms']} ms, p99 {bridge_stats['p99_ms']} ms, max "
-                          f"{bridge_stats['max_ms']} ms")
-                    print(f"    bare MQTT subscriber: p50 {ref_stats['p50_ms']} ms, p99 "
-                          f"{ref_stats['p99_ms']} ms, max {ref_stats['max_ms']} ms; "
-                          f"p99 ratio bridge/bare {ratio:.1f}x")
+                    print(
+                        f"  {rate:g} events/s for {seconds:g} s: published {pub['published']}"
+                        f" (achieved {pub['published'] / pub['seconds']:.0f}/s)"
+                    )
+                    print(
+                        f"    bridge -> Go2Clock: {bridge_stats['n']} requests, p50 "
+                        f"{bridge_stats['p50_ms']} ms, p99 {bridge_stats['p99_ms']} ms, max "
+                        f"{bridge_stats['max_ms']} ms"
+                    )
+                    print(
+                        f"    bare MQTT subscriber: p50 {ref_stats['p50_ms']} ms, p99 "
+                        f"{ref_stats['p99_ms']} ms, max {ref_stats['max_ms']} ms; "
+                        f"p99 ratio bridge/bare {ratio:.1f}x"
+                    )
                     if rate == 500.0:
-                        print(f"    target p99 <= {TARGET_P99_MS:g} ms at 500/s: "
-                              f"{'met' if bridge_stats['p99_ms'] <= TARGET_P99_MS else 'NOT met'}")
-                    common.result("latency", rate=rate, seconds=seconds, bridge=bridge_stats,
-                                  bare=ref_stats, p99_ratio=round(ratio, 2),
-                                  rss_mib=round(bridge.rss_mib()[1], 1))
+                        print(
+                            f"    target p99 <= {TARGET_P99_MS:g} ms at 500/s: "
+                            f"{'met' if bridge_stats['p99_ms'] <= TARGET_P99_MS else 'NOT met'}"
+                        )
+                    common.result(
+                        "latency",
+                        rate=rate,
+                        seconds=seconds,
+                        bridge=bridge_stats,
+                        bare=ref_stats,
+                        p99_ratio=round(ratio, 2),
+                        rss_mib=round(bridge.rss_mib()[1], 1),
+                    )
             reference.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="10 s at 1/s, 5 s at 500/s")
     parser.add_argument("--slow-seconds", type=float, default=60.0)
     parser.add_argument("--fast-seconds", type=float, default=30.0)

@@ -28,10 +28,21 @@ from bench import common
 @contextlib.contextmanager
 def naive(port: int, url: str, directory: Path) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
-        [common.PY, str(common.ROOT / "bench" / "naive_bridge.py"), "--port", str(port),
-         "--url", url, "--key", common.API_KEY, "--directory", str(directory)],
+        [
+            common.PY,
+            str(common.ROOT / "bench" / "naive_bridge.py"),
+            "--port",
+            str(port),
+            "--url",
+            url,
+            "--key",
+            common.API_KEY,
+            "--directory",
+            str(directory),
+        ],
         env={**os.environ, "PYTHONPATH": str(common.ROOT)},
-        stdout=subprocess.DEVNULL, stderr=(directory.parent / "naive.log").open("wb"),
+        stdout=subprocess.DEVNULL,
+        stderr=(directory.parent / "naive.log").open("wb"),
     )
     try:
         yield process
@@ -50,7 +61,7 @@ async def wait_requests(fake: common.FastFakeGo2Clock, n: int, timeout: float) -
         await asyncio.sleep(0.1)
 
 
-async def backlog(args: argparse.Namespace, *, delay: float, count: int, name: str) -> None:
+async def backlog(*, delay: float, count: int, name: str) -> None:
     work = common.workdir(f"naive-{name}")
     common.write_directory(work / "directory.csv", 2000)
     with common.broker(work) as broker:
@@ -62,10 +73,18 @@ async def backlog(args: argparse.Namespace, *, delay: float, count: int, name: s
                 await wait_requests(fake, count, timeout=count * (delay + 0.01) + 120)
     times = [r["received_at"] for r in fake.requests]
     rate = (len(times) - 1) / (max(times) - min(times))
-    print(f"  {name}: {len(times)}/{pub['acknowledged']} requests, {fake.created_count} created, "
-          f"fake latency {delay * 1000:g} ms: {rate:.0f}/s")
-    common.result(f"naive_{name}", events=count, requests=len(times),
-                  created=fake.created_count, fake_latency_ms=delay * 1000, rate=round(rate))
+    print(
+        f"  {name}: {len(times)}/{pub['acknowledged']} requests, {fake.created_count} created, "
+        f"fake latency {delay * 1000:g} ms: {rate:.0f}/s"
+    )
+    common.result(
+        f"naive_{name}",
+        events=count,
+        requests=len(times),
+        created=fake.created_count,
+        fake_latency_ms=delay * 1000,
+        rate=round(rate),
+    )
 
 
 async def latency(args: argparse.Namespace) -> None:
@@ -83,28 +102,40 @@ async def latency(args: argparse.Namespace) -> None:
                 for rate, seconds in phases:
                     count = int(rate * seconds)
                     fake.requests.clear()
-                    await common.publish_async(broker.port, count, rate=rate, people=total + 10,
-                                               start=start, stamp=True, time_mode="now")
+                    await common.publish_async(
+                        broker.port,
+                        count,
+                        rate=rate,
+                        people=total + 10,
+                        start=start,
+                        stamp=True,
+                        time_mode="now",
+                    )
                     start += count
                     await wait_requests(fake, count, timeout=60)
-                    got = [r["received_at"] - float(r["form"]["eventdescription"])
-                           for r in fake.requests]
+                    got = [
+                        r["received_at"] - float(r["form"]["eventdescription"])
+                        for r in fake.requests
+                    ]
                     stats = summary(got)
-                    print(f"  latency at {rate:g}/s: {stats['n']}/{count} requests, p50 "
-                          f"{stats['p50_ms']} ms, p99 {stats['p99_ms']} ms, max {stats['max_ms']} ms")
+                    print(
+                        f"  latency at {rate:g}/s: {stats['n']}/{count} requests, p50 "
+                        f"{stats['p50_ms']} ms, p99 {stats['p99_ms']} ms, max {stats['max_ms']} ms"
+                    )
                     common.result("naive_latency", rate=rate, seconds=seconds, naive=stats)
 
 
 async def run(args: argparse.Namespace) -> None:
     common.header("naive: paho + urllib PUT per message")
-    await backlog(args, delay=0.0, count=args.count, name="throughput")
+    await backlog(delay=0.0, count=args.count, name="throughput")
     await latency(args)
-    await backlog(args, delay=0.020, count=args.drain_count, name="drain20ms")
+    await backlog(delay=0.020, count=args.drain_count, name="drain20ms")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--drain-count", type=int, default=1000)

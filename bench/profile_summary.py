@@ -47,8 +47,13 @@ def main() -> None:
         count = int(count_text)
         frames = stack.split(";")
         total += count
-        roots["aiosqlite thread" if any("aiosqlite" in f and "run" in f for f in frames[:3])
-              else "threading" if "_bootstrap" in frames[0] else "main (event loop)"] += count
+        roots[
+            "aiosqlite thread"
+            if any("aiosqlite" in f and "run" in f for f in frames[:3])
+            else "threading"
+            if "_bootstrap" in frames[0]
+            else "main (event loop)"
+        ] += count
         self_counts[_name(frames[-1])] += count
         self_lines[_name(frames[-1], with_line=True)] += count
         for name in {_name(f) for f in frames}:

@@ -229,8 +229,10 @@ def test_missing_file(tmp_path: Path) -> None:
         f"sinks:\n  go2clock:\n    api_key: {SECRET}: x\n",
         f"mqtt:\n  password: @{SECRET}\n",
         # Valid YAML, but the secret sits next to invalid values or has the wrong type.
-        f"mqtt: {{port: 0, password: {SECRET}}}\n"
-        f"sinks: {{go2clock: {{api_key: {SECRET}, x: 1}}}}\n",
+        (
+            f"mqtt: {{port: 0, password: {SECRET}}}\n"
+            f"sinks: {{go2clock: {{api_key: {SECRET}, x: 1}}}}\n"
+        ),
         f"sinks: {{go2clock: {{api_key: [{SECRET}]}}}}\n",
         f"mqtt: {{password: {{nested: {SECRET}}}}}\n",
     ],

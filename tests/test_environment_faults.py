@@ -86,9 +86,7 @@ def test_http_listen_in_use_is_one_line_and_exit_2(
     tmp_path: Path, taken_port: int, command: str
 ) -> None:
     listen = f"127.0.0.1:{taken_port}"
-    config = write_config(
-        tmp_path, base_config(tmp_path, http={"enabled": True, "listen": listen})
-    )
+    config = write_config(tmp_path, base_config(tmp_path, http={"enabled": True, "listen": listen}))
     line = assert_one_line_exit_2(
         bridge(command, "--config", str(config), cwd=tmp_path), "http.listen", listen
     )

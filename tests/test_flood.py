@@ -136,9 +136,7 @@ async def test_a_junk_flood_leaves_memory_metrics_and_disk_bounded(
             db = tmp_path / "bridge.db"
             # Warm-up: the first messages import and build what every later one reuses.
             await asyncio.to_thread(publish_flood, broker.port, junk(1_000))
-            await wait_until(
-                _counted(http_port, 1_000), timeout=60, what="the warm-up handled"
-            )
+            await wait_until(_counted(http_port, 1_000), timeout=60, what="the warm-up handled")
             idle_rss, idle_db = rss_mb(bridge.pid), db_bytes(db)
 
             peak = idle_rss
@@ -230,4 +228,3 @@ def _counted(http_port: int, n: int):
         return messages_counted(await get_metrics(http_port)) >= n
 
     return predicate
-

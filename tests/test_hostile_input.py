@@ -108,9 +108,7 @@ async def test_poison_message_is_rejected_and_the_next_swipe_delivered_once(
     assert [terminal for terminal, _key in _events(db)] == ["gate1"]
 
 
-@pytest.mark.parametrize(
-    "time", ["9999-12-31T23:59:30+00:00", "0001-01-01T00:00:10+00:00"]
-)
+@pytest.mark.parametrize("time", ["9999-12-31T23:59:30+00:00", "0001-01-01T00:00:10+00:00"])
 async def test_a_value_the_store_cannot_handle_rejects_only_its_own_message(
     broker: Mosquitto, tmp_path: Path, time: str
 ):

@@ -116,7 +116,7 @@ def test_nested_secret_keys_are_masked(out: io.StringIO) -> None:
 
 def test_registered_secret_inside_values_is_replaced(out: io.StringIO) -> None:
     log = get_logger("t")
-    log.info(f"event with {SECRET} in its name", note=f"url=https://u:{SECRET}@h", n=[SECRET])
+    log.info(f"event with {SECRET} in its name", note=f"url=https://u:{SECRET}@h", n=[SECRET])  # noqa: G004 - the secret in the event name, on purpose
     log.info("obj", thing=ValueError(SECRET), raw=SECRET.encode())
     text = out.getvalue()
     assert SECRET not in text
@@ -146,7 +146,8 @@ def test_exception_text_never_shows_the_secret(out: io.StringIO) -> None:
             boom(SECRET)
         except RuntimeError as err:
             err.add_note(f"note with {SECRET}")
-            raise ConnectionError(f"wrapped: {err}") from err
+            msg = f"wrapped: {err}"
+            raise ConnectionError(msg) from err
     except ConnectionError:
         log.exception("delivery.failed")
     assert SECRET not in out.getvalue()

@@ -272,7 +272,7 @@ def test_log_lines_mask_a_registered_secret_in_every_form(data: st.DataObject, s
         log = structlog.get_logger("test")
         log.warning("vendor.said", body=said, nested={"error": [said]})
         try:
-            raise RuntimeError(said)
+            raise RuntimeError(said)  # noqa: TRY301 - a real traceback for log.exception to render
         except RuntimeError:
             log.exception("vendor.failed")
         logging.getLogger("aiohttp.client").warning("stdlib: %s", said)
@@ -388,12 +388,12 @@ def test_sinks_directory_and_reconcile_readers_mask_what_the_vendor_echoes(
         seen = []
         async with aiohttp.ClientSession() as session:
             for adapter in ADAPTERS:
-                for detail in await _sink_details(session, adapter, secret, echo):
-                    seen.append((f"{adapter.name} detail", detail, secret))
-            for error in await _directory_errors(session, long_secret, long_echo):
-                seen.append(("directory source error", error, long_secret))
-            for error in await _reconcile_errors(session, secret, echo):
-                seen.append(("reconcile error", error, secret))
+                details = await _sink_details(session, adapter, secret, echo)
+                seen.extend((f"{adapter.name} detail", detail, secret) for detail in details)
+            errors = await _directory_errors(session, long_secret, long_echo)
+            seen.extend(("directory source error", error, long_secret) for error in errors)
+            errors = await _reconcile_errors(session, secret, echo)
+            seen.extend(("reconcile error", error, secret) for error in errors)
         return seen
 
     seen = asyncio.run(scenario())
@@ -447,10 +447,13 @@ def _database_text(path: Path) -> str:
         for table in tables:
             for row in db.execute(f'SELECT * FROM "{table}"'):
                 for value in row:
-                    if isinstance(value, bytes):
-                        value = value.decode("utf-8", errors="replace")
-                    if isinstance(value, str):
-                        lines.append(f"{table}: {value}")
+                    text = (
+                        value.decode("utf-8", errors="replace")
+                        if isinstance(value, bytes)
+                        else value
+                    )
+                    if isinstance(text, str):
+                        lines.append(f"{table}: {text}")
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ def register(commands: Any, _common: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     # The daemon's whole import graph (aiohttp, aiomqtt, every vendor), only for `run`: the
     # operator commands start without it.
-    from bridge.app import Bridge
+    from bridge.app import Bridge  # noqa: PLC0415 - the daemon's import graph, only for `run`
 
     settings = load_settings(args.config)
     check_environment(settings)  # ConfigError: port in use, state folder, TLS key: exit 2
@@ -42,6 +42,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bridge.demo import run_demo
+    from bridge.demo import run_demo  # noqa: PLC0415 - its broker and simulators, only here
 
     return run_demo(speed=args.speed)

@@ -59,11 +59,11 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(
         cls,
-        settings_cls: type[BaseSettings],
+        settings_cls: type[BaseSettings],  # noqa: ARG003 - pydantic-settings' signature
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - ignored: no .env
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - *_file keys instead
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the file (passed as init values), as operators expect.
         return (env_settings, init_settings)

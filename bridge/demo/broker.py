@@ -20,7 +20,7 @@ _CHATTY = ("amqtt", "transitions")
 
 def amqtt_available() -> bool:
     try:
-        import amqtt.broker  # noqa: F401 - only probing that the extra is installed
+        import amqtt.broker  # noqa: F401, PLC0415 - only probing that the extra is installed
     except ImportError:
         return False
     return True
@@ -43,7 +43,7 @@ def broker_config(port: int) -> dict[str, object]:
 @asynccontextmanager
 async def embedded_broker() -> AsyncIterator[int]:
     """Run an amqtt broker on 127.0.0.1 and yield its port."""
-    from amqtt.broker import Broker  # imported here: the optional extra
+    from amqtt.broker import Broker  # noqa: PLC0415 - imported here: the optional extra
 
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.WARNING)

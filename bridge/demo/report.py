@@ -51,12 +51,16 @@ def summary_lines(outcome: Outcome, expected: Expected) -> list[str]:
         "== clockin-bridge demo: summary ==",
         f"received    {expected.messages:>3}  MQTT messages from terminal {TERMINAL} (QoS 1)",
         f"stored      {outcome.stored():>3}  events ({accepted} accepted, {doubles} double swipe)",
-        f"duplicates  {doubles + resends + vendor:>3}  ({doubles} double swipe, {resends} MQTT"
-        f" resend, {vendor} Go2Clock already had)",
+        (
+            f"duplicates  {doubles + resends + vendor:>3}  ({doubles} double swipe, {resends} MQTT"
+            f" resend, {vendor} Go2Clock already had)"
+        ),
         f"rejected    {outcome.status['rejected']:>3}  (not a clock event; kept for inspection)",
         f"delivered   {states.get('delivered', 0):>3}  of {accepted} accepted events, to Go2Clock",
-        f"retried     {outcome.status['retried']:>3}  deliveries needed more than one attempt"
-        f" ({outcome.counts.get('retry', 0)} retries)",
+        (
+            f"retried     {outcome.status['retried']:>3}  deliveries needed more than one attempt"
+            f" ({outcome.counts.get('retry', 0)} retries)"
+        ),
         f"dead        {states.get('dead', 0):>3}",
         "",
         f"Go2Clock now holds {len(outcome.records)} punches (check time, check type):",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -89,13 +88,13 @@ def write_atomically(path: Path, text: str) -> None:
     """Write a sibling file and rename it over `path`, as an editor or a sync job would."""
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    partial.replace(path)
 
 
 class Stage:
     """The running pieces the terminal's script pokes at and waits on."""
 
-    def __init__(self, *, bridge: Bridge, running: asyncio.Task[None], fake: FakeGo2Clock):
+    def __init__(self, *, bridge: Bridge, running: asyncio.Task[None], fake: FakeGo2Clock) -> None:
         self.bridge, self.running, self.fake = bridge, running, fake
 
     async def status(self) -> Status:
@@ -133,7 +132,8 @@ def quiet(status: Status) -> bool:
 
 
 def stored(status: Status) -> int:
-    return sum(status["events"].values()) + int(status["rejected"])
+    events: int = sum(status["events"].values())
+    return events + int(status["rejected"])
 
 
 async def inject(stage: Stage, fault: Fault) -> None:

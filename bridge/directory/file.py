@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from bridge.events import PayloadError, normalise_badge, show
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
 _REQUIRED = ("badge", "userid")
 _KNOWN = (*_REQUIRED, "name")
@@ -126,7 +126,7 @@ class Directory:
         return f"<Directory {len(self)} badges, {len(self._problems)} problems>"
 
 
-def _content_lines(text: str) -> Iterable[tuple[int, str]]:
+def _content_lines(text: str) -> Iterator[tuple[int, str]]:
     """(line number, line) without blank lines and '#' comments. One record per line."""
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip() and not line.lstrip().startswith("#"):

@@ -53,13 +53,13 @@ async def request_json(
             if reply.status != 429:
                 return _answer(reply)
             await asyncio.sleep(_retry_after(reply))
-        msg = "HTTP 429: rate limited"
-        raise SourceError(msg)
     except SourceError as err:
         if not what:
             raise
         msg = f"{what}: {err}"
         raise SourceError(msg) from None
+    msg = f"{what}: HTTP 429: rate limited" if what else "HTTP 429: rate limited"
+    raise SourceError(msg)
 
 
 async def _once(

@@ -117,10 +117,10 @@ def _join_accounts(
         for badge, row in rows.items():
             for join_on in join_columns:
                 held = row.get(join_on)
-                key = (join_on, join_key(join_on, held[0])) if held is not None else None
-                if key is None or key in shared or key not in index:
+                joined = (join_on, join_key(join_on, held[0])) if held is not None else None
+                if joined is None or joined in shared or joined not in index:
                     continue
-                extra = {c: v for c, v in index[key][0].fields.items() if c != join_on}
+                extra = {c: v for c, v in index[joined][0].fields.items() if c != join_on}
                 _add(row, extra, source, clashes[badge])
     return problems
 

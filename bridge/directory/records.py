@@ -55,7 +55,9 @@ class Record:
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> Record:
         fields = row["fields"]
-        assert isinstance(fields, Mapping)
+        if not isinstance(fields, Mapping):
+            msg = f"a cached record's fields are a {type(fields).__name__}, not a mapping"
+            raise TypeError(msg)
         badge, join_on = row.get("badge"), row.get("join_on")
         return cls(
             badge=str(badge) if badge is not None else None,

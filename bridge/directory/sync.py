@@ -35,9 +35,7 @@ async def fetch_one(source: Source, session: Session) -> list[Record] | str:
         return f"unexpected answer ({type(err).__name__})"  # the parser did not foresee
 
 
-async def sync(
-    store: Store, session: Session, sources: Sequence[Source]
-) -> list[Outcome]:
+async def sync(store: Store, session: Session, sources: Sequence[Source]) -> list[Outcome]:
     async with asyncio.TaskGroup() as tg:
         tasks = [
             tg.create_task(fetch_one(source, session), name=f"directory-source[{source.name}]")

@@ -53,7 +53,7 @@ def _text(value: object) -> str | None:
         text = value.strip()
     else:
         msg = f"must be a string or an integer, not a JSON {json_kind(value)}"
-        raise ValueError(msg)  # pydantic reports a ValueError as this field's problem
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports a ValueError as this field's problem
     if not text:
         msg = "must not be empty"
     elif len(text) > MAX_TEXT_CHARS:
@@ -72,7 +72,7 @@ def _note(value: object) -> str | None:
         return None
     if not isinstance(value, str):
         msg = f"must be a string, not a JSON {json_kind(value)}"
-        raise ValueError(msg)
+        raise ValueError(msg)  # noqa: TRY004 - as above: a ValueError for pydantic
     if len(value) > MAX_NOTE_CHARS:
         msg = f"longer than {MAX_NOTE_CHARS} characters"
         raise ValueError(msg)

@@ -19,7 +19,7 @@ log = structlog.get_logger("bridge.skew")
 
 
 class ClockSkewWatch:
-    def __init__(self, *, max_skew_seconds: float):
+    def __init__(self, *, max_skew_seconds: float) -> None:
         self._max = max_skew_seconds
         self.skewed_events: Counter[str] = Counter()
         self._skewed_terminals: set[str] = set()

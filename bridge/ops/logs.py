@@ -61,7 +61,7 @@ def _is_secret_key(key: object) -> bool:
 
 def redact(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     """Mask secret-named keys and every registered secret value, at any depth."""
-    return cast(EventDict, _redact_value(event_dict))
+    return cast("EventDict", _redact_value(event_dict))
 
 
 class _NamedWriteLogger(structlog.WriteLogger):
@@ -122,7 +122,7 @@ def _rendering(fmt: str, *, colors: bool) -> list[Processor]:
 
 
 def _route_stdlib(stream: TextIO, fmt: str, level: int, *, colors: bool) -> None:
-    global _handler  # one handler of ours per process, swapped on reconfigure
+    global _handler  # noqa: PLW0603 - one handler of ours per process, swapped on reconfigure
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared()],
         processors=[
@@ -187,4 +187,4 @@ def set_level(level: str) -> None:
 def get_logger(name: str) -> FilteringBoundLogger:
     """A structlog logger whose lines carry `logger=name`, like the stdlib ones."""
     # The name goes to the logger factory: binding it here would freeze today's configuration.
-    return cast(FilteringBoundLogger, structlog.get_logger(name))
+    return cast("FilteringBoundLogger", structlog.get_logger(name))

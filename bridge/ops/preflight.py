@@ -77,7 +77,8 @@ def check_single_bridge(path: Path) -> None:
     try:
         check_free(path)
     except StoreInUse as err:
-        raise ConfigError(f"store.path: {err}") from None
+        msg = f"store.path: {err}"
+        raise ConfigError(msg) from None
 
 
 def environment_problems(settings: Settings) -> list[ConfigError]:

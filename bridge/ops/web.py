@@ -52,7 +52,7 @@ class StatusSource(Protocol):
 SOURCE = web.AppKey("source", StatusSource)
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(_request: web.Request) -> web.Response:
     # Answering at all proves the event loop is responsive.
     return web.json_response({"status": "ok"})
 
@@ -204,7 +204,8 @@ async def serving(source: StatusSource, *, host: str, port: int) -> AsyncIterato
         await site.start()
     except OSError as err:  # taken since `run` checked it: the same one line, exit 2
         await runner.cleanup()
-        raise cannot_listen(f"{host}:{port}", err) from None
+        address = f"{host}:{port}"
+        raise cannot_listen(address, err) from None
     try:
         bound = runner.addresses  # aiohttp's public view of the listening sockets
         yield int(bound[0][1]) if bound else port

@@ -35,7 +35,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]
     """Write `header` and `rows` to `path`, every cell through `safe_cell`. A new file is
     created 0600 whatever the umask; an existing file is overwritten and keeps its mode."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w", encoding="utf-8", newline="") as handle:
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([safe_cell(cell) for cell in header])
         writer.writerows([safe_cell(cell) for cell in row] for row in rows)

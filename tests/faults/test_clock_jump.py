@@ -7,7 +7,6 @@ rewrites mid-run; the monotonic clock is left alone, as a real clock change leav
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
 import signal
 from pathlib import Path
@@ -20,7 +19,7 @@ from tests.faults.common import assert_exactly_once_in_order, logged, start_brid
 from tests.harness import API_KEY, event_time, publish, wait_until, write_config
 
 TOPIC = "clockin/gate/events"
-LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
+LIBFAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), None)
 
 
 def _swipes(first: int, count: int) -> list[tuple[str, bytes]]:

@@ -242,7 +242,7 @@ class FakeGo2Clock:
 
 def _parse_datetime(text: str) -> datetime | None:
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S")
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S")  # noqa: DTZ007 - account wall time
     except ValueError:
         return None
 

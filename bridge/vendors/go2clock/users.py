@@ -28,7 +28,9 @@ from bridge.vendors.go2clock.api import EMPLOYEES_PATH, USERS_PATH, auth_headers
 class Go2ClockUsers:
     name = "go2clock"
 
-    def __init__(self, *, base_url: str, api_key: SecretStr, timeout: float, id_column: str):
+    def __init__(
+        self, *, base_url: str, api_key: SecretStr, timeout: float, id_column: str
+    ) -> None:
         self._base_url = base_url
         self._api_key = api_key
         self._timeout = timeout

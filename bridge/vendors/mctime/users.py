@@ -32,7 +32,7 @@ class McTimeUsers:
         vendor_field: str,
         first_page: int = 1,
         rate_per_second: float = 10.0,  # sinks.mctime.rate_per_second: one limit per key
-    ):
+    ) -> None:
         self._base_url = base_url
         self._api_key = api_key
         self._timeout = timeout

@@ -47,7 +47,9 @@ def error(message: str) -> web.Response:
 class FakeQ2:
     """The company's users and time cards plus the switches and counters tests look at."""
 
-    def __init__(self, company_id: str = "fake-company", developer_token: str = "fake-q2-token"):
+    def __init__(
+        self, company_id: str = "fake-company", developer_token: str = "fake-q2-token"
+    ) -> None:
         self.company_id = company_id
         self.developer_token = developer_token
         self.users: list[dict[str, Any]] = []
@@ -74,7 +76,7 @@ class FakeQ2:
         role: str = "Employee",
         **extra: Any,
     ) -> dict[str, Any]:
-        now = datetime.now().strftime(TIME_FORMAT)  # the vendor's server time, no zone
+        now = datetime.now().strftime(TIME_FORMAT)  # noqa: DTZ005 - the vendor's server time, no zone
         user = {
             "userFullName": full_name,
             "userName": full_name.replace(" ", "").lower(),
@@ -187,9 +189,10 @@ class FakeQ2:
             if role not in ROLES:
                 return "Role not found."
             rows = [u for u in rows if u["role"] == role]
-        rows = _filter_name_and_department(rows, params)
-        if isinstance(rows, str):
-            return rows
+        filtered = _filter_name_and_department(rows, params)
+        if isinstance(filtered, str):
+            return filtered
+        rows = filtered
         for field, stamp in (("createdDateTime", "created"), ("updatedDateTime", "updated")):
             low, high = params.get(f"{stamp}DateTimeFrom", ""), params.get(f"{stamp}DateTimeTo", "")
             rows = [
@@ -201,9 +204,10 @@ class FakeQ2:
         low, high = params.get("dateTimeFrom", ""), params.get("dateTimeTo", "")
         rows = [c for c in self.time_cards if (not low or c["inDateTime"] >= low)]
         rows = [c for c in rows if not high or c["inDateTime"] <= high]
-        rows = _filter_name_and_department(rows, params)
-        if isinstance(rows, str):
-            return rows
+        filtered = _filter_name_and_department(rows, params)
+        if isinstance(filtered, str):
+            return filtered
+        rows = filtered
         columns = [c for c in params.get("returnColumns", "").split("$") if c]
         if columns and params.get("returnColumns") != "ALL COLUMNS":
             rows = [{k: v for k, v in row.items() if k in columns} for row in rows]

@@ -42,7 +42,7 @@ class Q2Users:
         timeout: float,
         badge_field: str = "digitId",
         max_records: int = 5000,
-    ):
+    ) -> None:
         self._url = url
         self._company_id = company_id
         self._token = developer_token
@@ -54,7 +54,9 @@ class Q2Users:
     def from_settings(cls, settings: Settings) -> Q2Users:
         """From directory.sources.q2 (its own credentials: Q2 is no sink)."""
         q2 = settings.directory.sources.q2
-        assert q2.company_id is not None  # the config model requires it when enabled
+        if q2.company_id is None:  # the config model requires it when enabled
+            msg = "directory.sources.q2.company_id is required"
+            raise ValueError(msg)
         return cls(
             url=q2.url,
             company_id=q2.company_id,

@@ -203,8 +203,8 @@ def plan_job(state: Mapping[str, Any], job: Job, *, max_shift: timedelta) -> Pla
     if job.action is Action.IN:
         return _plan_in(shift, job, at, max_shift)
     if job.action is Action.OUT:
-        return _plan_out(shift, unverified, job, at, max_shift)
-    return _plan_break(shift, unverified, job, at, max_shift)
+        return _plan_out(shift, job, at, max_shift)
+    return _plan_break(shift, job, at, max_shift, unverified=unverified)
 
 
 def _plan_in(shift: Shift | None, job: Job, at: datetime, max_shift: timedelta) -> Plan:
@@ -222,9 +222,7 @@ def _plan_in(shift: Shift | None, job: Job, at: datetime, max_shift: timedelta) 
     return Plan(result=Result.duplicate(f"shift already open since {since} (swiped in twice)"))
 
 
-def _plan_out(
-    shift: Shift | None, unverified: bool, job: Job, at: datetime, max_shift: timedelta
-) -> Plan:
+def _plan_out(shift: Shift | None, job: Job, at: datetime, max_shift: timedelta) -> Plan:
     if shift is None:
         return Plan(find_repeat_out=True)
     since = show_time(shift.start)
@@ -244,7 +242,7 @@ def _plan_out(
 
 
 def _plan_break(
-    shift: Shift | None, unverified: bool, job: Job, at: datetime, max_shift: timedelta
+    shift: Shift | None, job: Job, at: datetime, max_shift: timedelta, *, unverified: bool
 ) -> Plan:
     what = job.action.value
     if shift is None:

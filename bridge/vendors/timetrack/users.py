@@ -33,7 +33,7 @@ class TimeTrackUsers:
         join_on: str,
         vendor_field: str,
         page_size: int = 1000,
-    ):
+    ) -> None:
         self._url = f"{base_url}{USERS_PATH}"
         self._api_key = api_key
         self._api_secret = api_secret
