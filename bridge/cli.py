@@ -11,7 +11,7 @@ from bridge import __version__
 from bridge.commands import registry
 from bridge.commands.common import EXIT_CONFIG, fail
 from bridge.config import ConfigError
-from bridge.store import StoreError, StoreInUse
+from bridge.store import StoreError, StoreInUseError
 
 EXIT_DATABASE = 1
 
@@ -45,7 +45,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(args.handler(args))
     except ConfigError as err:
         return fail(f"config error: {err}", EXIT_CONFIG)
-    except StoreInUse as err:  # the machine's state, like a port in use: exit 2
+    except StoreInUseError as err:  # the machine's state, like a port in use: exit 2
         return fail(f"database error: {err}", EXIT_CONFIG)
     except StoreError as err:
         return fail(f"database error: {err}", EXIT_DATABASE)

@@ -35,11 +35,13 @@ class SinkState(TypedDict):
 def backoff_seconds(attempt: int, *, initial: float, maximum: float) -> float:
     """Exponential backoff with jitter: half to all of initial * 2^(attempt-1), capped."""
     ceiling = min(maximum, initial * 2 ** min(attempt - 1, 30))
-    return random.uniform(ceiling / 2, ceiling)
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
 class SinkHealth:
-    def __init__(self, *, sink: str, retry: RetryConfig, summary_seconds: float, metrics: Metrics):
+    def __init__(
+        self, *, sink: str, retry: RetryConfig, summary_seconds: float, metrics: Metrics
+    ) -> None:
         self._sink = sink
         self._retry = retry
         self._summary_seconds = summary_seconds

@@ -33,6 +33,7 @@ from bridge.store import Store, StoreWriteError
 
 log = structlog.get_logger("bridge.dispatch")
 
+
 # Told the delivery's new state (delivered, pending, dead, held) after each settle.
 class Replies(Protocol):
     """Where a terminal hears what became of its punch at a vendor (ingest's Feedback)."""
@@ -71,7 +72,7 @@ class Dispatcher:
         metrics: Metrics,
         replies: Replies | None = None,
         summary_seconds: float = 60.0,
-    ):
+    ) -> None:
         self.sink = sink
         self._store = store
         self._concurrency = concurrency
@@ -133,7 +134,7 @@ class Dispatcher:
                     pause = summary if pause is None else min(pause, summary)
             except StoreWriteError as err:
                 if not self._store_failing:  # once per spell, not every few seconds
-                    log.error("store.write_failed", sink=self.sink.name, error=str(err))
+                    log.error("store.write_failed", sink=self.sink.name, error=str(err))  # noqa: TRY400 - expected
                 self._store_failing = True
                 pause = STORE_RETRY_SECONDS
             else:
@@ -161,7 +162,9 @@ class Dispatcher:
             log.debug("delivery.claimed", sink=self.sink.name, count=len(claim.jobs))
         for job in claim.jobs:
             self._waiting_for_slot += 1
-            task = sends.create_task(self._deliver(job, probe), name=f"send[{self.sink.name}]")
+            task = sends.create_task(
+                self._deliver(job, probe=probe), name=f"send[{self.sink.name}]"
+            )
             self._in_flight.add(task)
             task.add_done_callback(self._on_delivery_done)
         if len(claim.jobs) == limit:
@@ -192,16 +195,16 @@ class Dispatcher:
         for task in late:
             task.cancel()
 
-    async def _deliver(self, job: Job, probe: bool) -> None:
+    async def _deliver(self, job: Job, *, probe: bool) -> None:
         with structlog.contextvars.bound_contextvars(
             sink=self.sink.name, event_key=job.event_key, person=job.person, attempt=job.attempt
         ):
-            result = await self._send_when_a_slot_is_free(job, probe)
+            result = await self._send_when_a_slot_is_free(job, probe=probe)
             if result is not None:
                 # Settling must finish even if shutdown cancels us now: the vendor has it.
                 await asyncio.shield(self._settle_until_written(job, result))
 
-    async def _send_when_a_slot_is_free(self, job: Job, probe: bool) -> Result | None:
+    async def _send_when_a_slot_is_free(self, job: Job, *, probe: bool) -> Result | None:
         """The sink's answer; None when the delivery was handed back unsent."""
         try:
             await self._slots.acquire()

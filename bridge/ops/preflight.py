@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bridge.config import ConfigError, HttpConfig, Settings
 from bridge.ingest.client import tls_context
-from bridge.store.lock import StoreInUse, check_free
+from bridge.store.lock import StoreInUseError, check_free
 
 _LISTEN_PROBLEMS = {
     errno.EADDRINUSE: "is already in use (by another process, or a bridge already running)",
@@ -76,7 +76,7 @@ def check_single_bridge(path: Path) -> None:
     """No other bridge runs on this database (its daemon lock, bridge.store.lock)."""
     try:
         check_free(path)
-    except StoreInUse as err:
+    except StoreInUseError as err:
         msg = f"store.path: {err}"
         raise ConfigError(msg) from None
 

@@ -8,7 +8,7 @@ from bridge.store.admin import AdminMixin
 from bridge.store.connection import StoreRole
 from bridge.store.inspect import InspectMixin
 from bridge.store.intake import IntakeMixin
-from bridge.store.lock import StoreInUse
+from bridge.store.lock import StoreInUseError
 from bridge.store.people import PeopleMixin
 from bridge.store.queue import QueueMixin
 from bridge.store.reconcile import ReconcileMixin
@@ -48,7 +48,7 @@ __all__ = [
     "SinkQueue",
     "Store",
     "StoreError",
-    "StoreInUse",
+    "StoreInUseError",
     "StoreRole",
     "StoreWriteError",
     "Stored",

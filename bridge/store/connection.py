@@ -88,7 +88,7 @@ def _in_one_transaction(conn: sqlite3.Connection, calls: list[_Call]) -> list[An
             conn.execute("SAVEPOINT call")
             try:
                 answers.append(fn(conn, *args))
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - handed to that call's caller, raised there
                 conn.execute("ROLLBACK TO call")
                 answers.append(_Failed(err))
             conn.execute("RELEASE call")
@@ -363,8 +363,10 @@ class StoreBase:
                 # aiosqlite's own way of running a function on its thread, with the plain
                 # sqlite3 connection it owns. It has no public one; a thread of our own would
                 # need check_same_thread=False and a second owner of the same connection.
-                answers = await self._db._execute(  # type: ignore[no-untyped-call]
-                    _in_one_transaction, self._db._conn, calls
+                answers = await self._db._execute(  # type: ignore[no-untyped-call]  # noqa: SLF001
+                    _in_one_transaction,
+                    self._db._conn,  # noqa: SLF001 - see above: aiosqlite has no public way
+                    calls,
                 )
                 return cast("list[Any]", answers)
             except sqlite3.OperationalError as err:

@@ -17,7 +17,7 @@ Answer = TypeVar("Answer")
 
 
 class GroupCommit(Generic[Item, Answer]):
-    def __init__(self, write_batch: Callable[[list[Item]], Awaitable[list[Answer]]]):
+    def __init__(self, write_batch: Callable[[list[Item]], Awaitable[list[Answer]]]) -> None:
         """`write_batch` writes a list of items in one transaction, one answer per item."""
         self._write_batch = write_batch
         self._waiting: list[tuple[Item, asyncio.Future[Answer]]] = []
@@ -38,7 +38,7 @@ class GroupCommit(Generic[Item, Answer]):
             batch, self._waiting = self._waiting, []
             try:
                 answers = await self._write_batch([item for item, _ in batch])
-            except Exception as err:  # every writer in the batch hears of it and may try again
+            except Exception as err:  # noqa: BLE001 - every writer in the batch hears of it and may retry
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(err)

@@ -204,7 +204,7 @@ def _resolved(
         return item
     try:
         people = dict(resolve(item.event))
-    except Exception as err:  # the per-message guarantee: never stop the batch
+    except Exception as err:  # noqa: BLE001 - the per-message guarantee: never stop the batch
         return _as_rejection(item, err, received_at)
     return dataclasses.replace(item, people=people)
 

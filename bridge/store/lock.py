@@ -17,7 +17,7 @@ from pathlib import Path
 from bridge.store.records import StoreError
 
 
-class StoreInUse(StoreError):
+class StoreInUseError(StoreError):
     """Another process holds the database's daemon lock."""
 
 
@@ -27,7 +27,7 @@ def lock_path(database: Path) -> Path:
 
 @contextlib.contextmanager
 def daemon_lock(database: Path) -> Iterator[None]:
-    """Hold the daemon lock of `database` for the context; StoreInUse naming the holder's PID
+    """Hold the daemon lock of `database` for the context; StoreInUseError naming the holder's PID
     when another process has it."""
     path = lock_path(database)
     created = not path.exists()
@@ -37,7 +37,7 @@ def daemon_lock(database: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StoreInUse(_in_use(database, _read_pid(fd))) from None
+            raise StoreInUseError(_in_use(database, _read_pid(fd))) from None
         held = True
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -70,10 +70,10 @@ def holder(database: Path) -> int | None:
 
 
 def check_free(database: Path) -> None:
-    """StoreInUse when another process holds the daemon lock of `database`."""
+    """StoreInUseError when another process holds the daemon lock of `database`."""
     pid = holder(database)
     if pid is not None:
-        raise StoreInUse(_in_use(database, pid))
+        raise StoreInUseError(_in_use(database, pid))
 
 
 def _in_use(database: Path, pid: int | None) -> str:
