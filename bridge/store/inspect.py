@@ -46,7 +46,7 @@ class InspectMixin(StoreBase):
         undelivered work: no table is scanned, however much history the database holds."""
         sinks: dict[str, SinkQueue] = {}
         events: dict[str, int] = {}
-        totals = {"retried": 0, "rejected": 0}
+        retried = 0
         for name, sink, state, n in await fetch_all(
             self._reader, "SELECT name, sink, state, n FROM counters WHERE n != 0"
         ):
@@ -55,23 +55,24 @@ class InspectMixin(StoreBase):
             elif name == "deliveries":
                 entry = sinks.setdefault(sink, {"states": {}, "oldest_pending_seconds": None})
                 entry["states"][state] = n
-            else:
-                totals[name] = n
+            elif name == "retried":
+                retried = n
         for sink, entry in sinks.items():
             if entry["states"].keys() & {"pending", "inflight"}:
                 [[oldest]] = await fetch_all(self._reader, _OLDEST_WAITING, (sink,))
                 entry["oldest_pending_seconds"] = None if oldest is None else now - oldest
         [budget] = await fetch_all(
             self._reader,
-            "SELECT stored_bytes, max_bytes, pruned FROM rejected_budget WHERE id = 1",
+            "SELECT stored_bytes, max_bytes, pruned, stored_rows FROM rejected_budget"
+            " WHERE id = 1",
         )
         return {
             "events": events,
-            "rejected": totals["rejected"],
+            "rejected": budget[3],
             "rejected_bytes": budget[0],
             "rejected_max_bytes": budget[1],
             "rejected_pruned": budget[2],
-            "retried": totals["retried"],
+            "retried": retried,
             "sinks": sinks,
         }
 

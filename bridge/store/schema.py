@@ -213,4 +213,20 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX kept_keys_pruned ON kept_keys(pruned_at);
     """,
+    # 9: the count of rejected rows moves to rejected_budget, the one row every insert and
+    # every pruning of a rejected payload already rewrites: a counters row beside it added a
+    # page to each such transaction (a junk flood's WAL grew by half again).
+    """
+    DROP TRIGGER counters_rejected_in;
+    DROP TRIGGER counters_rejected_out;
+    DELETE FROM counters WHERE name = 'rejected';
+    ALTER TABLE rejected_budget ADD COLUMN stored_rows INTEGER NOT NULL DEFAULT 0;
+    UPDATE rejected_budget SET stored_rows = (SELECT COUNT(*) FROM rejected) WHERE id = 1;
+    CREATE TRIGGER budget_rejected_in AFTER INSERT ON rejected BEGIN
+        UPDATE rejected_budget SET stored_rows = stored_rows + 1 WHERE id = 1;
+    END;
+    CREATE TRIGGER budget_rejected_out AFTER DELETE ON rejected BEGIN
+        UPDATE rejected_budget SET stored_rows = stored_rows - 1 WHERE id = 1;
+    END;
+    """,
 )
