@@ -63,8 +63,7 @@ class InspectMixin(StoreBase):
                 entry["oldest_pending_seconds"] = None if oldest is None else now - oldest
         [budget] = await fetch_all(
             self._reader,
-            "SELECT stored_bytes, max_bytes, pruned, stored_rows FROM rejected_budget"
-            " WHERE id = 1",
+            "SELECT stored_bytes, max_bytes, pruned, stored_rows FROM rejected_budget WHERE id = 1",
         )
         return {
             "events": events,
