@@ -136,7 +136,8 @@ async def _expected(
     source: str, store: Store, settings: Settings, window: Window, notes: list[str]
 ) -> list[Entry]:
     since, until = utc_text(window.start - ENTRY_MARGIN), utc_text(window.end + ENTRY_MARGIN)
-    if source == "q2":
+    readback = READBACKS[source]
+    if readback.expected_from == "accepted_events":
         events = _q2_people(await store.accepted_events(since=since, until=until), settings, notes)
     else:
         rows = await store.sink_deliveries(source, since=since, until=until)
@@ -148,9 +149,9 @@ async def _expected(
             if row["state"] == "delivered" and row["person"] is not None
         ]
     entries = [e for e in entries_from(events) if window.contains(e.start)]
-    if source == "mctime":
+    if readback.breaks == "listed":
         return entries
-    if source == "timetrack":
+    if readback.breaks == "minutes":
         return [_with_minutes(e) for e in entries]
     return [Entry(e.person, e.start, e.end, delivery_ids=e.delivery_ids) for e in entries]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -41,6 +41,12 @@ class Readback:
     chunk_days: int
     zone: Callable[[Settings], Any]  # the vendor's day boundaries (a ZoneInfo)
     requeueable: bool = False  # a resend is harmless (the vendor refuses a duplicate)
+    # How the vendor holds breaks, so the expected side is shaped alike: "listed" (each break),
+    # "minutes" (a total per entry) or "none" (not held: not compared).
+    breaks: Literal["listed", "minutes", "none"] = "none"
+    # Whose punches it should hold: this sink's delivered ones, or (a read-only vendor such as
+    # Q2) every accepted event, the person named by the directory.
+    expected_from: Literal["deliveries", "accepted_events"] = "deliveries"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,7 @@ VENDORS: Sequence[Vendor] = (
             ),
             q2_readback.CHUNK_DAYS,
             lambda settings: settings.q2_tz,
+            expected_from="accepted_events",
         ),
     ),
     Vendor(
@@ -94,6 +101,7 @@ VENDORS: Sequence[Vendor] = (
             ),
             mctime_readback.CHUNK_DAYS,
             _site,
+            breaks="listed",
         ),
     ),
     Vendor(
@@ -112,6 +120,7 @@ VENDORS: Sequence[Vendor] = (
             ),
             timetrack_readback.CHUNK_DAYS,
             _site,
+            breaks="minutes",
         ),
     ),
 )  # the order is the directory's merge order: the first source's name stands
