@@ -46,3 +46,18 @@ def test_made_up_terminal_ids_share_one_budget_and_one_warning() -> None:
     assert kept == 100
     assert [entry["terminal"] for entry in logs if entry["event"] == "terminal.flooding"] == ["*"]
     assert len(limiter._buckets) == 50  # remembered terminals stay bounded
+
+
+def test_an_overflowed_terminal_is_counted_once_per_look_that_counts() -> None:
+    """Ingest looks at a message's label twice (clock skew, then the count): one overflow."""
+    from prometheus_client import CollectorRegistry, Counter
+
+    from bridge.ops.metrics import OTHER_TERMINALS, TerminalLabels
+
+    overflowed = Counter("overflowed", "test", registry=CollectorRegistry())
+    labels = TerminalLabels(limit=1, overflowed=overflowed)
+    assert labels("gate1") == "gate1"
+    assert labels("gate2", count=False) == OTHER_TERMINALS
+    assert overflowed._value.get() == 0
+    assert labels("gate2") == OTHER_TERMINALS
+    assert overflowed._value.get() == 1

@@ -283,7 +283,8 @@ class Ingest:
                 log.warning(
                     "event.time_adjusted", terminal=event.terminal, warning=event.time_warning
                 )
-            label = self._metrics.terminal_label(event.terminal)
+            # The message is counted under its label once, when it is stored (_count).
+            label = self._metrics.terminal_label(event.terminal, count=False)
             if self.skew.check(event, received_at=received_at, terminal=label):
                 self._metrics.clock_skew.labels(label).inc()
         return item

@@ -25,13 +25,15 @@ class TerminalLabels:
         self._known: set[str] = set()
         self._overflowed = overflowed
 
-    def __call__(self, terminal: str) -> str:
+    def __call__(self, terminal: str, *, count: bool = True) -> str:
+        """`count=False` for a second look at the same message (it is counted once)."""
         if terminal in self._known:
             return terminal
         if len(self._known) < self._limit and terminal != OTHER_TERMINALS:
             self._known.add(terminal)
             return terminal
-        self._overflowed.inc()
+        if count:
+            self._overflowed.inc()
         return OTHER_TERMINALS
 
 
