@@ -28,6 +28,9 @@ NOBODY = 65534
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+PROJECT = Path(__file__).resolve().parent.parent  # the checkout under test
+
+
 def unavailable() -> str | None:
     """Why services cannot be started this way here, or None."""
     if os.geteuid() != 0:
@@ -58,19 +61,31 @@ def _hidden_ancestor(path: Path) -> Path | None:
     return None
 
 
-def _reveal(path: Path, script: list[str]) -> None:
-    hidden = _hidden_ancestor(path)
-    if hidden is None:
-        return
-    q, inner = shlex.quote, shlex.quote(str(path))
-    script += [
-        "hold=$(mktemp -d)",
-        f'mount --bind {q(str(hidden))} "$hold"',
-        f"mount -t tmpfs -o mode=0755 tmpfs {q(str(hidden))}",
-        f"mkdir -p {inner}",
-        f'mount --bind "$hold"/{q(str(path.relative_to(hidden)))} {inner}',
-        'umount "$hold"; rmdir "$hold"',
-    ]
+def _reveal(paths: Sequence[Path], script: list[str]) -> None:
+    """Make each path reachable for the service user where a folder above it is not (pyenv
+    under /root, a checkout under a 0700 mktemp folder): the hidden folder is replaced, in this
+    namespace only, by an open tmpfs holding just the paths, at the same place."""
+    q = shlex.quote
+    wanted = sorted({path.resolve() for path in paths})
+    outermost = [p for p in wanted if not any(o != p and o in p.parents for o in wanted)]
+    by_hidden: dict[Path, list[Path]] = {}
+    for path in outermost:
+        hidden = _hidden_ancestor(path)
+        if hidden is not None:
+            by_hidden.setdefault(hidden, []).append(path)
+    for hidden, inside in sorted(by_hidden.items()):
+        script += [
+            "hold=$(mktemp -d)",
+            f'mount --bind {q(str(hidden))} "$hold"',
+            f"mount -t tmpfs -o mode=0755 tmpfs {q(str(hidden))}",
+        ]
+        for path in inside:
+            inner = q(str(path))
+            script += [
+                f"mkdir -p {inner}",
+                f'mount --bind "$hold"/{q(str(path.relative_to(hidden)))} {inner}',
+            ]
+        script.append('umount "$hold"; rmdir "$hold"')
 
 
 def _mounts(
@@ -118,7 +133,9 @@ def service_command(
     are mounted read-only. With `watchdog_pid`, WATCHDOG_PID is the service's own PID, as
     systemd sets it."""
     script = ["set -eu"]
-    _reveal(Path(sys.base_prefix).resolve(), script)
+    # The interpreter, and the checkout with its venv (the installed script and the editable
+    # install's sources live there).
+    _reveal([Path(sys.base_prefix), Path(sys.prefix), PROJECT], script)
     _mounts(mounts or {}, read_only, work, script)
     script += ["cd /", "umask 0077"]
     if watchdog_pid:
