@@ -30,7 +30,7 @@ from bridge.ops.logs import register_secret, set_level
 from bridge.ops.metrics import Metrics
 from bridge.reconcile.daily import run_daily
 from bridge.store import QueueStatus, RetentionPolicy, Store
-from bridge.vendors.registry import build_sinks
+from bridge.vendors.registry import KEEPS_STATE, build_sinks
 
 log = structlog.get_logger("bridge.app")
 
@@ -130,6 +130,7 @@ class Bridge:
                     inference=settings.inference.rules(
                         tz=settings.site.tz, window_seconds=settings.dedupe.window_seconds
                     ),
+                    settle_seconds=settings.dispatch.settle_seconds,
                     rejected_max_bytes=settings.store.rejected_max_mb * 1024 * 1024,
                 )
             )
@@ -166,6 +167,7 @@ class Bridge:
                 metrics=self.metrics,
                 replies=feedback if settings.mqtt.ack_delivery else None,
                 summary_seconds=settings.log.summary_seconds,
+                hold_late=sink.name in KEEPS_STATE,
             )
             for sink in sinks
         }

@@ -1,11 +1,17 @@
-"""`clockin-bridge held list|show ID|complete ID --to TIME|drop ID`: TimeTrack shifts the bridge
-refused to guess.
+"""`clockin-bridge held list|show ID|complete ID --to TIME|release ID|drop ID`: deliveries the
+bridge refused to guess, waiting for an operator. Each says why (`reason`):
 
-The operator flow of bridge.vendors.timetrack.shift: a delivery is held with the person's state
-left as it was. `complete --to` closes the open shift at that time (complete_shift); `complete
---from` opens the missing shift at that time (start_shift) for an `out` that had none. Either
-saves the new state and requeues the held delivery (pending, due now) in one transaction; the
-sink records the closed shift before handling the requeued job.
+- TimeTrack shifts (bridge.vendors.timetrack.shift): held with the person's state left as it was.
+  `complete --to` closes the open shift at that time (complete_shift); `complete --from` opens
+  the missing shift at that time (start_shift) for an `out` that had none. Either saves the new
+  state and requeues the held delivery (pending, due now) in one transaction; the sink records
+  the closed shift before handling the requeued job.
+- "late: older than the last action sent at ...": a punch that arrived after a newer one of the
+  same person was applied at McTime or TimeTrack (bridge.store.queue). `release` sends it as it
+  is, out of order; `drop` gives it up (fix the entry at the vendor by hand).
+- "late: this ... arrived after the ... was inferred without it": a swipe without an action that
+  would change a direction already inferred (bridge.store.intake). `release` sends it with the
+  direction shown; `drop` gives it up.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ HEADERS = (*deliveries.HEADERS[:-1], "open_shift", "reason")
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    held = commands.add_parser("held", help="TimeTrack deliveries waiting for an operator")
+    held = commands.add_parser("held", help="deliveries waiting for an operator's decision")
     actions = held.add_subparsers(dest="action", required=True)
 
     listing = actions.add_parser("list", parents=[common], help="list held deliveries")
@@ -58,6 +64,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     when.add_argument("--from", dest="from_", help="the missing shift's start (start_shift)")
     complete.add_argument("--note", help="a note for a shift opened with --from")
     complete.set_defaults(handler=handler(cmd_complete))
+
+    release = actions.add_parser(
+        "release",
+        parents=[common],
+        help="send as it is (a late punch out of order, a guessed direction as shown)",
+    )
+    release.add_argument("ids", type=int, nargs="+", metavar="ID")
+    release.set_defaults(handler=handler(cmd_release))
 
     drop = actions.add_parser("drop", parents=[common], help="give up (kept as 'dropped')")
     drop.add_argument("ids", type=int, nargs="+", metavar="ID")
@@ -130,6 +144,17 @@ def cmd_complete(args: argparse.Namespace) -> int:
         footer=[f"delivery {args.id}: {what}; requeued (pending, due now)"],
     )
     return EXIT_OK
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+
+    async def release() -> Any:
+        async with opened_store(settings) as store:
+            return await store.release_held(args.ids, now=time.time())
+
+    moved = asyncio.run(release())
+    return report_moved(args, moved, verb="released", expect="held", extra={})
 
 
 def cmd_drop(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from bridge.config.directory import (
 from bridge.config.reconcile import ReconcileConfig, ReconcileQ2Config
 from bridge.config.sections import (
     DedupeConfig,
+    DispatchConfig,
     HttpConfig,
     InferenceConfig,
     LogConfig,
@@ -41,6 +42,7 @@ __all__ = [
     "DedupeConfig",
     "DirectoryConfig",
     "DirectorySources",
+    "DispatchConfig",
     "Go2ClockConfig",
     "Go2ClockSource",
     "HttpConfig",

@@ -224,6 +224,14 @@ class InferenceConfig(_Section):
         )
 
 
+class DispatchConfig(_Section):
+    """How deliveries leave the queue (bridge.dispatch). See config.yaml."""
+
+    # A new punch waits this long before it may be sent, so that punches arriving nearly at
+    # once from several terminals are sorted by event time before the first one goes out.
+    settle_seconds: float = Field(2.0, ge=0, le=60)
+
+
 class RetryConfig(_Section):
     initial_seconds: float = Field(1.0, gt=0)
     max_seconds: float = Field(300.0, gt=0)

@@ -28,6 +28,7 @@ from bridge.config.paths import layout_for
 from bridge.config.reconcile import ReconcileConfig
 from bridge.config.sections import (
     DedupeConfig,
+    DispatchConfig,
     HttpConfig,
     InferenceConfig,
     LogConfig,
@@ -50,6 +51,7 @@ class Settings(BaseSettings):
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
     dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
     log: LogConfig = Field(default_factory=LogConfig)

@@ -72,8 +72,12 @@ class Dispatcher:
         metrics: Metrics,
         replies: Replies | None = None,
         summary_seconds: float = 60.0,
+        hold_late: bool = False,
     ) -> None:
         self.sink = sink
+        # The vendor keeps state per person (a running clock, an open shift): a punch older
+        # than one already applied there is held, never sent out of order.
+        self._hold_late = hold_late
         self._store = store
         self._concurrency = concurrency
         self._retry = retry
@@ -156,8 +160,14 @@ class Dispatcher:
             return None
         probe = self.health.failing
         claim = await self._store.claim_batch(
-            self.sink.name, limit=limit, now=time.time(), horizon=self._horizon
+            self.sink.name,
+            limit=limit,
+            now=time.time(),
+            horizon=self._horizon,
+            hold_late=self._hold_late,
         )
+        for job, reason in claim.late:
+            self._note_late(job, reason)
         if claim.jobs:
             log.debug("delivery.claimed", sink=self.sink.name, count=len(claim.jobs))
         for job in claim.jobs:
@@ -167,7 +177,7 @@ class Dispatcher:
             )
             self._in_flight.add(task)
             task.add_done_callback(self._on_delivery_done)
-        if len(claim.jobs) == limit:
+        if len(claim.jobs) + len(claim.late) == limit:
             return None  # there may be more: a settle wakes us when there is room
         if claim.next_due is None:
             return RECHECK_SECONDS
@@ -274,6 +284,18 @@ class Dispatcher:
             self._metrics.latency.labels(self.sink.name).observe(max(0.0, now - job.stored_at))
         self._note(result, delay)
 
+    def _note_late(self, job: Job, reason: str) -> None:
+        self.counts["held"] += 1
+        self._metrics.held.labels(self.sink.name, "late").inc()
+        log.warning(
+            "delivery.held",
+            sink=self.sink.name,
+            event_key=job.event_key,
+            person=job.person,
+            reason=reason,
+        )
+        self._reply(job, DeliveryState.HELD)
+
     def _reply(self, job: Job, state: DeliveryState) -> None:
         if self._replies is not None and state in REPLIED_STATES:
             self._replies.send(
@@ -301,6 +323,7 @@ class Dispatcher:
             log.info("delivery.sent", vendor_duplicate=True, detail=result.detail)
         elif outcome is Outcome.HELD:
             self.counts["held"] += 1
+            self._metrics.held.labels(self.sink.name, "vendor").inc()
             log.warning("delivery.held", reason=result.detail)
         elif outcome is Outcome.RETRY_LATER:
             self.counts["retry"] += 1

@@ -215,6 +215,8 @@ class Ingest:
             terminal = item.terminal if isinstance(item, Rejection) else item.event.terminal
             self._metrics.events.labels(label(terminal), item.format, stored.status).inc()
             self.counts["rejected" if stored.status == "rejected" else "stored"] += 1
+            for sink in stored.held:
+                self._metrics.held.labels(sink, "direction").inc()
 
     def _tell_terminals(
         self, items: Sequence[Incoming | Rejection], results: Sequence[Stored]
@@ -303,6 +305,8 @@ def _log_results(results: Sequence[Stored]) -> None:
             log.warning("event.rejected", reason=stored.reason)
         elif stored.status in (EventStatus.DUPLICATE, EventStatus.REDELIVERED):
             log.info("event.duplicate", **fields, action=stored.action, reason=stored.status)
+        elif stored.held:
+            log.warning("event.held", **fields, action=stored.action, reason=stored.reason)
         elif stored.status is EventStatus.UNMAPPED:
             log.warning("event.unmapped", **fields, action=stored.action)
         else:

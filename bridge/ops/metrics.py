@@ -69,6 +69,14 @@ class Metrics:
             ["sink", "outcome"],
             registry=registry,
         )
+        self.held = Counter(
+            "clockin_held_total",
+            "Deliveries held for an operator by sink and why: late (older than the person's last"
+            " action applied at a sink that keeps state), direction (a late swipe would change"
+            " a direction already inferred), vendor (the sink could not decide)",
+            ["sink", "reason"],
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "clockin_queue_depth",
             "Deliveries by sink and state",

@@ -152,6 +152,28 @@ class AdminMixin(StoreBase):
         self.work.notify({sink})
         return new_state
 
+    async def release_held(self, ids: Sequence[int], *, now: float) -> Moved:
+        """Send held deliveries as they are: due now, and allowed out of order (a late punch
+        goes although a later one of the person was applied; the operator decided). One
+        whose person is not known at the sink yet waits as unmapped."""
+        moved = Moved()
+        for start in range(0, len(ids), CHUNK):
+            chunk = list(ids[start : start + CHUNK])
+            sql = (
+                "UPDATE deliveries SET state = IIF(person IS NULL, 'unmapped', 'pending'),"
+                " next_attempt_at = ?, out_of_order = 1"
+                f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = 'held'"
+                " RETURNING id"
+            )
+            changed = await self._write(
+                _changed_and_recorded, sql, [now, *chunk], "held -> pending (released as is)"
+            )
+            moved.changed += changed
+            moved.refused.update(await self._states_of(set(chunk) - set(changed)))
+        if moved.changed:
+            self.work.notify()
+        return moved
+
     async def delivered_between(self, sink: str, *, since: str, until: str | None) -> list[int]:
         """Ids of the sink's delivered deliveries with since <= event_time < until (UTC text)."""
         sql = "SELECT id FROM deliveries WHERE sink = ? AND state = 'delivered' AND event_time >= ?"

@@ -156,6 +156,7 @@ class StoreBase:
         site_tz: ZoneInfo,
         window_seconds: float,
         inference: InferenceRules | None = None,
+        settle_seconds: float = 0.0,
     ) -> None:
         self._db = db
         self._reader = db  # a read-only connection of its own once open() has one
@@ -165,6 +166,8 @@ class StoreBase:
         self._window = window_seconds
         # How a swipe without an action gets one (by shift, not by calendar day).
         self._inference = inference or InferenceRules(tz=site_tz, window_seconds=window_seconds)
+        # A new delivery is first due this long after it is stored (dispatch.settle_seconds).
+        self._settle_seconds = settle_seconds
         # Set after commits that may make deliveries due; dispatchers wait on it.
         self.work = WorkSignal()
         self._data_version: int | None = None
@@ -187,13 +190,15 @@ class StoreBase:
         site_tz: ZoneInfo,
         window_seconds: float = 60.0,
         inference: InferenceRules | None = None,
+        settle_seconds: float = 0.0,
         rejected_max_bytes: int | None = None,
         role: StoreRole = StoreRole.DAEMON,
     ) -> AsyncIterator[Self]:
         """The database for `role` (see StoreRole). `rejected_max_bytes`: the cap on rejected
         payloads (the daemon passes store.rejected_max_mb; None keeps the one recorded).
         `inference`: the rules for a swipe without an action (None: by default, a shift of at
-        most 16 hours)."""
+        most 16 hours). `settle_seconds`: how long a new delivery waits before it is due
+        (dispatch.settle_seconds)."""
         target, uri = _connect_target(path, role)
         with daemon_lock(path) if role is StoreRole.DAEMON else contextlib.nullcontext():
             async with cls._connected(
@@ -204,6 +209,7 @@ class StoreBase:
                 site_tz=site_tz,
                 window_seconds=window_seconds,
                 inference=inference,
+                settle_seconds=settle_seconds,
                 rejected_max_bytes=rejected_max_bytes,
             ) as store:
                 yield store
@@ -220,12 +226,19 @@ class StoreBase:
         site_tz: ZoneInfo,
         window_seconds: float,
         inference: InferenceRules | None,
+        settle_seconds: float,
         rejected_max_bytes: int | None,
     ) -> AsyncIterator[Self]:
         db = await aiosqlite.connect(target, isolation_level=None, uri=uri)
         try:
             db.row_factory = aiosqlite.Row
-            store = cls(db, site_tz=site_tz, window_seconds=window_seconds, inference=inference)
+            store = cls(
+                db,
+                site_tz=site_tz,
+                window_seconds=window_seconds,
+                inference=inference,
+                settle_seconds=settle_seconds,
+            )
             await db.execute("PRAGMA busy_timeout = 10000")
             if role is not StoreRole.DAEMON:
                 # A command: one connection does it all, and the daemon's checks and

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from bridge.delivery import DeliveryState, EventStatus
-from bridge.events import Action
+from bridge.events import Action, ClockEvent
 from bridge.store.connection import StoreBase, fetch_all
 from bridge.store.records import (
     Incoming,
@@ -112,6 +112,9 @@ class IntakeMixin(StoreBase):
                 _previous(conn, event.subject, since, when), at=event.time, terminal=event.terminal
             )
         duplicate_of = _double_swipe(conn, event.subject, action, event.time, self._window)
+        held_because = None
+        if duplicate_of is None:
+            held_because = self._would_change_a_decided_direction(conn, event, action, when)
         people = {} if duplicate_of is not None else dict(item.people or {})
         if item.sinks is not None:
             people = {sink: who for sink, who in people.items() if sink in item.sinks}
@@ -150,16 +153,54 @@ class IntakeMixin(StoreBase):
         )
         event_id = cursor.lastrowid
         now = time.time()
+        if held_because is not None:
+            conn.executemany(
+                "INSERT INTO deliveries (event_id, sink, person, event_time, state,"
+                " next_attempt_at, created_at, settled_at, last_error)"
+                " VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?)",
+                [
+                    (event_id, sink, person, when, now, now, now, held_because)
+                    for sink, person in people.items()
+                ],
+            )
+            return Stored(
+                event.key, status, action, event.terminal, held_because, held=tuple(people)
+            )
+        due = now + self._settle_seconds  # near-simultaneous arrivals sort by event time first
         conn.executemany(
             "INSERT INTO deliveries (event_id, sink, person, event_time, state, next_attempt_at,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (event_id, sink, person, when, _first_state(person), now, now)
+                (event_id, sink, person, when, _first_state(person), due, now)
                 for sink, person in people.items()
             ],
         )
         reason = "double swipe" if duplicate_of is not None else None
         return Stored(event.key, status, action, event.terminal, reason)
+
+    def _would_change_a_decided_direction(
+        self, conn: sqlite3.Connection, event: ClockEvent, action: Action, when: str
+    ) -> str | None:
+        """Why this swipe must wait for an operator, if it does: it arrived after the
+        person's next swipe, whose direction was inferred from the one before this, and would
+        now be inferred otherwise. Stored directions are never rewritten (the next one may be
+        at a vendor already), so this one is held rather than booked into a wrong sequence."""
+        later = _next_swipe(conn, event.subject, when)
+        if later is None:
+            return None
+        later_action, later_time, later_terminal = later
+        would_be = self._inference.infer(
+            (action, event.time), at=later_time, terminal=later_terminal
+        )
+        if would_be is later_action:
+            return None
+        tz = self._site_tz
+        return (
+            f"late: this {action} at {event.time.astimezone(tz).isoformat(timespec='seconds')}"
+            f" arrived after the {later_action} at"
+            f" {later_time.astimezone(tz).isoformat(timespec='seconds')} was inferred without"
+            f" it; booking it would make that one {would_be}"
+        )
 
     async def release_unmapped(self, *, resolve: PersonResolver) -> int:
         """Give unmapped deliveries their person once the directory knows them; count released."""
@@ -257,6 +298,22 @@ def _previous(
     ).fetchone()
 
     return None if row is None else (Action(row[0]), parse_utc_text(row[1]))
+
+
+def _next_swipe(
+    conn: sqlite3.Connection, subject: str, when: str
+) -> tuple[Action, datetime, str] | None:
+    """The person's next swipe after `when` whose direction was inferred (action, time,
+    terminal); None when the next one came with its own action, or there is none."""
+    row = conn.execute(
+        "SELECT action, event_time, terminal, action_inferred FROM events"
+        " WHERE subject = ? AND event_time > ? AND status != 'duplicate'"
+        " ORDER BY event_time, id LIMIT 1",
+        (subject, when),
+    ).fetchone()
+    if row is None or not row[3]:
+        return None
+    return Action(row[0]), parse_utc_text(row[1]), row[2]
 
 
 def _double_swipe(

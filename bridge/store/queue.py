@@ -8,7 +8,8 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
 
 from bridge.delivery import DeliveryState, Job, Result, settlement_of
@@ -22,6 +23,9 @@ class Claim:
     jobs: list[Job]  # in event-time order
     # When fewer than asked were due: when the next claimable one falls due (None: none waits).
     next_due: float | None
+    # Claimable but held instead, with why: older than the person's last punch already applied
+    # at a sink that keeps state per person (claim_batch's hold_late).
+    late: list[tuple[Job, str]] = field(default_factory=list)
 
 
 # A pending delivery may be sent when no delivery of its person is in flight and it is the
@@ -60,6 +64,15 @@ ORDER BY d.next_attempt_at
 LIMIT 1
 """
 
+# The latest punch of the person already applied at the sink after this delivery's own time,
+# unless an operator released this one to go out of order (a seek on deliveries_person).
+_APPLIED_LATER_SQL = """
+SELECT MAX(l.event_time) FROM deliveries AS d
+JOIN deliveries AS l ON l.sink = d.sink AND l.person = d.person AND l.state = 'delivered'
+    AND l.event_time > d.event_time
+WHERE d.id = ? AND d.out_of_order = 0
+"""
+
 _JOB_SQL = """
 SELECT d.id, d.sink, d.person, d.attempts, d.created_at, e.key, e.source_id, e.action,
        e.event_time, e.terminal, e.job, e.lat, e.lon, e.note, p.state
@@ -81,12 +94,23 @@ class QueueMixin(StoreBase):
         return (await self.claim_batch(sink, limit=limit, now=now, horizon=horizon)).jobs
 
     async def claim_batch(
-        self, sink: str, *, limit: int, now: float, horizon: float = 86400.0
+        self,
+        sink: str,
+        *,
+        limit: int,
+        now: float,
+        horizon: float = 86400.0,
+        hold_late: bool = False,
     ) -> Claim:
         """Claim up to `limit` due deliveries; when fewer were due, also say when the next
-        claimable one falls due (in the same call to the database thread)."""
+        claimable one falls due (in the same call to the database thread).
+
+        `hold_late`, for a sink that keeps state per person (McTime's clock, TimeTrack's open
+        shift): a punch older than one of the person's already applied there is never applied
+        out of order; it is held for an operator instead, and listed in `Claim.late`."""
         params = {"sink": sink, "now": now, "limit": limit, "horizon": horizon}
-        claiming = asyncio.ensure_future(self._write(_claim, params))
+        late_rule = self._site_tz if hold_late else None
+        claiming = asyncio.ensure_future(self._write(_claim, params, late_rule))
         try:
             claim = await asyncio.shield(claiming)
         except asyncio.CancelledError:
@@ -124,15 +148,41 @@ class QueueMixin(StoreBase):
 # --- on the connection's thread, inside one transaction (StoreBase._write) -------------------
 
 
-def _claim(conn: sqlite3.Connection, params: dict[str, Any]) -> Claim:
+def _claim(conn: sqlite3.Connection, params: dict[str, Any], late_rule: tzinfo | None) -> Claim:
+    """Claim; with `late_rule` (the site's zone, for the reason's wording), hold what is late."""
     ids = [row[0] for row in conn.execute(_CLAIM_SQL, params).fetchall()]
     jobs = [_job(conn.execute(_JOB_SQL, (delivery_id,)).fetchone()) for delivery_id in ids]
+    late = [] if late_rule is None else _hold_late(conn, jobs, params["now"], late_rule)
+    if late:
+        held = {job.delivery_id for job, _ in late}
+        jobs = [job for job in jobs if job.delivery_id not in held]
     jobs.sort(key=lambda job: (job.time, job.delivery_id))
     next_due = None
-    if len(jobs) < params["limit"]:
+    if len(jobs) + len(late) < params["limit"]:
         row = conn.execute(_NEXT_DUE_SQL, params).fetchone()
         next_due = row[0] if row else None
-    return Claim(jobs, next_due)
+    return Claim(jobs, next_due, late)
+
+
+def _hold_late(
+    conn: sqlite3.Connection, jobs: list[Job], now: float, tz: tzinfo
+) -> list[tuple[Job, str]]:
+    """Hold each claimed job older than a punch of its person already applied at the sink:
+    the vendor's state for that person has moved past it. Not an attempt: nothing was sent."""
+    late = []
+    for job in jobs:
+        applied = conn.execute(_APPLIED_LATER_SQL, (job.delivery_id,)).fetchone()[0]
+        if applied is None:
+            continue
+        at = parse_utc_text(applied).astimezone(tz).isoformat(timespec="seconds")
+        reason = f"late: older than the last action sent at {at}"
+        conn.execute(
+            "UPDATE deliveries SET state = 'held', attempts = attempts - 1, settled_at = ?,"
+            " last_error = ? WHERE id = ?",
+            (now, reason, job.delivery_id),
+        )
+        late.append((job, reason))
+    return late
 
 
 def _unclaim(conn: sqlite3.Connection, delivery_ids: list[int]) -> None:

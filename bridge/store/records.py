@@ -75,6 +75,9 @@ class Stored:
     action: Action | None = None
     terminal: str | None = None
     reason: str | None = None
+    # Sinks whose delivery was held at once for an operator (a late swipe that would change a
+    # direction already decided): `reason` says why.
+    held: tuple[str, ...] = ()
 
 
 class SinkQueue(TypedDict):

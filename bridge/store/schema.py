@@ -229,4 +229,9 @@ MIGRATIONS: tuple[str, ...] = (
         UPDATE rejected_budget SET stored_rows = stored_rows - 1 WHERE id = 1;
     END;
     """,
+    # 10: an operator released a held late punch (`held release`): it is sent although a later
+    # punch of the person was already applied at that sink (bridge.store.queue).
+    """
+    ALTER TABLE deliveries ADD COLUMN out_of_order INTEGER NOT NULL DEFAULT 0;
+    """,
 )

@@ -55,6 +55,9 @@ class Vendor:
     sink: MakeSink | None = None  # enabled by sinks.<name>.enabled
     users: MakeUsers | None = None  # enabled by directory.sources.<name>.enabled
     readback: Readback | None = None  # `reconcile --sink <name>`
+    # The vendor keeps state per person (a running clock, an open shift) that each punch moves
+    # on: a punch older than one already applied there is held, never sent out of order.
+    keeps_state: bool = False
 
 
 def _site(settings: Settings) -> Any:
@@ -103,6 +106,7 @@ VENDORS: Sequence[Vendor] = (
             _site,
             breaks="listed",
         ),
+        keeps_state=True,
     ),
     Vendor(
         "timetrack",
@@ -122,10 +126,12 @@ VENDORS: Sequence[Vendor] = (
             _site,
             breaks="minutes",
         ),
+        keeps_state=True,
     ),
 )  # the order is the directory's merge order: the first source's name stands
 
 BY_NAME = {vendor.name: vendor for vendor in VENDORS}
+KEEPS_STATE = frozenset(vendor.name for vendor in VENDORS if vendor.keeps_state)
 READBACKS = {vendor.name: vendor.readback for vendor in VENDORS if vendor.readback is not None}
 
 
