@@ -182,6 +182,7 @@ class Bridge:
             store=store,
             resolve=people.resolve,
             site_tz=settings.site.tz,
+            group_of=people.group_of,
             max_batch=settings.store.max_batch,
             feedback=feedback,
             metrics=self.metrics,

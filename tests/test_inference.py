@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -232,3 +233,16 @@ def test_between_toggle_and_terminals() -> None:
 def test_a_double_swipe_inside_a_window_repeats() -> None:
     rules = InferenceRules(tz=BERLIN, shifts=(NIGHT,))
     assert run(rules, [local(23, 22), local(23, 22, 0) + timedelta(seconds=30)]) == ["in", "in"]
+
+
+def test_a_window_for_a_directory_group() -> None:
+    """A window with `groups` applies to people whose directory column holds one of them."""
+    night_only = dataclasses.replace(NIGHT, groups=frozenset({"night"}))
+    rules = InferenceRules(tz=BERLIN, shifts=(night_only,))
+    at = local(24, 1)
+    assert rules.window_for(at, "hall", "night") is not None
+    assert rules.window_for(at, "hall", "day") is None
+    assert rules.window_for(at, "hall", None) is None  # no directory entry, or no column value
+    previous = (Action.IN, local(23, 22))
+    assert rules.infer(previous, at=at, terminal="hall", group="night") is Action.BREAK_START
+    assert rules.infer(previous, at=at, terminal="hall", group="day") is Action.OUT

@@ -67,6 +67,17 @@ def test_shift_names_are_unique(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, f"inference:\n  shifts: [{shift}, {shift}]\n"))
 
 
+def test_groups_need_the_directory_column_that_names_them(tmp_path: Path) -> None:
+    shift = "{name: n, start: '22:00', end: '06:00', groups: [night]}"
+    with pytest.raises(ConfigError, match="group_column"):
+        load_settings(_write(tmp_path, f"inference:\n  shifts: [{shift}]\n"))
+    settings = load_settings(
+        _write(tmp_path, f"inference:\n  group_column: shift\n  shifts: [{shift}]\n")
+    )
+    [night] = settings.inference.rules(tz=BERLIN, window_seconds=60).shifts
+    assert night.groups == frozenset({"night"})
+
+
 def test_max_shift_hours_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -124,6 +124,19 @@ async def test_a_scheduled_night_window_crossing_midnight(
     assert directions(result["1004"]) == ["in", "break_start", "break_end", "out"] * 2
 
 
+async def test_a_schedule_by_directory_column(broker: Mosquitto, tmp_path: Path) -> None:
+    """The night window applies to people whose directory `shift` is `night` only: a night
+    worker's break pair is breaks, a day worker swiping at the same hours toggles in/out."""
+    (tmp_path / "directory.csv").write_text(
+        "badge,userid,name,shift\nB0007,1007,Night Worker,night\nB0008,1008,Day Worker,day\n"
+    )
+    night = [local(11, 23, 21, 50), local(11, 24, 2), local(11, 24, 2, 30), local(11, 24, 5, 40)]
+    inference = {"group_column": "shift", "shifts": [{**NIGHT, "groups": ["night"]}]}
+    result = await booked(tmp_path, broker, {"B0007": night, "B0008": night}, inference=inference)
+    assert directions(result["1007"]) == ["in", "break_start", "break_end", "out"]
+    assert directions(result["1008"]) == ["in", "out", "in", "out"]
+
+
 UNMAPPED = ("unmapped", "list", "--config")
 
 

@@ -163,6 +163,9 @@ class ShiftConfig(_Section):
     margin_before: float = Field(60.0, ge=0)  # minutes
     margin_after: float = Field(60.0, ge=0)  # minutes
     terminals: list[str] | None = None  # null: every terminal
+    # Values of the directory column inference.group_column whose people it applies to
+    # (null: everyone).
+    groups: list[str] | None = None
     between: Between = Between.BREAKS
 
     @field_validator("start", "end", mode="before")
@@ -196,6 +199,7 @@ class ShiftConfig(_Section):
             margin_after=timedelta(minutes=self.margin_after),
             terminals=None if self.terminals is None else frozenset(self.terminals),
             between=self.between,
+            groups=None if self.groups is None else frozenset(self.groups),
         )
 
 
@@ -205,6 +209,16 @@ class InferenceConfig(_Section):
 
     max_shift_hours: float = Field(16.0, gt=0, le=48)
     shifts: list[ShiftConfig] = Field(default_factory=list)
+    # The directory column naming each person's schedule (e.g. `shift`), for windows with
+    # `groups`; null: windows apply by terminal only.
+    group_column: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _groups_need_a_column(self) -> InferenceConfig:
+        if self.group_column is None and any(s.groups is not None for s in self.shifts):
+            msg = "shifts with groups need group_column (the directory column naming them)"
+            raise ValueError(msg)
+        return self
 
     @field_validator("shifts")
     @classmethod

@@ -87,6 +87,13 @@ class People:
         self._reported: set[str] = set()  # problems already logged
         self.log_problems()
 
+    def group_of(self, event: Identified) -> str | None:
+        """The person's schedule group: their directory entry's inference.group_column."""
+        column = self._settings.inference.group_column
+        if column is None or event.badge is None:
+            return None
+        return _person_id(self.directory.current.lookup(event.badge), column)
+
     def name_of(self, event: ClockEvent) -> str | None:
         """The person's name for terminal feedback ("Good morning, Ana")."""
         if event.badge is None:

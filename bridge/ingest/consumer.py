@@ -24,7 +24,15 @@ from bridge.ingest.skew import ClockSkewWatch
 from bridge.ingest.takeover import HINT, TakeoverWatch
 from bridge.ops.metrics import Metrics
 from bridge.routing import Router, payload_id, rejection
-from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreWriteError
+from bridge.store import (
+    GroupResolver,
+    Incoming,
+    PersonResolver,
+    Rejection,
+    Store,
+    Stored,
+    StoreWriteError,
+)
 
 log = structlog.get_logger("bridge.ingest")
 
@@ -51,6 +59,7 @@ class Ingest:
         store: Store,
         resolve: PersonResolver,
         site_tz: ZoneInfo,
+        group_of: GroupResolver | None = None,
         max_batch: int,
         feedback: Feedback,
         metrics: Metrics,
@@ -62,6 +71,7 @@ class Ingest:
         self._config = config
         self._store = store
         self._resolve = resolve
+        self._group_of = group_of  # the person's schedule group, for inference
         self._max_batch = max_batch
         self._router = Router(
             config.subscriptions, site_tz=site_tz, time_limits=time_limits or TimeLimits()
@@ -204,7 +214,9 @@ class Ingest:
             for item in (self._parse_safely(message, received_at) for message in batch)
             if item is not None
         ]
-        results = await self._store.ingest(items, resolve=self._resolve, received_at=received_at)
+        results = await self._store.ingest(
+            items, resolve=self._resolve, received_at=received_at, group_of=self._group_of
+        )
         self._count(items, results)
         self._tell_terminals(items, results)
         return results

@@ -13,6 +13,7 @@ from bridge.store.people import PeopleMixin
 from bridge.store.queue import QueueMixin
 from bridge.store.reconcile import ReconcileMixin
 from bridge.store.records import (
+    GroupResolver,
     Incoming,
     PersonResolver,
     QueueStatus,
@@ -40,6 +41,7 @@ class Store(
 
 
 __all__ = [
+    "GroupResolver",
     "Incoming",
     "PersonResolver",
     "QueueStatus",

@@ -81,6 +81,12 @@ class ShiftWindow:
     margin_after: timedelta = timedelta(0)
     terminals: frozenset[str] | None = None
     between: Between = Between.BREAKS
+    groups: frozenset[str] | None = None
+
+    def applies_to(self, terminal: str, group: str | None) -> bool:
+        if self.terminals is not None and terminal not in self.terminals:
+            return False
+        return self.groups is None or group in self.groups
 
     def occurrence(self, at: datetime, tz: ZoneInfo) -> tuple[datetime, datetime] | None:
         """(opens, closing part begins) of this window's occurrence holding `at`, or None."""
@@ -110,31 +116,38 @@ class InferenceRules:
     max_shift: timedelta = DEFAULT_MAX_SHIFT
     shifts: tuple[ShiftWindow, ...] = ()
 
-    def window_for(self, at: datetime, terminal: str) -> tuple[ShiftWindow, datetime] | None:
-        """The first configured window (in config order) open at `at` for `terminal`, with
-        the time its occurrence opens."""
+    def window_for(
+        self, at: datetime, terminal: str, group: str | None = None
+    ) -> tuple[ShiftWindow, datetime] | None:
+        """The first configured window (in config order) open at `at` for `terminal` and a
+        person of `group`, with the time its occurrence opens."""
         for shift in self.shifts:
-            if shift.terminals is not None and terminal not in shift.terminals:
+            if not shift.applies_to(terminal, group):
                 continue
             occurrence = shift.occurrence(at, self.tz)
             if occurrence is not None:
                 return shift, occurrence[0]
         return None
 
-    def lookback(self, at: datetime, terminal: str) -> datetime:
+    def lookback(self, at: datetime, terminal: str, group: str | None = None) -> datetime:
         """The earliest time the previous swipe that decides this one may have: the opening
         of the scheduled window holding it, else `at - max_shift` (one earlier is `in`
         anyway). The double-swipe window reaches back further if it is longer."""
-        window = self.window_for(at, terminal)
+        window = self.window_for(at, terminal, group)
         since = window[1] if window is not None else at - self.max_shift
         return min(since, at - timedelta(seconds=self.window_seconds))
 
     def infer(
-        self, previous: tuple[Action, datetime] | None, *, at: datetime, terminal: str
+        self,
+        previous: tuple[Action, datetime] | None,
+        *,
+        at: datetime,
+        terminal: str,
+        group: str | None = None,
     ) -> Action:
         """The action of a swipe without one at `at`, from the person's latest event since
-        `lookback(at, terminal)` (None: none)."""
-        window = self.window_for(at, terminal)
+        `lookback(at, terminal, group)` (None: none)."""
+        window = self.window_for(at, terminal, group)
         if window is None:
             return infer_action(
                 previous, at=at, window_seconds=self.window_seconds, max_shift=self.max_shift

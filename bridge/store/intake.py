@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from bridge.delivery import DeliveryState, EventStatus
-from bridge.events import Action, ClockEvent
+from bridge.events import Action
 from bridge.store.connection import StoreBase, fetch_all
 from bridge.store.records import (
+    GroupResolver,
     Incoming,
     PersonResolver,
     Rejection,
@@ -30,13 +31,15 @@ class IntakeMixin(StoreBase):
         *,
         resolve: PersonResolver,
         received_at: datetime,
+        group_of: GroupResolver | None = None,
     ) -> list[Stored]:
         """Store a batch in one transaction (group commit); results in arrival order.
 
-        Who each event is at each sink is looked up here, on the event loop, before the
-        write: the transaction only reads and writes rows."""
+        Who each event is at each sink (and the person's schedule group, for inference) is
+        looked up here, on the event loop, before the write: the transaction only reads and
+        writes rows."""
         self.last_ingest = time.monotonic()  # retention waits for a quiet spell
-        resolved = [_resolved(item, resolve, received_at) for item in batch]
+        resolved = [_resolved(item, resolve, group_of, received_at) for item in batch]
         results = await self._write(self._ingest_batch, resolved, received_at)
         if any(stored.status in (EventStatus.ACCEPTED, EventStatus.UNMAPPED) for stored in results):
             self.work.notify()  # (an unmapped event may still be due at another sink)
@@ -107,14 +110,17 @@ class IntakeMixin(StoreBase):
             # store the person's next swipe between the read of the previous one and this
             # insert (two writers inferring from the same stale previous would both toggle
             # the same way), and an earlier event of this same batch already counts.
-            since = self._inference.lookback(event.time, event.terminal)
+            since = self._inference.lookback(event.time, event.terminal, item.group)
             action = self._inference.infer(
-                _previous(conn, event.subject, since, when), at=event.time, terminal=event.terminal
+                _previous(conn, event.subject, since, when),
+                at=event.time,
+                terminal=event.terminal,
+                group=item.group,
             )
         duplicate_of = _double_swipe(conn, event.subject, action, event.time, self._window)
         held_because = None
         if duplicate_of is None:
-            held_because = self._would_change_a_decided_direction(conn, event, action, when)
+            held_because = self._would_change_a_decided_direction(conn, item, action, when)
         people = {} if duplicate_of is not None else dict(item.people or {})
         if item.sinks is not None:
             people = {sink: who for sink, who in people.items() if sink in item.sinks}
@@ -179,18 +185,19 @@ class IntakeMixin(StoreBase):
         return Stored(event.key, status, action, event.terminal, reason)
 
     def _would_change_a_decided_direction(
-        self, conn: sqlite3.Connection, event: ClockEvent, action: Action, when: str
+        self, conn: sqlite3.Connection, item: Incoming, action: Action, when: str
     ) -> str | None:
         """Why this swipe must wait for an operator, if it does: it arrived after the
         person's next swipe, whose direction was inferred from the one before this, and would
         now be inferred otherwise. Stored directions are never rewritten (the next one may be
         at a vendor already), so this one is held rather than booked into a wrong sequence."""
+        event = item.event
         later = _next_swipe(conn, event.subject, when)
         if later is None:
             return None
         later_action, later_time, later_terminal = later
         would_be = self._inference.infer(
-            (action, event.time), at=later_time, terminal=later_terminal
+            (action, event.time), at=later_time, terminal=later_terminal, group=item.group
         )
         if would_be is later_action:
             return None
@@ -237,17 +244,22 @@ def _release(conn: sqlite3.Connection, updates: list[tuple[str, float, int]]) ->
 
 
 def _resolved(
-    item: Incoming | Rejection, resolve: PersonResolver, received_at: datetime
+    item: Incoming | Rejection,
+    resolve: PersonResolver,
+    group_of: GroupResolver | None,
+    received_at: datetime,
 ) -> Incoming | Rejection:
-    """The event with its person at each sink; a directory that cannot answer for it makes
-    it a rejected row like any other message that cannot be stored."""
+    """The event with its person at each sink and their schedule group; a directory that
+    cannot answer for it makes it a rejected row like any other message that cannot be
+    stored."""
     if isinstance(item, Rejection):
         return item
     try:
         people = dict(resolve(item.event))
+        group = None if group_of is None else group_of(item.event)
     except Exception as err:  # noqa: BLE001 - the per-message guarantee: never stop the batch
         return _as_rejection(item, err, received_at)
-    return dataclasses.replace(item, people=people)
+    return dataclasses.replace(item, people=people, group=group)
 
 
 def _first_state(person: str | None) -> DeliveryState:

@@ -31,6 +31,8 @@ class Swiper:
 
 # Who a person is at each sink; None where the directory does not know them (yet).
 PersonResolver = Callable[[Identified], Mapping[str, str | None]]
+# The person's schedule group (inference.group_column of their directory entry), or None.
+GroupResolver = Callable[[Identified], str | None]
 
 
 class StoreError(Exception):
@@ -52,6 +54,8 @@ class Incoming:
     payload: bytes = b""  # as received: kept as a rejection if the event cannot be stored
     # The person at each sink (None: not in the directory yet), looked up before the write.
     people: Mapping[str, str | None] | None = None
+    # The person's schedule group (directory column inference.group_column), for inference.
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
