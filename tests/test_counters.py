@@ -49,6 +49,9 @@ def recount(path: Path) -> dict[str, Any]:
                 0
             ],
             "rejected": db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0],
+            "inferred": db.execute("SELECT COUNT(*) FROM events WHERE action_inferred").fetchone()[
+                0
+            ],
         }
 
 
@@ -63,6 +66,7 @@ def as_recount(status: QueueStatus, now: float) -> dict[str, Any]:
         },
         "retried": status["retried"],
         "rejected": status["rejected"],
+        "inferred": status["inferred"],
     }
 
 

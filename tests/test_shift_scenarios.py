@@ -172,6 +172,11 @@ async def test_inferred_directions_are_shown(
     assert events["hall/pressed"][3:5] == ["in", ""]
     inferred = [row for key, row in events.items() if key != "hall/pressed"]
     assert [row[3:5] for row in inferred] == [["in", "inferred"]] * 2
+    assert '<span id="inferred">2</span>' in page  # the count, from the store's counters
+
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["status", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inferred"] == 2
 
     capsys.readouterr()  # the bridge's log so far
     # the command runs its own event loop (asyncio.run): in a thread, as from a shell

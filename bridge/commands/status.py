@@ -91,6 +91,7 @@ def _print(daemon: heartbeat.DaemonState, status: QueueStatus) -> None:
     events = status["events"]
     print()
     print("events: " + (", ".join(f"{k} {v}" for k, v in sorted(events.items())) or "none"))
+    print(f"directions inferred (no action from the terminal): {status['inferred']}")
     rejected = f"rejected payloads: {status['rejected']}"
     if status["rejected_pruned"]:
         rejected += f", {status['rejected_pruned']} older ones pruned (store.rejected_max_mb)"

@@ -165,7 +165,9 @@ store.rejected_max_mb)</p>
         )
     }
 <h2>Recent events</h2>
-<p>inferred: the terminal sent no direction; the bridge chose it (config: inference)</p>
+<p>inferred: the terminal sent no direction; the bridge chose it (config: inference).
+Stored events with an inferred direction:
+<span id="inferred">{status["inferred"]}</span></p>
 {
         _table(
             ["event", "terminal", "who", "action", "inferred", "time (UTC)", "status"],

@@ -46,7 +46,7 @@ class InspectMixin(StoreBase):
         undelivered work: no table is scanned, however much history the database holds."""
         sinks: dict[str, SinkQueue] = {}
         events: dict[str, int] = {}
-        retried = 0
+        retried = inferred = 0
         for name, sink, state, n in await fetch_all(
             self._reader, "SELECT name, sink, state, n FROM counters WHERE n != 0"
         ):
@@ -57,6 +57,8 @@ class InspectMixin(StoreBase):
                 entry["states"][state] = n
             elif name == "retried":
                 retried = n
+            elif name == "inferred":
+                inferred = n
         for sink, entry in sinks.items():
             if entry["states"].keys() & {"pending", "inflight"}:
                 [[oldest]] = await fetch_all(self._reader, _OLDEST_WAITING, (sink,))
@@ -72,6 +74,7 @@ class InspectMixin(StoreBase):
             "rejected_max_bytes": budget[1],
             "rejected_pruned": budget[2],
             "retried": retried,
+            "inferred": inferred,
             "sinks": sinks,
         }
 

@@ -102,6 +102,7 @@ class QueueStatus(TypedDict):
     rejected_max_bytes: int
     rejected_pruned: int
     retried: int  # deliveries that took more than one attempt
+    inferred: int  # events whose direction the bridge chose (no action from the terminal)
     sinks: dict[str, SinkQueue]
 
 

@@ -234,4 +234,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN out_of_order INTEGER NOT NULL DEFAULT 0;
     """,
+    # 11: how many stored events had their direction inferred (no action from the terminal),
+    # for `status` and the page, kept by triggers like the other counters of migration 8.
+    """
+    INSERT INTO counters SELECT 'inferred', '', '', COUNT(*) FROM events WHERE action_inferred;
+    CREATE TRIGGER counters_inferred_in AFTER INSERT ON events WHEN NEW.action_inferred BEGIN
+        INSERT INTO counters VALUES ('inferred', '', '', 1)
+            ON CONFLICT (name, sink, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER counters_inferred_out AFTER DELETE ON events WHEN OLD.action_inferred BEGIN
+        UPDATE counters SET n = n - 1 WHERE name = 'inferred' AND sink = '' AND state = '';
+    END;
+    """,
 )
