@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import socket
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -85,10 +88,25 @@ class MqttTls(_Section):
         return self
 
 
+MQTT311_MAX_CLIENT_ID = 23
+
+
 class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
-    client_id: str = Field("clockin-bridge", min_length=1, max_length=23)
+    # "3.1.1" (clean_session false) or "5" (clean_start false, with session_expiry_seconds).
+    # Before client_id: its length limit depends on it.
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # `{hostname}` is replaced by the machine's host name: one config for several bridges,
+    # each with its own stable id.
+    client_id: str = Field("clockin-bridge", min_length=1)
+    # MQTT 5: how long the broker keeps the session (and the messages for it) after the bridge
+    # disconnects. Required with protocol 5: without it the session ends at the disconnect and
+    # what arrives meanwhile is lost.
+    session_expiry_seconds: int | None = Field(None, ge=1, le=0xFFFFFFFF)
+    # MQTT 5: unacknowledged messages the broker may send at once; null: 2 x store.max_batch
+    # (the read gate's high mark), at most 65535.
+    receive_maximum: int | None = Field(None, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
     password_file: CredentialPath | None = None
@@ -111,6 +129,29 @@ class MqttConfig(_Section):
             msg = "must contain {terminal}, e.g. clockin/{terminal}/ack"
             raise ValueError(msg)
         return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _expand_hostname(cls, value: str, info: ValidationInfo) -> str:
+        value = value.replace("{hostname}", socket.gethostname())
+        # MQTT 3.1.1 allows a broker to refuse ids over 23 characters; 5 has no such limit.
+        if info.data.get("protocol") != "5" and len(value) > MQTT311_MAX_CLIENT_ID:
+            msg = (
+                f"{value!r} is longer than {MQTT311_MAX_CLIENT_ID} characters, which MQTT"
+                " 3.1.1 brokers may refuse (use protocol 5)"
+            )
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _session_is_explicit(self) -> MqttConfig:
+        if self.protocol == "5" and self.session_expiry_seconds is None:
+            msg = (
+                "protocol 5 needs session_expiry_seconds (how long the broker keeps the"
+                " bridge's messages while it is away; without it they are lost at a disconnect)"
+            )
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _password_from_file(self) -> MqttConfig:

@@ -11,12 +11,13 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import structlog
 
 from bridge.config import ConfigError, MqttConfig, MqttTls
-from bridge.ingest.mqtt import enable_manual_ack
+from bridge.ingest.mqtt import connect_properties, enable_manual_ack
 
 log = structlog.get_logger("bridge.ingest")
 
@@ -88,13 +89,30 @@ def _load_client_certificate(context: ssl.SSLContext, cert_file: Path, key_file:
         raise _pem_problem("key_file", key_file, err) from None
 
 
-def new_client(config: MqttConfig) -> aiomqtt.Client:
-    """A client with a persistent session, manual acknowledgement and no Nagle delay."""
+def new_client(config: MqttConfig, *, receive_maximum: int = 1000) -> aiomqtt.Client:
+    """A client with a persistent session, manual acknowledgement and no Nagle delay.
+
+    MQTT 3.1.1: clean_session false (the broker's own expiry, if any, applies). MQTT 5:
+    clean_start false and the configured session expiry, and `receive_maximum` (or
+    mqtt.receive_maximum) unacknowledged messages at once; the bridge acknowledges a message
+    only after storing it, so the rest waits at the broker."""
+    session: dict[str, Any] = {"clean_session": False}
+    if config.protocol == "5":
+        properties = connect_properties(
+            session_expiry_seconds=config.session_expiry_seconds or 0,
+            receive_maximum=min(config.receive_maximum or receive_maximum, 65535),
+        )
+        session = {
+            "protocol": aiomqtt.ProtocolVersion.V5,
+            "clean_session": None,
+            "clean_start": False,
+            "properties": properties,
+        }
     client = aiomqtt.Client(
         hostname=config.host,
         port=config.port,
         identifier=config.client_id,
-        clean_session=False,
+        **session,
         keepalive=config.keepalive,
         username=config.username,
         password=config.password.get_secret_value() if config.password else None,
@@ -111,11 +129,13 @@ DISCONNECT_TIMEOUT_SECONDS = 3.0
 
 
 @contextlib.asynccontextmanager
-async def connected(config: MqttConfig) -> AsyncIterator[aiomqtt.Client]:
+async def connected(
+    config: MqttConfig, *, receive_maximum: int = 1000
+) -> AsyncIterator[aiomqtt.Client]:
     """`async with new_client(config)`, except that leaving it never hangs: aiomqtt 2.5 waits
     without a time limit for paho to report the disconnection, and on a clean stop that report
     can fail to come, which would keep the bridge from ever exiting."""
-    client = new_client(config)
+    client = new_client(config, receive_maximum=receive_maximum)
     await client.__aenter__()
     try:
         yield client

@@ -98,7 +98,8 @@ class Ingest:
         while True:
             pause = None
             try:
-                async with connected(self._config) as client:
+                # As many unacknowledged messages as the read gate lets wait (flow.py).
+                async with connected(self._config, receive_maximum=2 * self._max_batch) as client:
                     self._takeover.accepted()
                     await self._serve(client)
             except StoreWriteError as err:

@@ -25,6 +25,8 @@ from typing import Protocol
 
 import aiomqtt
 import paho.mqtt.client as paho_mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 # ruff: noqa: SLF001 -- reaching into aiomqtt's paho client is what this module is for
 
@@ -125,3 +127,11 @@ class ReadGate:
         """Our socket is still paho's: once closed, its number may belong to another socket."""
         sock = self._client._client.socket()
         return sock is not None and sock is self._sock and sock.fileno() == self._fd
+
+
+def connect_properties(*, session_expiry_seconds: int, receive_maximum: int) -> Properties:
+    """The MQTT 5 CONNECT properties of the bridge's session (paho's untyped Properties)."""
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = session_expiry_seconds
+    properties.ReceiveMaximum = receive_maximum
+    return properties
