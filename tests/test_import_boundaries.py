@@ -25,6 +25,8 @@ CONFINED = {
     # The database drivers: only the store talks to the database.
     "aiosqlite": ("bridge.store",),
     "sqlite3": ("bridge.store",),
+    "psycopg": ("bridge.store.postgres",),
+    "psycopg_pool": ("bridge.store.postgres",),
 }
 # aiohttp's client (sessions, requests, its errors): only the vendors and the one exchange.
 # Its server (`aiohttp.web`) serves the status page and the vendor simulators.

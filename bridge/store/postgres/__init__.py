@@ -1,0 +1,19 @@
+"""The PostgreSQL store, for several bridges on one database (issue 16; in progress).
+
+Built so far: connection and migrations (connection.py, schema.py), ingest with duplicate
+layers 1 and 2, inference and the late-swipe hold (intake.py), and the queue shared by several
+instances: claims with SKIP LOCKED, leases, guarded settles (queue.py), with status counts
+(inspect.py). `tests/test_store_contract.py` runs the same tests against this and the SQLite
+store. Not wired to `store.url` yet: the daemon and the commands still use SQLite only.
+"""
+
+from bridge.store.postgres.inspect import PostgresInspect
+from bridge.store.postgres.intake import PostgresIntake
+from bridge.store.postgres.queue import PostgresQueue
+
+
+class PostgresStore(PostgresIntake, PostgresQueue, PostgresInspect):
+    """Open with `PostgresStore.open(url, site_tz=...)`."""
+
+
+__all__ = ["PostgresStore"]

@@ -1,0 +1,247 @@
+"""Ingest on PostgreSQL: the SQLite store's rules (bridge.store.intake), for several writers.
+
+A batch is one transaction. Before it reads anything, it takes a transaction-level advisory lock
+per person in the batch (in a fixed order, so two instances never deadlock): duplicate layer 2,
+inference and the late-swipe check read the person's earlier swipes, and two instances storing
+the same person's swipes at once would otherwise both decide from the same stale previous one.
+Layer 1 is the unique key (`ON CONFLICT DO NOTHING`). Each message has a savepoint of its own:
+one that fails for its values becomes a rejected row, the rest are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import errors
+
+from bridge.delivery import DeliveryState, EventStatus
+from bridge.events import Action
+from bridge.store.intake import _as_rejection, _resolved
+from bridge.store.postgres.connection import Connection, PostgresBase
+from bridge.store.records import GroupResolver, Incoming, PersonResolver, Rejection, Stored
+
+KEPT_PAYLOAD_BYTES = 16 * 1024  # as the SQLite store: a rejected payload is kept up to this
+
+
+class PostgresIntake(PostgresBase):
+    async def ingest(
+        self,
+        batch: Sequence[Incoming | Rejection],
+        *,
+        resolve: PersonResolver,
+        received_at: datetime,
+        group_of: GroupResolver | None = None,
+    ) -> list[Stored]:
+        """Store a batch in one transaction; results in arrival order (Store.ingest)."""
+        self.last_ingest = time.monotonic()
+        resolved = [_resolved(item, resolve, group_of, received_at) for item in batch]
+        results = await self._transaction(self._ingest_batch, resolved, received_at)
+        if any(stored.status in (EventStatus.ACCEPTED, EventStatus.UNMAPPED) for stored in results):
+            self.work.notify()
+        return results
+
+    async def _ingest_batch(
+        self, conn: Connection, batch: Sequence[Incoming | Rejection], received_at: datetime
+    ) -> list[Stored]:
+        subjects = sorted({item.event.subject for item in batch if isinstance(item, Incoming)})
+        for subject in subjects:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (subject,))
+        return [await self._store_isolated(conn, item, received_at) for item in batch]
+
+    async def _store_isolated(
+        self, conn: Connection, item: Incoming | Rejection, received_at: datetime
+    ) -> Stored:
+        if isinstance(item, Rejection):
+            return await _insert_rejection(conn, item)
+        try:
+            async with conn.transaction():  # a savepoint
+                return await self._insert_event(conn, item, received_at)
+        except (errors.DataError, errors.IntegrityError, ValueError, OverflowError) as err:
+            return await _insert_rejection(conn, _as_rejection(item, err, received_at))
+
+    async def _insert_event(
+        self, conn: Connection, item: Incoming, received_at: datetime
+    ) -> Stored:
+        event = item.event
+        known = await _fetch_one(
+            conn,
+            "SELECT action FROM events WHERE key = %s UNION ALL"
+            " SELECT action FROM kept_keys WHERE key = %s LIMIT 1",
+            (event.key, event.key),
+        )
+        if known is not None:  # layer 1: the same event again
+            return Stored(event.key, EventStatus.REDELIVERED, Action(known[0]), event.terminal)
+        action = event.action
+        if action is None:
+            since = self._inference.lookback(event.time, event.terminal, item.group)
+            action = self._inference.infer(
+                await _previous(conn, event.subject, since, event.time),
+                at=event.time,
+                terminal=event.terminal,
+                group=item.group,
+            )
+        duplicate_of = await _double_swipe(conn, event.subject, action, event.time, self._window)
+        held_because = None
+        if duplicate_of is None:
+            held_because = await self._would_change_a_decided_direction(conn, item, action)
+        people = {} if duplicate_of is not None else dict(item.people or {})
+        if item.sinks is not None:
+            people = {sink: who for sink, who in people.items() if sink in item.sinks}
+        if duplicate_of is not None:
+            status = EventStatus.DUPLICATE
+        elif all(person is not None for person in people.values()):
+            status = EventStatus.ACCEPTED
+        else:
+            status = EventStatus.UNMAPPED
+        row = await _fetch_one(
+            conn,
+            "INSERT INTO events (key, terminal, subject, badge, user_id, action, action_inferred,"
+            " event_time, local_day, time_given, received_at, status, duplicate_of, topic, job,"
+            " lat, lon, note, source_id) VALUES"
+            " (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT (key) DO NOTHING RETURNING id",
+            (
+                event.key,
+                event.terminal,
+                event.subject,
+                event.badge,
+                event.user,
+                action.value,
+                event.action is None,
+                event.time,
+                event.time.astimezone(self._site_tz).date(),
+                event.time_given,
+                received_at,
+                status.value,
+                duplicate_of,
+                item.topic,
+                event.job,
+                event.lat,
+                event.lon,
+                event.note,
+                event.source_id,
+            ),
+        )
+        if row is None:  # stored meanwhile (cannot happen under the person's lock; harmless)
+            return Stored(event.key, EventStatus.REDELIVERED, action, event.terminal)
+        await self._insert_deliveries(conn, row[0], event.time, people, held_because)
+        if held_because is not None:
+            return Stored(
+                event.key, status, action, event.terminal, held_because, held=tuple(people)
+            )
+        reason = "double swipe" if duplicate_of is not None else None
+        return Stored(event.key, status, action, event.terminal, reason)
+
+    async def _insert_deliveries(
+        self,
+        conn: Connection,
+        event_id: int,
+        when: datetime,
+        people: dict[str, str | None],
+        held_because: str | None,
+    ) -> None:
+        now = time.time()
+        rows = []
+        for sink, person in people.items():
+            if held_because is not None:
+                state, settled = DeliveryState.HELD, now
+            else:
+                state = DeliveryState.PENDING if person else DeliveryState.UNMAPPED
+                settled = None
+            due = now + self._settle_seconds
+            rows.append(
+                (event_id, sink, person, when, state.value, due, now, settled, held_because)
+            )
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                "INSERT INTO deliveries (event_id, sink, person, event_time, state,"
+                " next_attempt_at, created_at, settled_at, last_error)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                rows,
+            )
+
+    async def _would_change_a_decided_direction(
+        self, conn: Connection, item: Incoming, action: Action
+    ) -> str | None:
+        """As IntakeMixin's: a late swipe that would change the next one's inferred direction."""
+        event = item.event
+        later = await _fetch_one(
+            conn,
+            "SELECT action, event_time, terminal, action_inferred FROM events"
+            " WHERE subject = %s AND event_time > %s AND status != 'duplicate'"
+            " ORDER BY event_time, id LIMIT 1",
+            (event.subject, event.time),
+        )
+        if later is None or not later[3]:
+            return None
+        later_action, later_time = Action(later[0]), later[1]
+        would_be = self._inference.infer(
+            (action, event.time), at=later_time, terminal=later[2], group=item.group
+        )
+        if would_be is later_action:
+            return None
+        tz = self._site_tz
+        return (
+            f"late: this {action} at {event.time.astimezone(tz).isoformat(timespec='seconds')}"
+            f" arrived after the {later_action} at"
+            f" {later_time.astimezone(tz).isoformat(timespec='seconds')} was inferred without"
+            f" it; booking it would make that one {would_be}"
+        )
+
+
+async def _fetch_one(
+    conn: Connection, sql: str, params: Sequence[object]
+) -> tuple[Any, ...] | None:
+    cursor = await conn.execute(sql, params)
+    row = await cursor.fetchone()
+    return None if row is None else tuple(row)
+
+
+async def _previous(
+    conn: Connection, subject: str, since: datetime, when: datetime
+) -> tuple[Action, datetime] | None:
+    row = await _fetch_one(
+        conn,
+        "SELECT action, event_time FROM events WHERE subject = %s AND event_time >= %s"
+        " AND event_time <= %s AND status != 'duplicate'"
+        " ORDER BY event_time DESC, id DESC LIMIT 1",
+        (subject, since, when),
+    )
+    if row is None:
+        return None
+    return Action(row[0]), row[1]
+
+
+async def _double_swipe(
+    conn: Connection, subject: str, action: Action, at: datetime, window_seconds: float
+) -> int | None:
+    window = timedelta(seconds=window_seconds)
+    row = await _fetch_one(
+        conn,
+        "SELECT id FROM events WHERE subject = %s AND action = %s AND status != 'duplicate'"
+        " AND event_time BETWEEN %s AND %s ORDER BY event_time LIMIT 1",
+        (subject, action.value, at - window, at + window),
+    )
+    return None if row is None else int(row[0])
+
+
+async def _insert_rejection(conn: Connection, item: Rejection) -> Stored:
+    payload = item.payload
+    await conn.execute(
+        "INSERT INTO rejected (received_at, topic, format, payload, payload_size,"
+        " payload_sha256, reason) VALUES (%s,%s,%s,%s,%s,%s,%s)",
+        (
+            item.received_at,
+            item.topic,
+            item.format,
+            payload[:KEPT_PAYLOAD_BYTES],
+            len(payload),
+            hashlib.sha256(payload).hexdigest(),
+            item.reason,
+        ),
+    )
+    return Stored("", EventStatus.REJECTED, reason=item.reason, terminal=item.terminal or None)
