@@ -255,3 +255,43 @@ async def dying_settle_is_refused(backend: Backend, job: Job) -> bool:
     async with backend.open(instance="dies") as ghost:
         state = await ghost.settle(job, Result.delivered(), retry_at=0, now=time.time())
     return str(state) == "inflight"
+
+
+async def test_unmapped_deliveries_are_released_once_the_person_is_known(
+    backend: Backend,
+) -> None:
+    def nobody(_event: Any) -> dict[str, str | None]:
+        return {"go2clock": None}
+
+    async with backend.open() as store:
+        [stored] = await store.ingest(
+            [Incoming(swipe("a", MORNING), "clockin/door-1/events")],
+            resolve=nobody,
+            received_at=datetime.now(UTC),
+        )
+        assert stored.status == EventStatus.UNMAPPED
+        assert (await claim(store)).jobs == []
+        assert await store.release_unmapped(resolve=everyone) == 1
+        [job] = (await claim(store)).jobs
+        assert (job.event_key, job.person) == ("a", "g-B1")
+        assert (await store.status(now=time.time()))["events"] == {"accepted": 1}
+
+
+async def test_status_counts_what_the_queue_holds(backend: Backend) -> None:
+    async with backend.open() as store:
+        await ingest(
+            store,
+            swipe("a", MORNING, action=None),
+            swipe("b", MORNING, badge="B2"),
+            swipe("c", MORNING + timedelta(seconds=5), badge="B2"),  # a double swipe
+        )
+        [first, _] = (await claim(store)).jobs
+        await deliver(store, first)
+        status = await store.status(now=time.time())
+    assert status["events"] == {"accepted": 2, "duplicate": 1}
+    assert status["inferred"] == 1
+    queue = {sink: entry["states"] for sink, entry in status["sinks"].items()}
+    assert queue == {
+        "go2clock": {"delivered": 1, "inflight": 1},
+        "mctime": {"pending": 2},
+    }

@@ -8,11 +8,12 @@ store. Not wired to `store.url` yet: the daemon and the commands still use SQLit
 """
 
 from bridge.store.postgres.inspect import PostgresInspect
+from bridge.store.postgres.instances import PostgresInstances
 from bridge.store.postgres.intake import PostgresIntake
 from bridge.store.postgres.queue import PostgresQueue
 
 
-class PostgresStore(PostgresIntake, PostgresQueue, PostgresInspect):
+class PostgresStore(PostgresIntake, PostgresQueue, PostgresInspect, PostgresInstances):
     """Open with `PostgresStore.open(url, site_tz=...)`."""
 
 

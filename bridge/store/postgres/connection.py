@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -65,6 +66,7 @@ class PostgresBase:
         # work is found by its own pumps, or by this one's periodic look (no LISTEN: PgBouncer).
         self.work = WorkSignal()
         self.last_ingest = 0.0
+        self._write_error: tuple[str, float] | None = None  # a spell of failing writes
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -138,13 +140,30 @@ class PostgresBase:
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
                 async with self._pool.connection() as conn, conn.transaction():
-                    return await body(conn, *args, **kwargs)
+                    answer = await body(conn, *args, **kwargs)
             except (errors.UniqueViolation, errors.DeadlockDetected):
                 if attempt == CONFLICT_RETRIES:
                     raise
             except psycopg.OperationalError as err:
-                raise StoreWriteError(_without_secrets(err)) from None
+                message = _without_secrets(err)
+                if self._write_error is None:
+                    self._write_error = (message, time.time())
+                raise StoreWriteError(message) from None
+            else:
+                self._write_error = None
+                return answer
         raise AssertionError  # unreachable: the last attempt returns or raises
+
+    @property
+    def write_error(self) -> tuple[str, float] | None:
+        """The current spell of failing transactions (the database unreachable, a failover):
+        its first error and since when, or None once one works again."""
+        return self._write_error
+
+
+async def execute(conn: Connection, sql: str, params: Sequence[object]) -> int:
+    """One statement inside a transaction body; how many rows it changed."""
+    return int((await conn.execute(sql, params)).rowcount)
 
 
 def _without_secrets(err: Exception) -> str:

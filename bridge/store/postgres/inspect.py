@@ -6,15 +6,41 @@ import time
 from typing import Any
 
 from bridge.store.postgres.connection import PostgresBase
-from bridge.store.records import SinkQueue
+from bridge.store.records import QueueStatus, SinkQueue
 
 
 class PostgresInspect(PostgresBase):
-    async def queue_counts(self) -> dict[str, SinkQueue]:
+    async def status(self, *, now: float) -> QueueStatus:
+        """What Store.status reports, counted with GROUP BY (see queue_counts)."""
+        sinks = await self.queue_counts(now=now)
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute("SELECT status, COUNT(*) FROM events GROUP BY status")
+            events = dict(await cursor.fetchall())
+            row = await (
+                await conn.execute(
+                    "SELECT (SELECT COUNT(*) FROM events WHERE action_inferred),"
+                    " (SELECT COUNT(*) FROM deliveries WHERE attempts > 1),"
+                    " (SELECT COUNT(*) FROM rejected),"
+                    " (SELECT COALESCE(SUM(payload_size), 0) FROM rejected)"
+                )
+            ).fetchone()
+        inferred, retried, rejected, rejected_bytes = row if row is not None else (0, 0, 0, 0)
+        return {
+            "events": events,
+            "rejected": rejected,
+            "rejected_bytes": int(rejected_bytes),
+            "rejected_max_bytes": 0,
+            "rejected_pruned": 0,
+            "retried": retried,
+            "inferred": inferred,
+            "sinks": sinks,
+        }
+
+    async def queue_counts(self, *, now: float | None = None) -> dict[str, SinkQueue]:
         """Deliveries per sink and state, and each sink's oldest undelivered age. (A GROUP BY:
         the triggers-kept counters of the SQLite store would be one hot row for every
         instance; a cheaper form for large histories is still to come.)"""
-        now = time.time()
+        now = time.time() if now is None else now
         sinks: dict[str, SinkQueue] = {}
         async with self._pool.connection() as conn:
             cursor = await conn.execute(

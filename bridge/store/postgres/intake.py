@@ -22,7 +22,14 @@ from bridge.delivery import DeliveryState, EventStatus
 from bridge.events import Action
 from bridge.store.intake import _as_rejection, _resolved
 from bridge.store.postgres.connection import Connection, PostgresBase
-from bridge.store.records import GroupResolver, Incoming, PersonResolver, Rejection, Stored
+from bridge.store.records import (
+    GroupResolver,
+    Incoming,
+    PersonResolver,
+    Rejection,
+    Stored,
+    Swiper,
+)
 
 KEPT_PAYLOAD_BYTES = 16 * 1024  # as the SQLite store: a rejected payload is kept up to this
 
@@ -43,6 +50,27 @@ class PostgresIntake(PostgresBase):
         if any(stored.status in (EventStatus.ACCEPTED, EventStatus.UNMAPPED) for stored in results):
             self.work.notify()
         return results
+
+    async def release_unmapped(self, *, resolve: PersonResolver) -> int:
+        """Give unmapped deliveries their person once the directory knows them (Store's)."""
+        async with self._pool.connection() as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT d.id, d.sink, e.badge, e.user_id FROM deliveries AS d"
+                    " JOIN events AS e ON e.id = d.event_id WHERE d.state = 'unmapped'"
+                )
+            ).fetchall()
+        now = time.time()
+        updates = []
+        for delivery_id, sink, badge, user in rows:
+            person = resolve(Swiper(badge=badge, user=user)).get(sink)
+            if person is not None:
+                updates.append((person, now, delivery_id))
+        if not updates:
+            return 0
+        await self._transaction(_release, updates)
+        self.work.notify()
+        return len(updates)
 
     async def _ingest_batch(
         self, conn: Connection, batch: Sequence[Incoming | Rejection], received_at: datetime
@@ -191,6 +219,19 @@ class PostgresIntake(PostgresBase):
             f" {later_time.astimezone(tz).isoformat(timespec='seconds')} was inferred without"
             f" it; booking it would make that one {would_be}"
         )
+
+
+async def _release(conn: Connection, updates: list[tuple[str, float, int]]) -> None:
+    async with conn.cursor() as cursor:
+        await cursor.executemany(
+            "UPDATE deliveries SET person = %s, state = 'pending', next_attempt_at = %s"
+            " WHERE id = %s AND state = 'unmapped'",
+            updates,
+        )
+    await conn.execute(
+        "UPDATE events SET status = 'accepted' WHERE status = 'unmapped' AND NOT EXISTS"
+        " (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id AND d.state = 'unmapped')"
+    )
 
 
 async def _fetch_one(

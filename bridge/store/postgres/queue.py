@@ -25,7 +25,7 @@ from typing import Any
 
 from bridge.delivery import DeliveryState, Job, Result, settlement_of
 from bridge.events import Action
-from bridge.store.postgres.connection import Connection, PostgresBase
+from bridge.store.postgres.connection import Connection, PostgresBase, execute
 from bridge.store.queue import Claim
 
 _CLAIMABLE = """
@@ -150,7 +150,7 @@ class PostgresQueue(PostgresBase):
         if not jobs:
             return 0
         return await self._transaction(
-            _execute,
+            execute,
             "UPDATE deliveries SET lease_until = %s WHERE id = ANY(%s) AND state = 'inflight'"
             " AND claimed_by = %s",
             (now + self.lease_seconds, [job.delivery_id for job in jobs], self.instance),
@@ -159,7 +159,7 @@ class PostgresQueue(PostgresBase):
     async def unclaim(self, jobs: Sequence[Job]) -> None:
         if jobs:
             await self._transaction(
-                _execute,
+                execute,
                 "UPDATE deliveries SET state = 'pending', attempts = attempts - 1,"
                 " claimed_by = NULL, lease_until = NULL"
                 " WHERE id = ANY(%s) AND state = 'inflight' AND claimed_by = %s",
@@ -217,7 +217,7 @@ class PostgresQueue(PostgresBase):
             return False
         reason = f"gave up: retried for more than {max_age_days:g} days since it was stored"
         await self._transaction(
-            _execute,
+            execute,
             "UPDATE deliveries SET state = 'dead', settled_at = %s, last_error = %s,"
             " claimed_by = NULL, lease_until = NULL WHERE id = %s",
             (now, reason, job.delivery_id),
@@ -227,10 +227,6 @@ class PostgresQueue(PostgresBase):
 
 async def _recover_expired(conn: Connection, now: float) -> int:
     return (await conn.execute(_EXPIRED_SQL, {"now": now})).rowcount
-
-
-async def _execute(conn: Connection, sql: str, params: Sequence[object]) -> int:
-    return (await conn.execute(sql, params)).rowcount
 
 
 def _job(row: Sequence[Any]) -> Job:

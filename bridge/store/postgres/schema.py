@@ -86,4 +86,17 @@ MIGRATIONS: tuple[str, ...] = (
         pruned_at       DOUBLE PRECISION NOT NULL
     );
     """,
+    # 2: the bridges sharing the database: each one's heartbeat and broker connection, for
+    # `status` and the page; and the index the daemons poll for due work others made.
+    """
+    CREATE TABLE instances (
+        id              TEXT PRIMARY KEY,
+        host            TEXT NOT NULL,
+        started_at      DOUBLE PRECISION NOT NULL,
+        heartbeat_at    DOUBLE PRECISION NOT NULL,
+        mqtt_connected  BOOLEAN NOT NULL DEFAULT FALSE,
+        stopped_at      DOUBLE PRECISION
+    );
+    CREATE INDEX deliveries_pending_due ON deliveries(next_attempt_at) WHERE state = 'pending';
+    """,
 )

@@ -1,0 +1,76 @@
+"""The bridges sharing one PostgreSQL store: heartbeats, and a watch for work others made due.
+
+Each daemon upserts its row every few seconds (`beat`); `status` and the page list every
+instance with its last heartbeat, its broker connection and the claims it holds. An instance
+whose heartbeat stopped is dead or cut off: its claims come back to the others when their
+leases run out (bridge.store.postgres.queue), whatever its row says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+from bridge.store.postgres.connection import PostgresBase, execute
+
+# How often a daemon looks for deliveries made due by someone else (another instance's ingest,
+# an operator's repair, an expired lease). No LISTEN: it does not survive PgBouncer.
+WORK_POLL_SECONDS = 2.0
+
+
+class PostgresInstances(PostgresBase):
+    async def beat(self, *, mqtt_connected: bool, now: float | None = None) -> None:
+        at = time.time() if now is None else now
+        await self._transaction(
+            execute,
+            "INSERT INTO instances (id, host, started_at, heartbeat_at, mqtt_connected)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+            " heartbeat_at = excluded.heartbeat_at, mqtt_connected = excluded.mqtt_connected,"
+            " stopped_at = NULL",
+            (self.instance, socket.gethostname(), at, at, mqtt_connected),
+        )
+
+    async def stopped(self, *, now: float | None = None) -> None:
+        """A clean stop: the row says so (its claims were handed back already)."""
+        at = time.time() if now is None else now
+        await self._transaction(
+            execute,
+            "UPDATE instances SET stopped_at = %s, mqtt_connected = FALSE WHERE id = %s",
+            (at, self.instance),
+        )
+
+    async def instances(self) -> list[dict[str, Any]]:
+        """Every instance: id, host, started_at, heartbeat_at, mqtt_connected, stopped_at, and
+        the deliveries it holds in flight (`claims`), newest heartbeat first."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT i.id, i.host, i.started_at, i.heartbeat_at, i.mqtt_connected,"
+                " i.stopped_at, COUNT(d.id) FROM instances AS i LEFT JOIN deliveries AS d"
+                " ON d.claimed_by = i.id AND d.state = 'inflight'"
+                " GROUP BY i.id ORDER BY i.heartbeat_at DESC"
+            )
+            names = ("id", "host", "started_at", "heartbeat_at", "mqtt_connected", "stopped_at")
+            return [
+                {**dict(zip(names, row[:6], strict=True)), "claims": row[6]}
+                for row in await cursor.fetchall()
+            ]
+
+    async def watch_other_writers(self, *, interval: float = WORK_POLL_SECONDS) -> None:
+        """Wake the dispatchers when something is due that this instance did not make so: a
+        pending delivery due now (another instance stored it, an operator requeued it) or a
+        claim whose lease ran out. One index lookup per look."""
+        while True:
+            await asyncio.sleep(interval)
+            now = time.time()
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending'"
+                    " AND next_attempt_at <= %s) OR EXISTS (SELECT 1 FROM deliveries"
+                    " WHERE state = 'inflight' AND lease_until < %s)",
+                    (now, now),
+                )
+                row = await cursor.fetchone()
+            if row is not None and row[0]:
+                self.work.notify()
