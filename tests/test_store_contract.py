@@ -295,3 +295,25 @@ async def test_status_counts_what_the_queue_holds(backend: Backend) -> None:
         "go2clock": {"delivered": 1, "inflight": 1},
         "mctime": {"pending": 2},
     }
+
+
+async def test_retention_prunes_only_what_ended_and_keeps_the_keys(
+    backend: Backend, tmp_path: Path
+) -> None:
+    from bridge.store import RetentionPolicy
+
+    async with backend.open() as store:
+        await ingest(store, swipe("done", MORNING), swipe("waiting", MORNING, badge="B2"))
+        for sink in ("go2clock", "mctime"):
+            for job in (await claim(store, sink=sink)).jobs:
+                if job.event_key == "done":
+                    await deliver(store, job)
+        policy = RetentionPolicy(
+            retain_days=2, dedupe_days=60, rejected_retain_days=30, archive_dir=tmp_path / "arc"
+        )
+        report = await store.prune(policy, now=time.time() + 3 * 86400)
+        assert (report.events, report.deliveries, report.archive_files) == (1, 2, 1)
+        [again] = await ingest(store, swipe("done", MORNING))
+        assert again.status == EventStatus.REDELIVERED  # its key outlives the row
+        status = await store.status(now=time.time())
+    assert status["events"] == {"accepted": 1}  # the undelivered one stays

@@ -72,7 +72,21 @@ class _Batch:
     done: bool  # nothing older than the cutoff is left after last_id
 
 
-class RetentionMixin(StoreBase):
+class RetentionLoop:
+    """The daemon's retention task, for either backend: it needs `is_quiet` and `prune`."""
+
+    async def is_quiet(self, quiet_seconds: float) -> bool:
+        raise NotImplementedError
+
+    async def prune(
+        self,
+        policy: RetentionPolicy,
+        *,
+        now: float,
+        keep_going: Callable[[], Awaitable[bool]] | None = None,
+    ) -> PruneReport:
+        raise NotImplementedError
+
     async def retain_forever(
         self,
         policy: RetentionPolicy,
@@ -111,6 +125,8 @@ class RetentionMixin(StoreBase):
                     complete=report.complete,
                 )
 
+
+class RetentionMixin(RetentionLoop, StoreBase):
     async def is_quiet(self, quiet_seconds: float) -> bool:
         """No ingest for `quiet_seconds`, nothing in flight and nothing due to be sent."""
         if time.monotonic() - self.last_ingest < quiet_seconds:

@@ -11,9 +11,12 @@ from bridge.store.postgres.inspect import PostgresInspect
 from bridge.store.postgres.instances import PostgresInstances
 from bridge.store.postgres.intake import PostgresIntake
 from bridge.store.postgres.queue import PostgresQueue
+from bridge.store.postgres.retention import PostgresRetention
 
 
-class PostgresStore(PostgresIntake, PostgresQueue, PostgresInspect, PostgresInstances):
+class PostgresStore(
+    PostgresIntake, PostgresQueue, PostgresInspect, PostgresInstances, PostgresRetention
+):
     """Open with `PostgresStore.open(url, site_tz=...)`."""
 
 
