@@ -163,6 +163,17 @@ class MqttConfig(_Section):
 class StoreConfig(_Section):
     # null: clockin-bridge.db in the state folder of this way of running (bridge.config.paths)
     path: ConfigPath = Field(default_factory=default_database)
+    # PostgreSQL instead of the SQLite file, for several bridges on one database:
+    # postgresql://USER@HOST:5432/DATABASE, without a password (that comes from password_file).
+    url: str | None = None
+    password_file: CredentialPath | None = None
+    password: SecretStr | None = None  # read from password_file, never written in config
+    # This bridge's id among those sharing the database ({hostname}: the machine's name). Two
+    # running bridges with one id are refused.
+    instance_id: str = Field("{hostname}", min_length=1, max_length=200)
+    # A claim of an instance that stopped renewing it (dead, cut off) goes back to the others
+    # after this many seconds.
+    lease_seconds: float = Field(30.0, ge=2, le=3600)
     max_batch: int = Field(500, ge=1, le=10_000)
     # Rejected payloads kept, all together (MiB); the oldest are pruned first, and counted.
     rejected_max_mb: int = Field(64, ge=1, le=1_000_000)
@@ -186,6 +197,31 @@ class StoreConfig(_Section):
     @classmethod
     def _default_when_null(cls, value: object) -> object:
         return default_database() if value is None else value
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_without_a_password(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            msg = "must be a postgresql:// URL (or null: the SQLite file store.path)"
+            raise ValueError(msg)
+        user_part = value.split("://", 1)[1].split("@", 1)
+        if len(user_part) == 2 and ":" in user_part[0]:
+            msg = "must not hold the password: put it in store.password_file"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("instance_id")
+    @classmethod
+    def _expand_hostname(cls, value: str) -> str:
+        return value.replace("{hostname}", socket.gethostname())
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> StoreConfig:
+        if self.password_file is not None:
+            self.password = _read_secret_file(self.password_file, "store.password_file")
+        return self
 
 
 class DedupeConfig(_Section):

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
             values += section.secrets()
         if q2 is not None:
             values.append(q2.get_secret_value())
+        if self.store.password is not None:
+            values.append(self.store.password.get_secret_value())
         return values + self.directory.secret_values()
 
     @property

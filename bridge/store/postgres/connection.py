@@ -81,15 +81,15 @@ class PostgresBase:
         instance: str | None = None,
         lease_seconds: float = 30.0,
         pool_size: int = 4,
+        password: str | None = None,
     ) -> AsyncIterator[Self]:
-        """The database at `url` (postgresql://...), migrated; `instance`: this bridge's id
-        on it (default: host name and a random part)."""
+        """The database at `url` (postgresql://..., without the password: `password`),
+        migrated; `instance`: this bridge's id on it (default: host name and a random part)."""
+        options: dict[str, Any] = {"prepare_threshold": None, "autocommit": True}
+        if password is not None:
+            options["password"] = password
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
-            url,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={"prepare_threshold": None, "autocommit": True},
-            open=False,
+            url, min_size=1, max_size=pool_size, kwargs=options, open=False
         )
         try:
             await pool.open(wait=True, timeout=10)
