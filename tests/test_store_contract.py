@@ -317,3 +317,19 @@ async def test_retention_prunes_only_what_ended_and_keeps_the_keys(
         assert again.status == EventStatus.REDELIVERED  # its key outlives the row
         status = await store.status(now=time.time())
     assert status["events"] == {"accepted": 1}  # the undelivered one stays
+
+
+async def test_the_directory_cache_keeps_each_sources_last_good_records(backend: Backend) -> None:
+    rows = [{"badge": "B1", "join_on": None, "fields": {"userid": "7", "name": "Ana"}}]
+    async with backend.open() as store:
+        assert await store.directory_revision() == 0
+        assert await store.save_directory_source("go2clock", iter(rows), now=100.0)
+        revision = await store.directory_revision()
+        assert not await store.save_directory_source("go2clock", rows, now=200.0)  # unchanged
+        assert await store.directory_revision() == revision
+        await store.directory_source_failed("go2clock", "503", now=300.0)
+        cached = await store.directory_records(["go2clock", "mctime"])
+        [state] = await store.directory_sync_state()
+    assert cached == {"go2clock": rows, "mctime": []}
+    assert (state["source"], state["records"], state["synced_at"]) == ("go2clock", 1, 200.0)
+    assert (state["error"], state["failed_at"]) == ("503", 300.0)

@@ -10,12 +10,18 @@ store. Not wired to `store.url` yet: the daemon and the commands still use SQLit
 from bridge.store.postgres.inspect import PostgresInspect
 from bridge.store.postgres.instances import PostgresInstances
 from bridge.store.postgres.intake import PostgresIntake
+from bridge.store.postgres.people import PostgresPeople
 from bridge.store.postgres.queue import PostgresQueue
 from bridge.store.postgres.retention import PostgresRetention
 
 
 class PostgresStore(
-    PostgresIntake, PostgresQueue, PostgresInspect, PostgresInstances, PostgresRetention
+    PostgresIntake,
+    PostgresQueue,
+    PostgresInspect,
+    PostgresInstances,
+    PostgresRetention,
+    PostgresPeople,
 ):
     """Open with `PostgresStore.open(url, site_tz=...)`."""
 

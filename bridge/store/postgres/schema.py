@@ -99,4 +99,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX deliveries_pending_due ON deliveries(next_attempt_at) WHERE state = 'pending';
     """,
+    # 3: the people directory's cache (SQLite migration 5): each source's last good answer.
+    """
+    CREATE TABLE directory_sources (
+        source          TEXT PRIMARY KEY,
+        revision        BIGINT NOT NULL DEFAULT 0,
+        records         INTEGER NOT NULL DEFAULT 0,
+        digest          TEXT,
+        synced_at       DOUBLE PRECISION,
+        changed_at      DOUBLE PRECISION,
+        error           TEXT,
+        failed_at       DOUBLE PRECISION
+    );
+    CREATE TABLE directory_records (
+        source          TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        badge           TEXT,
+        join_on         TEXT,
+        fields          TEXT NOT NULL,
+        PRIMARY KEY (source, seq)
+    );
+    """,
 )
