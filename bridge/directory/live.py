@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from bridge.directory.file import Directory, DirectoryFile
 from bridge.directory.merge import Merged, merge
 from bridge.directory.records import Record
-from bridge.store import Store
+from bridge.store import DaemonStore
 
 
-async def cached_records(store: Store, sources: Sequence[str]) -> dict[str, list[Record]]:
+async def cached_records(store: DaemonStore, sources: Sequence[str]) -> dict[str, list[Record]]:
     cached = await store.directory_records(sources)
     return {name: [Record.from_row(row) for row in rows] for name, rows in cached.items()}
 
@@ -30,7 +30,7 @@ class LiveDirectory:
     def current(self) -> Directory:
         return self.merged.directory
 
-    async def refresh(self, store: Store, *, force: bool = False) -> bool:
+    async def refresh(self, store: DaemonStore, *, force: bool = False) -> bool:
         """Re-read the cache if a sync changed it (here or in another process) and merge
         again; with `force` merge anyway (the file changed). True if anything was merged."""
         revision = await store.directory_revision()

@@ -19,7 +19,7 @@ from bridge.directory.sync import Outcome
 from bridge.directory.sync import sync as sync_directory
 from bridge.events import ClockEvent
 from bridge.http import Session
-from bridge.store import PersonResolver, Store
+from bridge.store import DaemonStore, PersonResolver
 from bridge.store.records import Identified
 
 log = structlog.get_logger("bridge.people")
@@ -56,7 +56,7 @@ def _person_id(entry: Person | None, column: str) -> str | None:
 
 
 async def open_directory(
-    settings: Settings, store: Store, sources: Sequence[Source]
+    settings: Settings, store: DaemonStore, sources: Sequence[Source]
 ) -> LiveDirectory:
     """The file (if configured) merged with what the sources last synced into the cache, so
     badges map from the first event, through a vendor outage and across restarts."""
@@ -75,7 +75,7 @@ class People:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: DaemonStore,
         directory: LiveDirectory,
         columns: Mapping[str, str],
     ) -> None:

@@ -13,7 +13,7 @@ from bridge.directory.build import Source
 from bridge.directory.records import Record, SourceError
 from bridge.http import Session
 from bridge.ops.redaction import mask_secrets
-from bridge.store import Store
+from bridge.store import DaemonStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ async def fetch_one(source: Source, session: Session) -> list[Record] | str:
         return f"unexpected answer ({type(err).__name__})"  # the parser did not foresee
 
 
-async def sync(store: Store, session: Session, sources: Sequence[Source]) -> list[Outcome]:
+async def sync(store: DaemonStore, session: Session, sources: Sequence[Source]) -> list[Outcome]:
     async with asyncio.TaskGroup() as tg:
         tasks = [
             tg.create_task(fetch_one(source, session), name=f"directory-source[{source.name}]")

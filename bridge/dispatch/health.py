@@ -18,7 +18,7 @@ import structlog
 from bridge.config import RetryConfig
 from bridge.delivery import Outcome, Result
 from bridge.ops.metrics import Metrics
-from bridge.store import Store
+from bridge.store import DaemonStore
 
 log = structlog.get_logger("bridge.health")
 
@@ -144,7 +144,7 @@ class SinkHealth:
         self._failures = self._retries = 0
         self._gate_until = 0.0
 
-    async def summarize_if_due(self, store: Store) -> float | None:
+    async def summarize_if_due(self, store: DaemonStore) -> float | None:
         """Log the periodic outage summary when it is due; seconds until the next one."""
         if self.outage_since is None:
             return None

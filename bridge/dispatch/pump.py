@@ -29,7 +29,7 @@ from bridge.config import RetryConfig
 from bridge.delivery import DeliveryState, Job, Outcome, Result, Sink
 from bridge.dispatch.health import SinkHealth, backoff_seconds
 from bridge.ops.metrics import Metrics
-from bridge.store import Store, StoreWriteError
+from bridge.store import DaemonStore, StoreWriteError
 
 log = structlog.get_logger("bridge.dispatch")
 
@@ -66,7 +66,7 @@ class Dispatcher:
         self,
         *,
         sink: Sink,
-        store: Store,
+        store: DaemonStore,
         concurrency: int,
         retry: RetryConfig,
         metrics: Metrics,

@@ -25,11 +25,11 @@ from bridge.ingest.takeover import HINT, TakeoverWatch
 from bridge.ops.metrics import Metrics
 from bridge.routing import Router, payload_id, rejection
 from bridge.store import (
+    DaemonStore,
     GroupResolver,
     Incoming,
     PersonResolver,
     Rejection,
-    Store,
     Stored,
     StoreWriteError,
 )
@@ -56,7 +56,7 @@ class Ingest:
         self,
         *,
         config: MqttConfig,
-        store: Store,
+        store: DaemonStore,
         resolve: PersonResolver,
         site_tz: ZoneInfo,
         group_of: GroupResolver | None = None,

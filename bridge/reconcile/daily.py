@@ -27,7 +27,7 @@ from bridge.http import Session
 from bridge.reconcile.compare import Kind
 from bridge.reconcile.fetch import ReadError
 from bridge.reconcile.run import Report, reconcile
-from bridge.store import Store
+from bridge.store import DaemonStore
 
 log = structlog.get_logger("bridge.reconcile")
 
@@ -94,7 +94,7 @@ def next_run(now: datetime, daily_at: str, tz: ZoneInfo) -> datetime:
 async def run_once(
     *,
     settings: Settings,
-    store: Store,
+    store: DaemonStore,
     session: Session,
     today: date,
     metrics: ReconcileMetrics | None = None,
@@ -136,7 +136,7 @@ async def run_once(
 async def run_daily(
     *,
     settings: Settings,
-    store: Store,
+    store: DaemonStore,
     session: Session,
     stop: asyncio.Event,
     registry: CollectorRegistry | None = None,

@@ -31,7 +31,7 @@ from bridge.reconcile.compare import (
     entries_from,
 )
 from bridge.reconcile.window import Window
-from bridge.store import Store, parse_utc_text, utc_text
+from bridge.store import DaemonStore, parse_utc_text, utc_text
 from bridge.store.admin import Moved
 from bridge.vendors.registry import BY_NAME, READBACKS
 
@@ -77,7 +77,7 @@ async def reconcile(
     source: str,
     *,
     settings: Settings,
-    store: Store,
+    store: DaemonStore,
     session: Session,
     first: date,
     last: date,
@@ -98,7 +98,7 @@ async def reconcile(
     return Report(source, window, comparison, chunk_count(source, window), notes=notes)
 
 
-async def requeue_missing(store: Store, report: Report, *, now: float | None = None) -> Moved:
+async def requeue_missing(store: DaemonStore, report: Report, *, now: float | None = None) -> Moved:
     """Queue the missing punches again (delivered -> pending, guarded); Go2Clock only."""
     if report.source not in REQUEUEABLE:
         msg = f"{report.source} cannot be requeued: it keeps state per person; report only"
@@ -114,7 +114,7 @@ async def requeue_missing(store: Store, report: Report, *, now: float | None = N
 # -- the bridge's side -------------------------------------------------------------------------
 
 
-async def _punches(store: Store, settings: Settings, window: Window) -> list[Punch]:
+async def _punches(store: DaemonStore, settings: Settings, window: Window) -> list[Punch]:
     checktypes = settings.sinks.go2clock.checktypes
     rows = await store.sink_deliveries(
         "go2clock", since=utc_text(window.start), until=utc_text(window.end)
@@ -133,7 +133,7 @@ async def _punches(store: Store, settings: Settings, window: Window) -> list[Pun
 
 
 async def _expected(
-    source: str, store: Store, settings: Settings, window: Window, notes: list[str]
+    source: str, store: DaemonStore, settings: Settings, window: Window, notes: list[str]
 ) -> list[Entry]:
     since, until = utc_text(window.start - ENTRY_MARGIN), utc_text(window.end + ENTRY_MARGIN)
     readback = READBACKS[source]

@@ -6,6 +6,7 @@ duplicate detection), queue (claim and settle deliveries), inspect (status views
 
 from bridge.store.admin import AdminMixin
 from bridge.store.connection import StoreRole
+from bridge.store.contract import DaemonStore
 from bridge.store.inspect import InspectMixin
 from bridge.store.intake import IntakeMixin
 from bridge.store.lock import StoreInUseError
@@ -41,6 +42,7 @@ class Store(
 
 
 __all__ = [
+    "DaemonStore",
     "GroupResolver",
     "Incoming",
     "PersonResolver",

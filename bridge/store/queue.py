@@ -121,6 +121,11 @@ class QueueMixin(StoreBase):
             raise
         return claim
 
+    async def renew(self, jobs: Sequence[Job], *, now: float) -> int:  # noqa: ARG002 - the contract's
+        """Nothing to renew: one daemon holds the SQLite file (its lock), and its claims stay
+        its own until it starts again (recover_inflight). How many it holds."""
+        return len(jobs)
+
     async def unclaim(self, jobs: Sequence[Job]) -> None:
         """Hand back claimed deliveries that were not sent: pending again, attempt not used."""
         if jobs:

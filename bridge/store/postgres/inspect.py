@@ -6,10 +6,35 @@ import time
 from typing import Any
 
 from bridge.store.postgres.connection import PostgresBase
-from bridge.store.records import QueueStatus, SinkQueue
+from bridge.store.records import QueueStatus, SinkQueue, utc_text
 
 
 class PostgresInspect(PostgresBase):
+    async def recent_events(self, limit: int = 20) -> list[dict[str, object]]:
+        """As Store.recent_events (event_time as the same UTC text)."""
+        names = ("key", "terminal", "subject", "action", "action_inferred", "event_time", "status")
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT key, terminal, subject, action, action_inferred, event_time, status"
+                " FROM events ORDER BY id DESC LIMIT %s",
+                (limit,),
+            )
+            rows = await cursor.fetchall()
+        return [
+            {**dict(zip(names, row, strict=True)), "event_time": utc_text(row[5])} for row in rows
+        ]
+
+    async def recent_errors(self, limit: int = 10) -> list[dict[str, object]]:
+        names = ("sink", "state", "attempts", "last_error", "key")
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT d.sink, d.state, d.attempts, d.last_error, e.key FROM deliveries AS d"
+                " JOIN events AS e ON e.id = d.event_id WHERE d.last_error IS NOT NULL"
+                " AND d.state IN ('pending', 'dead', 'held') ORDER BY d.id DESC LIMIT %s",
+                (limit,),
+            )
+            return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+
     async def status(self, *, now: float) -> QueueStatus:
         """What Store.status reports, counted with GROUP BY (see queue_counts)."""
         sinks = await self.queue_counts(now=now)

@@ -15,12 +15,43 @@ from typing import Any
 
 from bridge.store.postgres.connection import PostgresBase, execute
 
+# How often a running daemon beats; a restarted one waits two beats to be sure the id is free.
+HEARTBEAT_SECONDS = 2.0
 # How often a daemon looks for deliveries made due by someone else (another instance's ingest,
 # an operator's repair, an expired lease). No LISTEN: it does not survive PgBouncer.
 WORK_POLL_SECONDS = 2.0
 
 
+class InstanceInUseError(Exception):
+    """Another running bridge has this instance id."""
+
+
 class PostgresInstances(PostgresBase):
+    async def take_identity(self, *, beat_seconds: float = HEARTBEAT_SECONDS) -> None:
+        """Start as this instance: refuse if another bridge beats with the same id; a fresh
+        heartbeat without a clean stop is waited out for two beats (a restart after a crash
+        finds its own last beat)."""
+        last = await self._heartbeat_of(self.instance)
+        if last is not None and time.time() - last < 2 * beat_seconds:
+            await asyncio.sleep(2 * beat_seconds)
+            if await self._heartbeat_of(self.instance) != last:
+                msg = (
+                    f"another bridge runs as instance {self.instance!r} on this database:"
+                    " give each bridge its own store.instance_id"
+                )
+                raise InstanceInUseError(msg)
+        await self.beat(mqtt_connected=False)
+
+    async def _heartbeat_of(self, instance: str) -> float | None:
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT heartbeat_at FROM instances WHERE id = %s AND stopped_at IS NULL",
+                    (instance,),
+                )
+            ).fetchone()
+        return None if row is None else float(row[0])
+
     async def beat(self, *, mqtt_connected: bool, now: float | None = None) -> None:
         at = time.time() if now is None else now
         await self._transaction(

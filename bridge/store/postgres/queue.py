@@ -83,10 +83,17 @@ WHERE state = 'inflight' AND lease_until < %(now)s
 
 class PostgresQueue(PostgresBase):
     async def recover_inflight(self, *, now: float | None = None) -> int:
-        """Deliveries whose claim's lease ran out (a dead instance's) go out again; a live
-        instance's claims are left alone."""
+        """At start: this instance's own claims (from before a crash: it is starting, so none
+        is being sent) and those whose lease ran out (a dead instance's) go out again; another
+        live instance's claims are left alone."""
         at = time.time() if now is None else now
-        return await self._transaction(_recover_expired, at)
+        own = await self._transaction(
+            execute,
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = %s, claimed_by = NULL,"
+            " lease_until = NULL WHERE state = 'inflight' AND claimed_by = %s",
+            (at, self.instance),
+        )
+        return own + await self._transaction(_recover_expired, at)
 
     async def claim(
         self, sink: str, *, limit: int, now: float, horizon: float = 86400.0
