@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from bridge import __version__
+from bridge.backend import beat_forever, opened_store
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.directory.build import Source, build_sources
 from bridge.directory.live import LiveDirectory
@@ -29,7 +30,7 @@ from bridge.ops import heartbeat, systemd, web
 from bridge.ops.logs import register_secret, set_level
 from bridge.ops.metrics import Metrics
 from bridge.reconcile.daily import run_daily
-from bridge.store import QueueStatus, RetentionPolicy, Store
+from bridge.store import DaemonStore, QueueStatus, RetentionPolicy
 from bridge.vendors.registry import KEEPS_STATE, build_sinks
 
 log = structlog.get_logger("bridge.app")
@@ -75,7 +76,7 @@ def _iso(moment: float | None) -> str | None:
 class Running:
     """The daemon's components while it runs: built once by Bridge.run, closed in reverse."""
 
-    store: Store
+    store: DaemonStore
     session: Session
     people: People
     feedback: Feedback  # one publisher of replies to terminals, for ingest and dispatch
@@ -100,7 +101,7 @@ class Bridge:
 
     # What tests and the status views look at; None until run() has built it.
     @property
-    def store(self) -> Store | None:
+    def store(self) -> DaemonStore | None:
         return None if self._running is None else self._running.store
 
     @property
@@ -122,20 +123,10 @@ class Bridge:
         settings = self.settings
         sources = build_sources(settings)  # ConfigError: an enabled source lacks credentials
         async with contextlib.AsyncExitStack() as stack:
-            store = await stack.enter_async_context(
-                Store.open(
-                    settings.store.path,
-                    site_tz=settings.site.tz,
-                    window_seconds=settings.dedupe.window_seconds,
-                    inference=settings.inference.rules(
-                        tz=settings.site.tz, window_seconds=settings.dedupe.window_seconds
-                    ),
-                    settle_seconds=settings.dispatch.settle_seconds,
-                    rejected_max_bytes=settings.store.rejected_max_mb * 1024 * 1024,
-                )
-            )
-            # The directory: the CSV file and the vendors' user lists, cached in SQLite so it
-            # carries on through a vendor outage and across restarts.
+            # The SQLite file, or the PostgreSQL database shared with other bridges.
+            store = await stack.enter_async_context(opened_store(settings))
+            # The directory: the CSV file and the vendors' user lists, cached in the store so
+            # it carries on through a vendor outage and across restarts.
             directory = await open_directory(settings, store, sources)
             recovered = await store.recover_inflight()
             if recovered:
@@ -151,7 +142,11 @@ class Bridge:
             await self._serve(running)
 
     def _build(
-        self, store: Store, session: Session, directory: LiveDirectory, sources: Sequence[Source]
+        self,
+        store: DaemonStore,
+        session: Session,
+        directory: LiveDirectory,
+        sources: Sequence[Source],
     ) -> Running:
         settings = self.settings
         feedback = Feedback(ack_topic=settings.mqtt.ack_topic)
@@ -214,6 +209,10 @@ class Bridge:
                     tg.create_task(self._announce_ready(running), name="ready"),
                     tg.create_task(self._reload_on_sighup(running), name="reload"),
                     tg.create_task(running.store.watch_other_writers(), name="repairs"),
+                    tg.create_task(
+                        beat_forever(running.store, running.ingest.connected.is_set),
+                        name="instance-heartbeat",
+                    ),
                     tg.create_task(
                         running.store.retain_forever(self._retention()), name="retention"
                     ),

@@ -12,6 +12,7 @@ from bridge.store.postgres.instances import PostgresInstances
 from bridge.store.postgres.intake import PostgresIntake
 from bridge.store.postgres.people import PostgresPeople
 from bridge.store.postgres.queue import PostgresQueue
+from bridge.store.postgres.reconcile import PostgresReconcile
 from bridge.store.postgres.retention import PostgresRetention
 
 
@@ -22,6 +23,7 @@ class PostgresStore(
     PostgresInstances,
     PostgresRetention,
     PostgresPeople,
+    PostgresReconcile,
 ):
     """Open with `PostgresStore.open(url, site_tz=...)`."""
 

@@ -1,0 +1,69 @@
+"""Which store the daemon runs on: the SQLite file of one gateway (`store.path`), or the
+PostgreSQL database several bridges share (`store.url`), and what only the shared one needs:
+an identity among the others, its heartbeat, and a clean goodbye."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+
+from bridge.config import Settings
+from bridge.store import DaemonStore, Store
+from bridge.store.postgres import PostgresStore
+from bridge.store.postgres.instances import HEARTBEAT_SECONDS
+
+log = structlog.get_logger("bridge.backend")
+
+
+@contextlib.asynccontextmanager
+async def opened_store(settings: Settings) -> AsyncIterator[DaemonStore]:
+    """The daemon's store, open and migrated; on PostgreSQL also this instance's identity
+    taken (a second running bridge with the same store.instance_id is refused)."""
+    config = settings.store
+    rules = settings.inference.rules(
+        tz=settings.site.tz, window_seconds=settings.dedupe.window_seconds
+    )
+    if config.url is None:
+        async with Store.open(
+            config.path,
+            site_tz=settings.site.tz,
+            window_seconds=settings.dedupe.window_seconds,
+            inference=rules,
+            settle_seconds=settings.dispatch.settle_seconds,
+            rejected_max_bytes=config.rejected_max_mb * 1024 * 1024,
+        ) as store:
+            yield store
+        return
+    async with PostgresStore.open(
+        config.url,
+        site_tz=settings.site.tz,
+        window_seconds=settings.dedupe.window_seconds,
+        inference=rules,
+        settle_seconds=settings.dispatch.settle_seconds,
+        instance=config.instance_id,
+        lease_seconds=config.lease_seconds,
+        password=None if config.password is None else config.password.get_secret_value(),
+    ) as shared:
+        await shared.take_identity()
+        log.info("store.instance", instance=shared.instance, lease_seconds=config.lease_seconds)
+        try:
+            yield shared
+        finally:
+            with contextlib.suppress(Exception):  # the database may be what failed
+                await shared.stopped()
+
+
+async def beat_forever(store: DaemonStore, mqtt_connected: Callable[[], bool]) -> None:
+    """On a shared store, this instance's heartbeat (for `status` and the others' view);
+    nothing on SQLite."""
+    if not isinstance(store, PostgresStore):
+        return
+    while True:
+        try:
+            await store.beat(mqtt_connected=mqtt_connected())
+        except Exception as err:  # noqa: BLE001 - the loop's boundary: the next beat retries
+            log.warning("store.heartbeat_failed", error=str(err))
+        await asyncio.sleep(HEARTBEAT_SECONDS)
