@@ -38,6 +38,9 @@ class EventStatus(enum.StrEnum):
     ACCEPTED = "accepted"
     UNMAPPED = "unmapped"  # stored; some sink does not know the person yet
     DUPLICATE = "duplicate"  # a double swipe: stored, not sent
+    # Stored with an implausible device time: its deliveries are held for an operator, and it
+    # is nobody's previous swipe until `held complete --use-received-time` gives it a time.
+    HELD = "held"
     REDELIVERED = "redelivered"  # the same event again (MQTT redelivery): nothing stored
     REJECTED = "rejected"  # not an event: kept in the rejected table
 

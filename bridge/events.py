@@ -4,7 +4,7 @@ No I/O here, so everything is tested without a broker. A parser returns a ClockE
 None for a message that is not a clock event at all (another Tasmota sensor), or raises
 PayloadError with a reason a person can read. The per-format parsers live in bridge.formats and
 bridge.routing reads a message through them; this module holds the model and the rules every
-format shares (badge, time, key, terminal, time limits), and imports neither.
+format shares (badge, time, key, terminal, the plausible time window), and imports neither.
 """
 
 from __future__ import annotations
@@ -89,31 +89,60 @@ def check_terminal(value: str) -> str:
 @dataclass(frozen=True, slots=True)
 class TimeLimits:
     """The event times a terminal may plausibly send: a device clock reset to 1970 or set
-    years ahead is a fault to show an operator, not a punch to book."""
+    years ahead is a fault for an operator to look at, not a punch to book as it is."""
 
     earliest: datetime = datetime(2000, 1, 1, tzinfo=UTC)
     max_future: timedelta = timedelta(days=1)
 
 
-def check_event_time(event: ClockEvent, *, received_at: datetime, limits: TimeLimits) -> None:
-    """PayloadError when the event's time is outside `limits`, naming both clocks."""
+class TimeProblem(enum.StrEnum):
+    """Which limit a device time broke (a metrics label: the set stays this small)."""
+
+    TOO_EARLY = "too_early"  # before site.min_event_time
+    TOO_FAR_AHEAD = "too_far_ahead"  # more than site.max_future_seconds past the gateway's clock
+
+
+@dataclass(frozen=True, slots=True)
+class ImplausibleTime:
+    """Why an event's device time cannot be booked as it is: the event is stored and held for
+    an operator (`held complete ID --use-received-time`), not rejected."""
+
+    problem: TimeProblem
+    reason: str  # names both clocks, e.g. "implausible time: device said ..., received ..."
+
+
+def implausible_time(
+    event: ClockEvent, *, received_at: datetime, limits: TimeLimits
+) -> ImplausibleTime | None:
+    """What is wrong with the event's device time, or None when it lies within `limits`."""
     if not event.time_given:
-        return  # the gateway's own clock
-    received = received_at.astimezone(UTC).isoformat()
+        return None  # the gateway's own clock
     if event.time < limits.earliest:
-        msg = (
-            f"device time {event.time.isoformat()} is before {limits.earliest.isoformat()}"
-            f" (site.min_event_time); received {received} by the gateway"
-        )
+        problem = TimeProblem.TOO_EARLY
+        why = f"before {_utc(limits.earliest)}, site.min_event_time"
     elif event.time - received_at > limits.max_future:
-        msg = (
-            f"device time {event.time.isoformat()} is more than"
-            f" {limits.max_future.total_seconds():.0f} s ahead of the gateway's clock"
-            f" (site.max_future_seconds); received {received}"
-        )
+        problem = TimeProblem.TOO_FAR_AHEAD
+        why = f"more than {_span(limits.max_future)} ahead, site.max_future_seconds"
     else:
-        return
-    raise PayloadError(msg)
+        return None
+    reason = (
+        f"implausible time: device said {_utc(event.time)}, received {_utc(received_at)} ({why})"
+    )
+    return ImplausibleTime(problem, reason)
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _span(span: timedelta) -> str:
+    """A limit as a person says it: '1 day', '6 hours', '90 s'."""
+    seconds = span.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds:g} s"
 
 
 def normalise_badge(value: object) -> str:

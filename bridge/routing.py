@@ -2,8 +2,9 @@
 
 Ingest and `rejected reprocess` both read a message through `Router.route`, so a payload parsed
 again after a config fix is read by exactly the rules the daemon applies live: the topic picks
-the subscription, the subscription's format picks the parser, the site's time limits apply, and
-what cannot become an event is a `Rejection` with a reason a person can read.
+the subscription, the subscription's format picks the parser, the site's time window marks an
+implausible device time (the event is held, not rejected), and what cannot become an event is a
+`Rejection` with a reason a person can read.
 
 No I/O here, no logging, no metrics: those stay with the caller (bridge.ingest.consumer).
 """
@@ -21,8 +22,8 @@ from bridge.events import (
     PayloadError,
     PayloadFormat,
     TimeLimits,
-    check_event_time,
     check_terminal,
+    implausible_time,
     json_kind,
     show,
     terminal_problem,
@@ -91,8 +92,6 @@ class Router:
                 site_tz=self._site_tz,
                 received_at=received_at,
             )
-            if event is not None:
-                check_event_time(event, received_at=received_at, limits=self._time_limits)
         except PayloadError as err:
             return rejection(
                 topic,
@@ -105,7 +104,9 @@ class Router:
         if event is None:
             return None
         sinks = None if subscription.sinks is None else frozenset(subscription.sinks)
-        return Incoming(event, topic, sinks, fmt.value, payload)
+        # A time outside the site's window is stored and held for an operator, not rejected.
+        held = implausible_time(event, received_at=received_at, limits=self._time_limits)
+        return Incoming(event, topic, sinks, fmt.value, payload, held=held)
 
 
 def rejection(

@@ -14,6 +14,9 @@ def as_json(row: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     data = dict(row)
     data["action_inferred"] = bool(row.get("action_inferred"))  # no direction from the terminal
     data["time"] = local_text(row["event_time"], tz)
+    for key in ("received_at", "device_time"):  # device_time: replaced by the received time
+        if key in row:
+            data[key] = local_text(row[key], tz)
     for key in ("next_attempt_at", "created_at", "settled_at"):
         data[key] = local_from_unix(row[key], tz)
     return data

@@ -1,11 +1,17 @@
-"""`clockin-bridge held list|show ID|complete ID --to TIME|release ID|drop ID`: deliveries the
-bridge refused to guess, waiting for an operator. Each says why (`reason`):
+"""`clockin-bridge held list|show ID|complete ID --to T|--from T|--use-received-time|release
+ID|drop ID`: deliveries the bridge refused to guess, waiting for an operator. Each says why
+(`reason`):
 
 - TimeTrack shifts (bridge.vendors.timetrack.shift): held with the person's state left as it was.
   `complete --to` closes the open shift at that time (complete_shift); `complete --from` opens
   the missing shift at that time (start_shift) for an `out` that had none. Either saves the new
   state and requeues the held delivery (pending, due now) in one transaction; the sink records
   the closed shift before handling the requeued job.
+- "implausible time: ...": an event whose device time is outside site.min_event_time and
+  site.max_future_seconds; all its deliveries are held, listed with both the device's time and
+  the time the gateway received it. `complete --use-received-time` books the event at its
+  received time and requeues all its held deliveries in one transaction
+  (bridge.store.time_repair).
 - "late: older than the last action sent at ...": a punch that arrived after a newer one of the
   same person was applied at McTime or TimeTrack (bridge.store.queue). `release` sends it as it
   is, out of order; `drop` gives it up (fix the entry at the vendor by hand).
@@ -30,16 +36,18 @@ from bridge.commands.common import (
     emit,
     fail,
     handler,
+    local_text,
     opened_store,
     parse_moment,
     report_moved,
     settings_of,
 )
 from bridge.commands.dead import show_one
+from bridge.commands.held_time import book_at_received_time
 from bridge.store import StoreRole
 from bridge.vendors.timetrack.shift import ShiftStateError, complete_shift, start_shift
 
-HEADERS = (*deliveries.HEADERS[:-1], "open_shift", "reason")
+HEADERS = (*deliveries.HEADERS[:6], "received", "attempts", "open_shift", "reason")
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -62,6 +70,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     when = complete.add_mutually_exclusive_group(required=True)
     when.add_argument("--to", help="the shift's end (ISO-8601, site-local when naive)")
     when.add_argument("--from", dest="from_", help="the missing shift's start (start_shift)")
+    when.add_argument(
+        "--use-received-time",
+        action="store_true",
+        help="an event held for its implausible device time: book it when the gateway got it",
+    )
     complete.add_argument("--note", help="a note for a shift opened with --from")
     complete.set_defaults(handler=handler(cmd_complete))
 
@@ -103,13 +116,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = []
     data = []
     for row, saved in found:
-        table.append([*deliveries.as_row(row, tz)[:-1], _open_shift(saved, tz), row["last_error"]])
+        shown = deliveries.as_row(row, tz)
+        received = local_text(row["received_at"], tz)
+        table.append([*shown[:6], received, shown[6], _open_shift(saved, tz), row["last_error"]])
         data.append({**deliveries.as_json(row, tz), "person_state": saved})
     emit(args, data, headers=HEADERS, rows=table, empty="no held deliveries")
     return EXIT_OK
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
+    if args.use_received_time:
+        return book_at_received_time(args)
     settings = settings_of(args)
     tz = settings.site.tz
     if args.to is not None:

@@ -7,7 +7,8 @@ UTF-8 and control characters escaped (as every command prints untrusted text, co
 Reprocess is for after a config or directory fix: the stored raw payload is parsed again with
 the current config's subscription for its topic, at the time it was first received, and stored
 through Store.ingest, so every duplicate layer applies (a payload reprocessed twice, or sent
-twice, is one event). The rejected row is kept and marked with the event it became; a payload
+twice, is one event; one whose device time is outside the site's window is stored held, as
+the daemon stores it). The rejected row is kept and marked with the event it became; a payload
 that still fails is left as it was and its new reason reported. A payload kept only in part
 (the store keeps 16 KiB of each) is never parsed again: it is reported as cut.
 """
@@ -33,6 +34,7 @@ from bridge.commands.common import (
 )
 from bridge.commands.progress import Progress
 from bridge.config import Settings
+from bridge.delivery import EventStatus
 from bridge.directory.build import build_sources
 from bridge.directory.file import DirectoryError
 from bridge.directory.people import make_resolver, open_directory, sink_columns
@@ -256,7 +258,10 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
     lines = []
     for item in outcomes:
         if item["result"] == "event":
-            lines.append(f"rejected {item['id']}: stored as {item['event']} ({item['status']})")
+            line = f"rejected {item['id']}: stored as {item['event']} ({item['status']})"
+            if item["status"] == EventStatus.HELD:
+                line += "; its device time is implausible: see held list"
+            lines.append(line)
         elif item["result"] == "done_before":
             lines.append(f"rejected {item['id']}: already reprocessed as {item['event']}")
         else:

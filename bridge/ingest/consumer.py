@@ -48,6 +48,7 @@ FEEDBACK_STATUS = {
     EventStatus.DUPLICATE: "duplicate",
     EventStatus.REDELIVERED: "duplicate",
     EventStatus.REJECTED: "rejected",
+    EventStatus.HELD: "held",  # an implausible device time: waits for an operator
 }
 
 
@@ -227,6 +228,8 @@ class Ingest:
         for item, stored in zip(items, results, strict=True):
             terminal = item.terminal if isinstance(item, Rejection) else item.event.terminal
             self._metrics.events.labels(label(terminal), item.format, stored.status).inc()
+            if stored.status is EventStatus.HELD and isinstance(item, Incoming) and item.held:
+                self._metrics.held_for_time.labels(item.held.problem.value).inc()
             self.counts["rejected" if stored.status == "rejected" else "stored"] += 1
             for sink in stored.held:
                 self._metrics.held.labels(sink, "direction").inc()
@@ -277,11 +280,15 @@ class Ingest:
             )
         if item is None:  # not a clock event (another sensor of a Tasmota device)
             self.counts["ignored"] += 1
-        elif isinstance(item, Rejection) and not self._junk.keep(item.terminal or INVALID_TERMINAL):
+            return None
+        # A rejected message and an event held for its implausible time share one budget: a
+        # terminal whose clock says 2099 must not grow the database faster than junk can.
+        terminal = _junk_terminal(item)
+        if terminal is not None and not self._junk.keep(terminal):
             self.counts["not_kept"] += 1
             self._metrics.rejected_not_kept.inc()
             self._metrics.events.labels(
-                self._metrics.terminal_label(item.terminal), item.format, "not_kept"
+                self._metrics.terminal_label(terminal), item.format, "not_kept"
             ).inc()
             return None
         return item
@@ -305,6 +312,13 @@ class Ingest:
         return item
 
 
+def _junk_terminal(item: Incoming | Rejection) -> str | None:
+    """The terminal whose junk budget the message uses, or None: a plausible event."""
+    if isinstance(item, Rejection):
+        return item.terminal or INVALID_TERMINAL
+    return item.event.terminal if item.held is not None else None
+
+
 def _payload_bytes(message: aiomqtt.Message) -> bytes:
     raw = message.payload
     return bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode()
@@ -318,6 +332,8 @@ def _log_results(results: Sequence[Stored]) -> None:
             log.warning("event.rejected", reason=stored.reason)
         elif stored.status in (EventStatus.DUPLICATE, EventStatus.REDELIVERED):
             log.info("event.duplicate", **fields, action=stored.action, reason=stored.status)
+        elif stored.status is EventStatus.HELD:
+            log.warning("event.held", **fields, reason=stored.reason)
         elif stored.held:
             log.warning("event.held", **fields, action=stored.action, reason=stored.reason)
         elif stored.status is EventStatus.UNMAPPED:

@@ -52,8 +52,15 @@ class Metrics:
         )
         self.rejected_not_kept = Counter(
             "clockin_rejected_not_kept_total",
-            "Rejected messages counted but not stored: their terminal (or all together) sent"
-            " more junk than the per-minute limits keep",
+            "Rejected messages (and events with an implausible time) counted but not stored:"
+            " their terminal (or all together) sent more junk than the per-minute limits keep",
+            registry=registry,
+        )
+        self.held_for_time = Counter(
+            "clockin_events_held_for_time_total",
+            "Events stored with an implausible device time, held for an operator (held"
+            " complete --use-received-time); why: too_early or too_far_ahead",
+            ["why"],
             registry=registry,
         )
         self.events = Counter(

@@ -27,6 +27,7 @@ from bridge.store.records import (
     utc_text,
 )
 from bridge.store.retention import RetentionMixin, RetentionPolicy
+from bridge.store.time_repair import TimeRepairMixin
 
 
 class Store(
@@ -37,6 +38,7 @@ class Store(
     ReconcileMixin,
     PeopleMixin,
     RetentionMixin,
+    TimeRepairMixin,
 ):
     """The bridge's SQLite database; open it with `Store.open(path, site_tz=...)`."""
 

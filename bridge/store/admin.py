@@ -25,7 +25,8 @@ CHUNK = 500
 _DELIVERY_SQL = """
 SELECT d.id, d.sink, d.state, d.person, d.attempts, d.last_error, d.outcome, d.replayed,
        d.next_attempt_at, d.created_at, d.settled_at, e.key AS event_key, e.terminal,
-       e.badge, e.user_id, e.action, e.action_inferred, e.event_time, e.status AS event_status
+       e.badge, e.user_id, e.action, e.action_inferred, e.event_time, e.status AS event_status,
+       e.received_at, e.device_time
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
 """
 
@@ -261,14 +262,22 @@ def _requeue_held(
     conn: sqlite3.Connection, delivery_id: int, change: StateChange, now: float
 ) -> tuple[str, str]:
     found = conn.execute(
-        "SELECT sink, person, state FROM deliveries WHERE id = ?", (delivery_id,)
+        "SELECT d.sink, d.person, d.state, e.status FROM deliveries AS d"
+        " JOIN events AS e ON e.id = d.event_id WHERE d.id = ?",
+        (delivery_id,),
     ).fetchone()
     if found is None:
         msg = f"no delivery {delivery_id}"
         raise LookupError(msg)
-    sink, person, state = found
+    sink, person, state, event_status = found
     if state != "held":
         msg = f"delivery {delivery_id} is {state}, not held"
+        raise LookupError(msg)
+    if event_status == "held":  # its time is the device's implausible one: no shift to fix
+        msg = (
+            f"delivery {delivery_id} is held for its implausible device time, not for a shift:"
+            " complete it with --use-received-time (or drop it)"
+        )
         raise LookupError(msg)
     saved = conn.execute(
         "SELECT state FROM person_state WHERE sink = ? AND person = ?", (sink, person)

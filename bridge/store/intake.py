@@ -104,6 +104,8 @@ class IntakeMixin(StoreBase):
 
         when = utc_text(event.time)
         local_day = event.time.astimezone(self._site_tz).date().isoformat()
+        if item.held is not None:
+            return self._insert_held(conn, item, received_at, local_day)
         action = event.action
         if action is None:
             # Read and decided inside this write transaction, on purpose: no other writer can
@@ -112,12 +114,12 @@ class IntakeMixin(StoreBase):
             # the same way), and an earlier event of this same batch already counts.
             since = self._inference.lookback(event.time, event.terminal, item.group)
             action = self._inference.infer(
-                _previous(conn, event.subject, since, when),
+                previous_swipe(conn, event.subject, since, when),
                 at=event.time,
                 terminal=event.terminal,
                 group=item.group,
             )
-        duplicate_of = _double_swipe(conn, event.subject, action, event.time, self._window)
+        duplicate_of = double_swipe_of(conn, event.subject, action, event.time, self._window)
         held_because = None
         if duplicate_of is None:
             held_because = self._would_change_a_decided_direction(conn, item, action, when)
@@ -131,33 +133,15 @@ class IntakeMixin(StoreBase):
         else:
             status = EventStatus.UNMAPPED
 
-        cursor = conn.execute(
-            "INSERT INTO events (key, terminal, subject, badge, user_id, action, action_inferred,"
-            " event_time, local_day, time_given, received_at, status, duplicate_of, topic,"
-            " job, lat, lon, note, source_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                event.key,
-                event.terminal,
-                event.subject,
-                event.badge,
-                event.user,
-                action.value,
-                event.action is None,
-                when,
-                local_day,
-                event.time_given,
-                utc_text(received_at),
-                status,
-                duplicate_of,
-                item.topic,
-                event.job,
-                event.lat,
-                event.lon,
-                event.note,
-                event.source_id,
-            ),
+        event_id = _insert_event_row(
+            conn,
+            item,
+            action=action,
+            local_day=local_day,
+            status=status,
+            duplicate_of=duplicate_of,
+            received_at=received_at,
         )
-        event_id = cursor.lastrowid
         now = time.time()
         if held_because is not None:
             conn.executemany(
@@ -208,6 +192,41 @@ class IntakeMixin(StoreBase):
             f" {later_time.astimezone(tz).isoformat(timespec='seconds')} was inferred without"
             f" it; booking it would make that one {would_be}"
         )
+
+    def _insert_held(
+        self, conn: sqlite3.Connection, item: Incoming, received_at: datetime, local_day: str
+    ) -> Stored:
+        """An event whose device time is implausible: stored (so a resend is a duplicate) with
+        every delivery held, the reason naming both clocks. Its time decides nothing yet: no
+        inference (the action is decided again when an operator gives it a time), no double
+        swipe, and it is nobody's previous swipe (status 'held')."""
+        event, held = item.event, item.held
+        assert held is not None  # noqa: S101 - the caller's branch
+        people = dict(item.people or {})
+        if item.sinks is not None:
+            people = {sink: who for sink, who in people.items() if sink in item.sinks}
+        # A placeholder for a swipe without an action (the column is NOT NULL); flagged
+        # inferred, so `held complete --use-received-time` infers it at the received time.
+        action = event.action or Action.IN
+        event_id = _insert_event_row(
+            conn,
+            item,
+            action=action,
+            local_day=local_day,
+            status=EventStatus.HELD,
+            duplicate_of=None,
+            received_at=received_at,
+        )
+        now = time.time()
+        conn.executemany(
+            "INSERT INTO deliveries (event_id, sink, person, event_time, state, next_attempt_at,"
+            " created_at, settled_at, last_error) VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?)",
+            [
+                (event_id, sink, person, utc_text(event.time), now, now, now, held.reason)
+                for sink, person in people.items()
+            ],
+        )
+        return Stored(event.key, EventStatus.HELD, None, event.terminal, held.reason)
 
     async def release_unmapped(self, *, resolve: PersonResolver) -> int:
         """Give unmapped deliveries their person once the directory knows them; count released."""
@@ -297,14 +316,58 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _previous(
+def _insert_event_row(
+    conn: sqlite3.Connection,
+    item: Incoming,
+    *,
+    action: Action,
+    local_day: str,
+    status: EventStatus,
+    duplicate_of: int | None,
+    received_at: datetime,
+) -> int:
+    event = item.event
+    cursor = conn.execute(
+        "INSERT INTO events (key, terminal, subject, badge, user_id, action, action_inferred,"
+        " event_time, local_day, time_given, received_at, status, duplicate_of, topic,"
+        " job, lat, lon, note, source_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            event.key,
+            event.terminal,
+            event.subject,
+            event.badge,
+            event.user,
+            action.value,
+            event.action is None,
+            utc_text(event.time),
+            local_day,
+            event.time_given,
+            utc_text(received_at),
+            status,
+            duplicate_of,
+            item.topic,
+            event.job,
+            event.lat,
+            event.lon,
+            event.note,
+            event.source_id,
+        ),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+# Events no later swipe is decided by: double swipes, and events held for their device time.
+_NOT_A_SWIPE = "status NOT IN ('duplicate', 'held')"
+
+
+def previous_swipe(
     conn: sqlite3.Connection, subject: str, since: datetime, when: str
 ) -> tuple[Action, datetime] | None:
     """The person's latest event from `since` up to `when`, for in/out inference (by shift:
     the calendar day, `local_day`, plays no part)."""
     row = conn.execute(
         "SELECT action, event_time FROM events WHERE subject = ? AND event_time >= ?"
-        " AND event_time <= ? AND status != 'duplicate'"
+        f" AND event_time <= ? AND {_NOT_A_SWIPE}"
         " ORDER BY event_time DESC, id DESC LIMIT 1",
         (subject, utc_text(since), when),
     ).fetchone()
@@ -319,7 +382,7 @@ def _next_swipe(
     terminal); None when the next one came with its own action, or there is none."""
     row = conn.execute(
         "SELECT action, event_time, terminal, action_inferred FROM events"
-        " WHERE subject = ? AND event_time > ? AND status != 'duplicate'"
+        f" WHERE subject = ? AND event_time > ? AND {_NOT_A_SWIPE}"
         " ORDER BY event_time, id LIMIT 1",
         (subject, when),
     ).fetchone()
@@ -328,13 +391,13 @@ def _next_swipe(
     return Action(row[0]), parse_utc_text(row[1]), row[2]
 
 
-def _double_swipe(
+def double_swipe_of(
     conn: sqlite3.Connection, subject: str, action: Action, at: datetime, window_seconds: float
 ) -> int | None:
     """Layer 2: the same person, the same action, within the window: the id it repeats."""
     window = timedelta(seconds=window_seconds)
     row = conn.execute(
-        "SELECT id FROM events WHERE subject = ? AND action = ? AND status != 'duplicate'"
+        f"SELECT id FROM events WHERE subject = ? AND action = ? AND {_NOT_A_SWIPE}"
         " AND event_time BETWEEN ? AND ? ORDER BY event_time LIMIT 1",
         (subject, action.value, utc_text(at - window), utc_text(at + window)),
     ).fetchone()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypedDict
 
 from bridge.delivery import EventStatus
-from bridge.events import Action, ClockEvent
+from bridge.events import Action, ClockEvent, ImplausibleTime
 
 
 class Identified(Protocol):
@@ -56,6 +56,8 @@ class Incoming:
     people: Mapping[str, str | None] | None = None
     # The person's schedule group (directory column inference.group_column), for inference.
     group: str | None = None
+    # The device time is implausible: store the event with its deliveries held, not rejected.
+    held: ImplausibleTime | None = None
 
 
 @dataclass(frozen=True, slots=True)

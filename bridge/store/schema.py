@@ -246,4 +246,11 @@ MIGRATIONS: tuple[str, ...] = (
         UPDATE counters SET n = n - 1 WHERE name = 'inferred' AND sink = '' AND state = '';
     END;
     """,
+    # 12: an event with an implausible device time is stored with status 'held' (its
+    # deliveries held) instead of rejected; when an operator books it at the time the gateway
+    # received it (`held complete ID --use-received-time`), event_time becomes received_at and
+    # the device's own time is kept here for the audit trail. NULL: the time was never replaced.
+    """
+    ALTER TABLE events ADD COLUMN device_time TEXT;
+    """,
 )
