@@ -16,8 +16,12 @@ from bridge.events import (
     MAX_PAYLOAD_BYTES,
     Action,
     ClockEvent,
+    ImplausibleTime,
     PayloadError,
     PayloadFormat,
+    TimeLimits,
+    TimeProblem,
+    implausible_time,
     normalise_badge,
 )
 from bridge.routing import parse_event, topic_terminal
@@ -622,3 +626,61 @@ def test_valid_canonical_payloads_round_trip(
         assert event.key == f"gate1/{str(payload['id']).strip()}"
     else:
         assert DERIVED.match(event.key)
+
+
+# --- the plausible time window (an event outside it is held, not rejected) -----------------
+
+RECEIVED_LATE = datetime(2026, 11, 30, 10, 0, 3, tzinfo=UTC)  # the gateway's clock
+
+
+def _at(moment: datetime, *, given: bool = True) -> ClockEvent:
+    return ClockEvent(
+        key="k", terminal="t", badge="B1", user=None, action=None, time=moment, time_given=given
+    )
+
+
+def test_an_implausible_time_is_named_with_both_clocks() -> None:
+    ahead = implausible_time(
+        _at(datetime(2099, 1, 1, tzinfo=UTC)), received_at=RECEIVED_LATE, limits=TimeLimits()
+    )
+    assert ahead == ImplausibleTime(
+        TimeProblem.TOO_FAR_AHEAD,
+        "implausible time: device said 2099-01-01T00:00:00Z, received 2026-11-30T10:00:03Z"
+        " (more than 1 day ahead, site.max_future_seconds)",
+    )
+    early = implausible_time(
+        _at(datetime(1970, 1, 1, tzinfo=UTC)), received_at=RECEIVED_LATE, limits=TimeLimits()
+    )
+    assert early == ImplausibleTime(
+        TimeProblem.TOO_EARLY,
+        "implausible time: device said 1970-01-01T00:00:00Z, received 2026-11-30T10:00:03Z"
+        " (before 2000-01-01T00:00:00Z, site.min_event_time)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("max_future", "said"),
+    [
+        (timedelta(days=2), "more than 2 days ahead"),
+        (timedelta(hours=6), "more than 6 hours ahead"),
+        (timedelta(seconds=90), "more than 90 s ahead"),
+    ],
+)
+def test_the_limit_is_said_as_a_person_says_it(max_future: timedelta, said: str) -> None:
+    limits = TimeLimits(max_future=max_future)
+    found = implausible_time(
+        _at(RECEIVED_LATE + max_future + timedelta(seconds=1)),
+        received_at=RECEIVED_LATE,
+        limits=limits,
+    )
+    assert found is not None
+    assert said in found.reason
+
+
+def test_the_window_edges_are_plausible() -> None:
+    limits = TimeLimits()
+    for moment in (limits.earliest, RECEIVED_LATE + limits.max_future):
+        assert implausible_time(_at(moment), received_at=RECEIVED_LATE, limits=limits) is None
+    # No time in the payload: the gateway's own clock, never implausible.
+    far = _at(datetime(2099, 1, 1, tzinfo=UTC), given=False)
+    assert implausible_time(far, received_at=RECEIVED_LATE, limits=limits) is None

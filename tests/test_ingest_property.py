@@ -134,7 +134,7 @@ def test_every_message_is_stored_rejected_or_ignored(
     assert len(results) == counted.get("stored", 0) + counted.get("rejected", 0)
     # ... and the database agrees: a row for every new event and every rejected message.
     statuses = [stored.status for stored in results]
-    new_events = sum(status in ("accepted", "unmapped", "duplicate") for status in statuses)
+    new_events = sum(status in ("accepted", "unmapped", "duplicate", "held") for status in statuses)
     assert harness.rows("events") - events_before == new_events
     assert harness.rows("rejected") - rejected_before == statuses.count("rejected")
 

@@ -160,9 +160,8 @@ def _book(
     conn.execute("UPDATE deliveries SET event_time = ? WHERE event_id = ?", (when, event_id))
     booked.later_inferred = _later_inferred(conn, subject, at, rules.inference.max_shift)
     changed = booked.requeued + booked.unmapped + booked.dropped
-    record_repair(
-        conn, f"held -> pending (device time {device} booked at received {when})", changed
-    )
+    change = f"held -> pending (booked at its received time {when}; the device said {device})"
+    record_repair(conn, change, changed)
     return booked
 
 
