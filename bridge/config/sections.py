@@ -35,8 +35,9 @@ def known_zone(value: str) -> str:
 class SiteConfig(_Section):
     timezone: str = "UTC"
     max_clock_skew_seconds: float = Field(300.0, gt=0)
-    # Event times outside [min_event_time, now + max_future_seconds] are rejected: a device
-    # clock reset to 1970 or set years ahead is a fault for an operator, not a punch.
+    # An event time outside [min_event_time, now + max_future_seconds] is held, not booked: a
+    # device clock reset to 1970 or set years ahead is for an operator to look at (`held
+    # complete ID --use-received-time` books it when the gateway received it).
     min_event_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
     max_future_seconds: float = Field(86400.0, gt=0)
 
@@ -177,9 +178,9 @@ class StoreConfig(_Section):
     max_batch: int = Field(500, ge=1, le=10_000)
     # Rejected payloads kept, all together (MiB); the oldest are pruned first, and counted.
     rejected_max_mb: int = Field(64, ge=1, le=1_000_000)
-    # Rejected messages stored per minute, per terminal and for all terminals together; beyond
-    # that they are only counted (clockin_rejected_not_kept_total) and a warning names the
-    # terminal that floods.
+    # Rejected messages (and events held for an implausible time) stored per minute, per
+    # terminal and for all terminals together; beyond that they are only counted
+    # (clockin_rejected_not_kept_total) and a warning names the terminal that floods.
     rejected_per_terminal_per_minute: int = Field(60, ge=1)
     rejected_per_minute: int = Field(600, ge=1)
     # Retention (bridge.store.retention), applied when the bridge is quiet. Events whose every

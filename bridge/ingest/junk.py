@@ -1,5 +1,7 @@
 """How much junk a terminal may make the bridge keep: rejected payloads beyond a rate are only
-counted, so a broken or hostile terminal cannot churn the disk or flood the log.
+counted, so a broken or hostile terminal cannot churn the disk or flood the log. An event with
+an implausible device time (stored and held for an operator) counts as junk here too: a clock
+stuck at 2099 must not grow the database faster than garbage can.
 
 Every rejected message is counted; up to `per_terminal` a minute per terminal, and
 `total` a minute over all terminals together (random topic levels make every message a new
