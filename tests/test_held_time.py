@@ -124,6 +124,13 @@ async def test_held_event_is_stored_with_every_delivery_held_and_no_decision(
         ),
         ("timetrack", None, "held", rows(db, "SELECT last_error FROM deliveries")[0][0]),
     ]
+    config = config_for(tmp_path, db)
+    shown = run_json(
+        "held", "show", str(held_ids(db, "far")[0]), "--config", str(config), cwd=tmp_path
+    )
+    assert shown["time"] == "2099-01-01T01:00:00+01:00"  # the device's, site-local
+    assert shown["received_at"] == "2026-11-23T10:00:00+01:00"
+    assert shown["device_time"] is None  # not replaced (yet)
     async with opened(db) as store:
         assert await store.claim(SINK, limit=10, now=time.time() + 10**9) == []
         # a directory that learns the person does not release it either

@@ -65,8 +65,8 @@ class Metrics:
         )
         self.events = Counter(
             "clockin_events_total",
-            "MQTT messages by what became of them (stored, unmapped, duplicate, redelivered,"
-            " rejected)",
+            "MQTT messages by what became of them (accepted, unmapped, duplicate, redelivered,"
+            " rejected, held for an implausible time, not_kept)",
             ["terminal", "format", "status"],
             registry=registry,
         )
