@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from bridge.delivery import DeliveryState, EventStatus
-from bridge.events import Action
+from bridge.events import Action, ImplausibleTime
 from bridge.store.connection import StoreBase, fetch_all
 from bridge.store.records import (
     GroupResolver,
@@ -105,7 +105,7 @@ class IntakeMixin(StoreBase):
         when = utc_text(event.time)
         local_day = event.time.astimezone(self._site_tz).date().isoformat()
         if item.held is not None:
-            return self._insert_held(conn, item, received_at, local_day)
+            return self._insert_held(conn, item, item.held, received_at, local_day)
         action = event.action
         if action is None:
             # Read and decided inside this write transaction, on purpose: no other writer can
@@ -136,6 +136,7 @@ class IntakeMixin(StoreBase):
         event_id = _insert_event_row(
             conn,
             item,
+            when=when,
             action=action,
             local_day=local_day,
             status=status,
@@ -194,23 +195,29 @@ class IntakeMixin(StoreBase):
         )
 
     def _insert_held(
-        self, conn: sqlite3.Connection, item: Incoming, received_at: datetime, local_day: str
+        self,
+        conn: sqlite3.Connection,
+        item: Incoming,
+        held: ImplausibleTime,
+        received_at: datetime,
+        local_day: str,
     ) -> Stored:
         """An event whose device time is implausible: stored (so a resend is a duplicate) with
         every delivery held, the reason naming both clocks. Its time decides nothing yet: no
         inference (the action is decided again when an operator gives it a time), no double
         swipe, and it is nobody's previous swipe (status 'held')."""
-        event, held = item.event, item.held
-        assert held is not None  # noqa: S101 - the caller's branch
+        event = item.event
         people = dict(item.people or {})
         if item.sinks is not None:
             people = {sink: who for sink, who in people.items() if sink in item.sinks}
         # A placeholder for a swipe without an action (the column is NOT NULL); flagged
         # inferred, so `held complete --use-received-time` infers it at the received time.
         action = event.action or Action.IN
+        when = utc_text(event.time)
         event_id = _insert_event_row(
             conn,
             item,
+            when=when,
             action=action,
             local_day=local_day,
             status=EventStatus.HELD,
@@ -222,7 +229,7 @@ class IntakeMixin(StoreBase):
             "INSERT INTO deliveries (event_id, sink, person, event_time, state, next_attempt_at,"
             " created_at, settled_at, last_error) VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?)",
             [
-                (event_id, sink, person, utc_text(event.time), now, now, now, held.reason)
+                (event_id, sink, person, when, now, now, now, held.reason)
                 for sink, person in people.items()
             ],
         )
@@ -320,6 +327,7 @@ def _insert_event_row(
     conn: sqlite3.Connection,
     item: Incoming,
     *,
+    when: str,
     action: Action,
     local_day: str,
     status: EventStatus,
@@ -339,7 +347,7 @@ def _insert_event_row(
             event.user,
             action.value,
             event.action is None,
-            utc_text(event.time),
+            when,
             local_day,
             event.time_given,
             utc_text(received_at),
