@@ -737,6 +737,7 @@ async def test_status_of_an_empty_store(tmp_path: Path) -> None:
             "rejected_max_bytes": 64 * 1024 * 1024,
             "rejected_pruned": 0,
             "retried": 0,
+            "inferred": 0,
             "sinks": {},
         }
 
