@@ -333,3 +333,22 @@ async def test_the_directory_cache_keeps_each_sources_last_good_records(backend:
     assert cached == {"go2clock": rows, "mctime": []}
     assert (state["source"], state["records"], state["synced_at"]) == ("go2clock", 1, 200.0)
     assert (state["error"], state["failed_at"]) == ("503", 300.0)
+
+
+async def test_an_implausible_device_time_is_held_and_decides_nothing(backend: Backend) -> None:
+    from bridge.events import ImplausibleTime, TimeProblem
+
+    held = ImplausibleTime(TimeProblem.TOO_FAR_AHEAD, "implausible time: device said 2099")
+    future = swipe("2099", MORNING.replace(year=2099), action=None)
+    async with backend.open() as store:
+        [stored] = await store.ingest(
+            [Incoming(future, "clockin/door-1/events", held=held)],
+            resolve=everyone,
+            received_at=datetime.now(UTC),
+        )
+        assert (stored.status, stored.reason) == (EventStatus.HELD, held.reason)
+        [later] = await ingest(store, swipe("now", MORNING, action=None))
+        assert later.action is Action.IN  # not decided by the held one
+        assert [job.event_key for job in (await claim(store)).jobs] == ["now"]
+        status = await store.status(now=time.time())
+    assert status["sinks"]["go2clock"]["states"] == {"held": 1, "inflight": 1}

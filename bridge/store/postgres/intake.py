@@ -103,28 +103,7 @@ class PostgresIntake(PostgresBase):
         )
         if known is not None:  # layer 1: the same event again
             return Stored(event.key, EventStatus.REDELIVERED, Action(known[0]), event.terminal)
-        action = event.action
-        if action is None:
-            since = self._inference.lookback(event.time, event.terminal, item.group)
-            action = self._inference.infer(
-                await _previous(conn, event.subject, since, event.time),
-                at=event.time,
-                terminal=event.terminal,
-                group=item.group,
-            )
-        duplicate_of = await _double_swipe(conn, event.subject, action, event.time, self._window)
-        held_because = None
-        if duplicate_of is None:
-            held_because = await self._would_change_a_decided_direction(conn, item, action)
-        people = {} if duplicate_of is not None else dict(item.people or {})
-        if item.sinks is not None:
-            people = {sink: who for sink, who in people.items() if sink in item.sinks}
-        if duplicate_of is not None:
-            status = EventStatus.DUPLICATE
-        elif all(person is not None for person in people.values()):
-            status = EventStatus.ACCEPTED
-        else:
-            status = EventStatus.UNMAPPED
+        action, status, duplicate_of, held_because, people = await self._decide(conn, item)
         row = await _fetch_one(
             conn,
             "INSERT INTO events (key, terminal, subject, badge, user_id, action, action_inferred,"
@@ -157,12 +136,41 @@ class PostgresIntake(PostgresBase):
         if row is None:  # stored meanwhile (cannot happen under the person's lock; harmless)
             return Stored(event.key, EventStatus.REDELIVERED, action, event.terminal)
         await self._insert_deliveries(conn, row[0], event.time, people, held_because)
+        if status is EventStatus.HELD:
+            return Stored(event.key, status, None, event.terminal, held_because)
         if held_because is not None:
             return Stored(
                 event.key, status, action, event.terminal, held_because, held=tuple(people)
             )
         reason = "double swipe" if duplicate_of is not None else None
         return Stored(event.key, status, action, event.terminal, reason)
+
+    async def _decide(
+        self, conn: Connection, item: Incoming
+    ) -> tuple[Action, EventStatus, int | None, str | None, dict[str, str | None]]:
+        """(action, status, the event it repeats, why it is held, person per sink): the
+        SQLite store's rules, read under the person's lock."""
+        event = item.event
+        if item.held is not None:  # an implausible device time: held, decides nothing yet
+            placeholder = event.action or Action.IN  # decided when an operator books it
+            return placeholder, EventStatus.HELD, None, item.held.reason, _routed(item)
+        action = event.action
+        if action is None:
+            since = self._inference.lookback(event.time, event.terminal, item.group)
+            action = self._inference.infer(
+                await _previous(conn, event.subject, since, event.time),
+                at=event.time,
+                terminal=event.terminal,
+                group=item.group,
+            )
+        duplicate_of = await _double_swipe(conn, event.subject, action, event.time, self._window)
+        if duplicate_of is not None:
+            return action, EventStatus.DUPLICATE, duplicate_of, None, {}
+        held_because = await self._would_change_a_decided_direction(conn, item, action)
+        people = _routed(item)
+        mapped = all(person is not None for person in people.values())
+        status = EventStatus.ACCEPTED if mapped else EventStatus.UNMAPPED
+        return action, status, None, held_because, people
 
     async def _insert_deliveries(
         self,
@@ -200,7 +208,7 @@ class PostgresIntake(PostgresBase):
         later = await _fetch_one(
             conn,
             "SELECT action, event_time, terminal, action_inferred FROM events"
-            " WHERE subject = %s AND event_time > %s AND status != 'duplicate'"
+            " WHERE subject = %s AND event_time > %s AND status NOT IN ('duplicate', 'held')"
             " ORDER BY event_time, id LIMIT 1",
             (event.subject, event.time),
         )
@@ -219,6 +227,14 @@ class PostgresIntake(PostgresBase):
             f" {later_time.astimezone(tz).isoformat(timespec='seconds')} was inferred without"
             f" it; booking it would make that one {would_be}"
         )
+
+
+def _routed(item: Incoming) -> dict[str, str | None]:
+    """The event's person at each sink its subscription routes it to."""
+    people = dict(item.people or {})
+    if item.sinks is not None:
+        people = {sink: who for sink, who in people.items() if sink in item.sinks}
+    return people
 
 
 async def _release(conn: Connection, updates: list[tuple[str, float, int]]) -> None:
@@ -248,7 +264,7 @@ async def _previous(
     row = await _fetch_one(
         conn,
         "SELECT action, event_time FROM events WHERE subject = %s AND event_time >= %s"
-        " AND event_time <= %s AND status != 'duplicate'"
+        " AND event_time <= %s AND status NOT IN ('duplicate', 'held')"
         " ORDER BY event_time DESC, id DESC LIMIT 1",
         (subject, since, when),
     )
@@ -263,8 +279,9 @@ async def _double_swipe(
     window = timedelta(seconds=window_seconds)
     row = await _fetch_one(
         conn,
-        "SELECT id FROM events WHERE subject = %s AND action = %s AND status != 'duplicate'"
-        " AND event_time BETWEEN %s AND %s ORDER BY event_time LIMIT 1",
+        "SELECT id FROM events WHERE subject = %s AND action = %s"
+        " AND status NOT IN ('duplicate', 'held') AND event_time BETWEEN %s AND %s"
+        " ORDER BY event_time LIMIT 1",
         (subject, action.value, at - window, at + window),
     )
     return None if row is None else int(row[0])
