@@ -31,6 +31,7 @@ from bridge.ops.logs import register_secret, set_level
 from bridge.ops.metrics import Metrics
 from bridge.reconcile.daily import run_daily
 from bridge.store import DaemonStore, QueueStatus, RetentionPolicy
+from bridge.store.postgres import PostgresStore
 from bridge.vendors.registry import KEEPS_STATE, build_sinks
 
 log = structlog.get_logger("bridge.app")
@@ -363,3 +364,9 @@ class Bridge:
 
     async def recent_events(self) -> list[dict[str, object]]:
         return [] if self.store is None else await self.store.recent_events()
+
+    async def instances(self) -> list[dict[str, object]]:
+        store = self.store
+        if not isinstance(store, PostgresStore):
+            return []
+        return list(await store.instances())

@@ -4,12 +4,27 @@ broker connection and claims; and a daemon wakes for work another instance made 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
+import aiohttp
+import psycopg
 import pytest
 
 from bridge.store.postgres import PostgresStore
-from tests.postgres import fresh_database
+from tests.broker import Mosquitto
+from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
+from tests.harness import (
+    API_KEY,
+    canonical,
+    eventually,
+    publish,
+    running_bridge,
+    settings_from,
+    write_config,
+)
+from tests.postgres import SERVER, fresh_database
 from tests.test_store_contract import BERLIN, MORNING, claim, ingest, swipe
 
 
@@ -51,3 +66,46 @@ async def test_a_daemon_wakes_for_work_another_instance_stored(url: str) -> None
             await asyncio.wait_for(woken.wait(), timeout=2)
         finally:
             watch.cancel()
+
+
+async def test_a_bridge_on_postgresql_shows_itself_and_its_database(
+    broker: Mosquitto, tmp_path: Path, url: str
+) -> None:
+    """A daemon with store.url: a punch goes through; the page lists the instance; /readyz
+    says when the database cannot be reached, and recovers with it."""
+    fake = FakeGo2Clock(api_key=API_KEY)
+    name = url.rsplit("/", 1)[1]
+    async with running_fake_go2clock(fake) as g_url:
+        extra = {"store": {"url": url, "instance_id": "gw-test"}}
+        config = write_config(tmp_path, broker_port=broker.port, go2clock_url=g_url, extra=extra)
+        async with running_bridge(settings_from(config)) as bridge, aiohttp.ClientSession() as web:
+            base = f"http://127.0.0.1:{bridge.http_port}"
+            await publish(broker.port, [("clockin/door-1/events", canonical(1))])
+            await fake.wait_for_records(1, timeout=10)
+            async with web.get(f"{base}/") as reply:
+                page = await reply.text()
+            assert '<table id="instances">' in page
+            assert "<td>gw-test</td>" in page
+            with _connections_refused(name):
+                await eventually(lambda: bridge.store.write_error is not None, timeout=10)
+                async with web.get(f"{base}/readyz") as reply:
+                    body = await reply.json()
+                assert reply.status == 503
+                assert [p["check"] for p in body["problems"]] == ["database"]
+            await eventually(lambda: bridge.store.write_error is None, timeout=10)
+
+
+@contextlib.contextmanager
+def _connections_refused(database: str) -> Iterator[None]:
+    """The database refuses new connections and drops the open ones (a failover, a crash)."""
+    with psycopg.connect(SERVER, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(SERVER, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')

@@ -19,7 +19,7 @@ from bridge.directory.sync import Outcome
 from bridge.directory.sync import sync as sync_directory
 from bridge.events import ClockEvent
 from bridge.http import Session
-from bridge.store import DaemonStore, PersonResolver
+from bridge.store import DaemonStore, PersonResolver, StoreWriteError
 from bridge.store.records import Identified
 
 log = structlog.get_logger("bridge.people")
@@ -107,10 +107,14 @@ class People:
             log.info("event.mapped", deliveries=released)  # the store wakes the dispatchers
 
     async def watch(self) -> None:
-        """Poll the file, and the cache for a sync another process (the CLI) ran."""
+        """Poll the file, and the cache for a sync another process (the CLI) ran. The store
+        failing (a database outage) only delays that: the directory in use stays."""
         while True:
             await asyncio.sleep(self._settings.directory.reload_seconds)
-            await self.reload()
+            try:
+                await self.reload()
+            except StoreWriteError as err:
+                log.debug("directory.reload_deferred", error=str(err))
 
     async def reload(self) -> None:
         """Pick up a changed directory file or synced sources; release the events they now map."""

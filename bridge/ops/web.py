@@ -48,6 +48,11 @@ class StatusSource(Protocol):
 
     async def recent_events(self) -> list[dict[str, object]]: ...
 
+    async def instances(self) -> list[dict[str, object]]:
+        """The bridges sharing the store (PostgreSQL): id, host, heartbeat_at, mqtt_connected,
+        stopped_at, claims; empty for a bridge on its own SQLite file."""
+        ...
+
 
 SOURCE = web.AppKey("source", StatusSource)
 
@@ -84,6 +89,7 @@ async def status_page(request: web.Request) -> web.Response:
         await source.recent_errors(),
         await source.recent_events(),
         source.readiness_problems(),
+        instances=await source.instances(),
     )
     return web.Response(text=page, content_type="text/html")
 
@@ -115,6 +121,8 @@ def render_status_page(
     errors: list[dict[str, object]],
     events: list[dict[str, object]],
     problems: list[Problem],
+    *,
+    instances: list[dict[str, object]] | None = None,
 ) -> str:
     sink_rows: list[list[object]] = []
     for name, state in sink_states.items():
@@ -156,6 +164,7 @@ tr:nth-child(even){{background:#f4f4f4}}</style></head>
 <p>Rejected payloads: <span id="rejected">{status["rejected"]}</span>
 (<span id="rejected-pruned">{status["rejected_pruned"]}</span> older ones pruned to stay under
 store.rejected_max_mb)</p>
+{_instances_section(instances or [])}
 <h2>Last errors</h2>
 {
         _table(
@@ -188,6 +197,31 @@ Stored events with an inferred direction:
     }
 </body></html>
 """
+
+
+def _instances_section(instances: list[dict[str, object]]) -> str:
+    """The bridges sharing the store, when there are several (PostgreSQL)."""
+    if not instances:
+        return ""
+    rows: list[list[object]] = [
+        [
+            i["id"],
+            i["host"],
+            _utc(i["heartbeat_at"]),
+            "yes" if i["mqtt_connected"] else "no",
+            i["claims"],
+            _utc(i["stopped_at"]) if i["stopped_at"] is not None else "",
+        ]
+        for i in instances
+    ]
+    headers = ["instance", "host", "last heartbeat", "broker", "claims held", "stopped"]
+    return "<h2>Instances</h2>\n" + _table(headers, rows, "instances")
+
+
+def _utc(moment: object) -> str:
+    if not isinstance(moment, int | float):
+        return ""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @contextlib.asynccontextmanager

@@ -30,7 +30,7 @@ import structlog
 
 from bridge.store.archive import write_day_files
 from bridge.store.connection import StoreBase, fetch_all
-from bridge.store.records import utc_text
+from bridge.store.records import StoreWriteError, utc_text
 
 log = structlog.get_logger("bridge.store.retention")
 
@@ -102,7 +102,10 @@ class RetentionLoop:
         next_round = 0.0
         while True:
             await asyncio.sleep(check_seconds)
-            if time.monotonic() < next_round or not await self.is_quiet(quiet_seconds):
+            try:
+                if time.monotonic() < next_round or not await self.is_quiet(quiet_seconds):
+                    continue
+            except StoreWriteError:  # the database is away: readiness says so
                 continue
             try:
                 report = await self.prune(

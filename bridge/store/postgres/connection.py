@@ -154,6 +154,19 @@ class PostgresBase:
                 return answer
         raise AssertionError  # unreachable: the last attempt returns or raises
 
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Connection]:
+        """A pooled connection for reads outside a transaction of ours; the database failing
+        (unreachable, restarting) is StoreWriteError, as for writes, and starts a spell."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as err:
+            message = _without_secrets(err)
+            if self._write_error is None:
+                self._write_error = (message, time.time())
+            raise StoreWriteError(message) from None
+
     @property
     def write_error(self) -> tuple[str, float] | None:
         """The current spell of failing transactions (the database unreachable, a failover):

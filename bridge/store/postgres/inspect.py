@@ -13,7 +13,7 @@ class PostgresInspect(PostgresBase):
     async def recent_events(self, limit: int = 20) -> list[dict[str, object]]:
         """As Store.recent_events (event_time as the same UTC text)."""
         names = ("key", "terminal", "subject", "action", "action_inferred", "event_time", "status")
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             cursor = await conn.execute(
                 "SELECT key, terminal, subject, action, action_inferred, event_time, status"
                 " FROM events ORDER BY id DESC LIMIT %s",
@@ -26,7 +26,7 @@ class PostgresInspect(PostgresBase):
 
     async def recent_errors(self, limit: int = 10) -> list[dict[str, object]]:
         names = ("sink", "state", "attempts", "last_error", "key")
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             cursor = await conn.execute(
                 "SELECT d.sink, d.state, d.attempts, d.last_error, e.key FROM deliveries AS d"
                 " JOIN events AS e ON e.id = d.event_id WHERE d.last_error IS NOT NULL"
@@ -38,7 +38,7 @@ class PostgresInspect(PostgresBase):
     async def status(self, *, now: float) -> QueueStatus:
         """What Store.status reports, counted with GROUP BY (see queue_counts)."""
         sinks = await self.queue_counts(now=now)
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             cursor = await conn.execute("SELECT status, COUNT(*) FROM events GROUP BY status")
             events = dict(await cursor.fetchall())
             row = await (
@@ -67,7 +67,7 @@ class PostgresInspect(PostgresBase):
         instance; a cheaper form for large histories is still to come.)"""
         now = time.time() if now is None else now
         sinks: dict[str, SinkQueue] = {}
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             cursor = await conn.execute(
                 "SELECT sink, state, COUNT(*), MIN(created_at) FILTER"
                 " (WHERE state IN ('pending', 'inflight')) FROM deliveries GROUP BY sink, state"
@@ -83,7 +83,7 @@ class PostgresInspect(PostgresBase):
 
     async def claims_by_instance(self) -> dict[str, dict[str, Any]]:
         """Per instance: deliveries it holds in flight and when its latest lease runs out."""
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             cursor = await conn.execute(
                 "SELECT claimed_by, COUNT(*), MAX(lease_until) FROM deliveries"
                 " WHERE state = 'inflight' AND claimed_by IS NOT NULL GROUP BY claimed_by"

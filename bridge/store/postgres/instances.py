@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from bridge.store.postgres.connection import PostgresBase, execute
+from bridge.store.records import StoreWriteError
 
 # How often a running daemon beats; a restarted one waits two beats to be sure the id is free.
 HEARTBEAT_SECONDS = 2.0
@@ -43,7 +44,7 @@ class PostgresInstances(PostgresBase):
         await self.beat(mqtt_connected=False)
 
     async def _heartbeat_of(self, instance: str) -> float | None:
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             row = await (
                 await conn.execute(
                     "SELECT heartbeat_at FROM instances WHERE id = %s AND stopped_at IS NULL",
@@ -75,7 +76,7 @@ class PostgresInstances(PostgresBase):
     async def instances(self) -> list[dict[str, Any]]:
         """Every instance: id, host, started_at, heartbeat_at, mqtt_connected, stopped_at, and
         the deliveries it holds in flight (`claims`), newest heartbeat first."""
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             cursor = await conn.execute(
                 "SELECT i.id, i.host, i.started_at, i.heartbeat_at, i.mqtt_connected,"
                 " i.stopped_at, COUNT(d.id) FROM instances AS i LEFT JOIN deliveries AS d"
@@ -95,13 +96,16 @@ class PostgresInstances(PostgresBase):
         while True:
             await asyncio.sleep(interval)
             now = time.time()
-            async with self._pool.connection() as conn:
-                cursor = await conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending'"
-                    " AND next_attempt_at <= %s) OR EXISTS (SELECT 1 FROM deliveries"
-                    " WHERE state = 'inflight' AND lease_until < %s)",
-                    (now, now),
-                )
-                row = await cursor.fetchone()
+            try:
+                async with self._reading() as conn:
+                    cursor = await conn.execute(
+                        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending'"
+                        " AND next_attempt_at <= %s) OR EXISTS (SELECT 1 FROM deliveries"
+                        " WHERE state = 'inflight' AND lease_until < %s)",
+                        (now, now),
+                    )
+                    row = await cursor.fetchone()
+            except StoreWriteError:
+                continue  # the database is away: readiness says so; look again later
             if row is not None and row[0]:
                 self.work.notify()

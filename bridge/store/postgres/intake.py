@@ -53,7 +53,7 @@ class PostgresIntake(PostgresBase):
 
     async def release_unmapped(self, *, resolve: PersonResolver) -> int:
         """Give unmapped deliveries their person once the directory knows them (Store's)."""
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             rows = await (
                 await conn.execute(
                     "SELECT d.id, d.sink, e.badge, e.user_id FROM deliveries AS d"

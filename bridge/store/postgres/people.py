@@ -35,7 +35,7 @@ class PostgresPeople(PostgresBase):
         )
 
     async def directory_revision(self) -> int:
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             row = await (
                 await conn.execute("SELECT COALESCE(MAX(revision), 0) FROM directory_sources")
             ).fetchone()
@@ -45,7 +45,7 @@ class PostgresPeople(PostgresBase):
         cached: dict[str, list[dict[str, Any]]] = {source: [] for source in sources}
         if not sources:
             return cached
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             cursor = await conn.execute(
                 "SELECT source, badge, join_on, fields FROM directory_records"
                 " WHERE source = ANY(%s) ORDER BY source, seq",
@@ -58,7 +58,7 @@ class PostgresPeople(PostgresBase):
         return cached
 
     async def directory_sync_state(self) -> list[dict[str, Any]]:
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             cursor = await conn.execute(
                 "SELECT source, records, synced_at, changed_at, error, failed_at"
                 " FROM directory_sources ORDER BY source"

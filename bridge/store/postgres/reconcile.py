@@ -17,7 +17,7 @@ from bridge.store.records import parse_utc_text, utc_text
 class PostgresReconcile(PostgresBase):
     async def sink_deliveries(self, sink: str, *, since: str, until: str) -> list[dict[str, Any]]:
         names = ("id", "person", "state", "outcome", "action", "event_time")
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             cursor = await conn.execute(
                 "SELECT d.id, d.person, d.state, d.outcome, e.action, d.event_time"
                 " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
@@ -29,7 +29,7 @@ class PostgresReconcile(PostgresBase):
 
     async def accepted_events(self, *, since: str, until: str) -> list[dict[str, Any]]:
         names = ("id", "badge", "user_id", "action", "event_time")
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             cursor = await conn.execute(
                 "SELECT id, badge, user_id, action, event_time FROM events"
                 " WHERE status = 'accepted' AND event_time >= %s AND event_time < %s"

@@ -32,7 +32,7 @@ class PostgresRetention(RetentionLoop, PostgresBase):
         """No ingest here for `quiet_seconds`, nothing in flight and nothing due anywhere."""
         if time.monotonic() - self.last_ingest < quiet_seconds:
             return False
-        async with self._pool.connection() as conn:
+        async with self._reading() as conn:
             row = await (await conn.execute(_BUSY_SQL, (time.time(),))).fetchone()
         return row is None or not row[0]
 
