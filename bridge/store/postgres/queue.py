@@ -33,10 +33,12 @@ _CLAIMABLE = """
     AND NOT EXISTS (
         SELECT 1 FROM deliveries AS e
         WHERE e.sink = d.sink AND e.person = d.person AND e.state = 'inflight')
-    AND NOT EXISTS (
-        SELECT 1 FROM deliveries AS e
+    -- the person's first pending one by (event_time, id): an ordered seek on deliveries_person,
+    -- whatever the planner's statistics say (a fresh table has none)
+    AND d.id = (
+        SELECT e.id FROM deliveries AS e
         WHERE e.sink = d.sink AND e.person = d.person AND e.state = 'pending'
-          AND (e.event_time, e.id) < (d.event_time, d.id))
+        ORDER BY e.event_time, e.id LIMIT 1)
 """
 
 _CLAIM_SQL = f"""
@@ -44,7 +46,7 @@ WITH due AS (
     SELECT d.id FROM deliveries AS d
     WHERE {_CLAIMABLE}
       AND (d.next_attempt_at <= %(now)s OR d.next_attempt_at > %(now)s + %(horizon)s)
-    ORDER BY d.next_attempt_at, d.event_time
+    ORDER BY d.next_attempt_at  -- deliveries_due's order: the scan stops at the limit
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)
 UPDATE deliveries AS d SET state = 'inflight', attempts = attempts + 1,
