@@ -24,6 +24,7 @@ import structlog
 
 from bridge.store.group_commit import GroupCommit
 from bridge.store.inference import InferenceRules
+from bridge.store.integrity import IntegrityWatch, check_at_start, is_damage, read_marker
 from bridge.store.lock import daemon_lock
 from bridge.store.records import StoreError, StoreWriteError
 from bridge.store.rejected import set_rejected_cap
@@ -103,8 +104,9 @@ def _in_one_transaction(conn: sqlite3.Connection, calls: list[_Call]) -> list[An
 class StoreRole(enum.Enum):
     """Who opens the database, which decides what opening it does.
 
-    DAEMON: creates it if missing, checks its integrity, migrates it, sets the WAL and the
-    caps, and reads status on a second connection. ADMIN (repair commands) and READ_ONLY
+    DAEMON: creates it if missing, checks its integrity (cheaply at start, the whole file in
+    the background: bridge.store.integrity), migrates it, sets the WAL and the caps, and reads
+    status on a second connection. ADMIN (repair commands) and READ_ONLY
     (views): the database must exist at this release's schema; one connection, nothing
     checked or changed on open, so a command never runs the daemon's work on its live file;
     READ_ONLY cannot write at all.
@@ -178,6 +180,7 @@ class StoreBase:
         self._last_write_failure = 0.0
         self._last_write_success = 0.0
         self.last_ingest = 0.0  # time.monotonic() of the last ingest call
+        self.integrity: IntegrityWatch | None = None  # the daemon's; None for a command
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -251,23 +254,34 @@ class StoreBase:
                 finally:
                     give_sidecars_to_owner(path)
                 return
-            await store._prepare_for_daemon(path, rejected_max_bytes)
-            # The status views scan whole tables (a second with a million deliveries): they
-            # read on a connection and thread of their own, so that a /metrics scrape never
-            # holds up ingest or delivery. WAL lets this reader in beside the writer.
-            reader = await aiosqlite.connect(_read_only_uri(path), uri=True)
             try:
-                reader.row_factory = aiosqlite.Row
-                store._reader = reader
-                yield store
-            finally:
-                await reader.close()
+                await store._prepare_for_daemon(path, rejected_max_bytes)
+                # The status views scan whole tables (a second with a million deliveries):
+                # they read on a connection and thread of their own, so that a /metrics scrape
+                # never holds up ingest or delivery. WAL lets this reader in beside the writer.
+                reader = await aiosqlite.connect(_read_only_uri(path), uri=True)
+                try:
+                    reader.row_factory = aiosqlite.Row
+                    store._reader = reader
+                    yield store
+                finally:
+                    await reader.close()
+            except sqlite3.DatabaseError as err:
+                # A damaged page that the start (or the run) read: refused like a failed check.
+                if type(err) is not sqlite3.DatabaseError or not is_damage(err):
+                    raise
+                msg = f"{path} is damaged ({err}); it was left untouched"
+                raise StoreError(msg) from None
+            if store.integrity is not None:
+                await asyncio.to_thread(store.integrity.stopped_cleanly)
         finally:
             await db.close()
 
     async def _prepare_for_daemon(self, path: Path, rejected_max_bytes: int | None) -> None:
-        """Integrity check, then the settings and migrations only the daemon applies."""
-        await self._check_integrity(path)
+        """The start's integrity check, then the settings and migrations only the daemon
+        applies; the whole-file check is left to check_integrity_forever."""
+        await check_at_start(self._db, path)
+        marker = await asyncio.to_thread(read_marker, path)
         version = await self._check_version()  # before anything changes the file
         if version == 0:
             # A new database: pages freed by retention go back to the filesystem
@@ -285,6 +299,8 @@ class StoreBase:
         await self._migrate(version)
         if rejected_max_bytes is not None:
             await self._write(set_rejected_cap, rejected_max_bytes)
+        self.integrity = IntegrityWatch(path, marker)
+        await asyncio.to_thread(self.integrity.started)
 
     async def _check_current(self, path: Path) -> None:
         """A command works only on a database the daemon has brought to this release's schema."""
@@ -326,16 +342,24 @@ class StoreBase:
                 )
                 last_repair = repair["id"]
 
-    async def _check_integrity(self, path: Path) -> None:
-        try:
-            rows = await fetch_all(self._db, "PRAGMA quick_check")
-        except aiosqlite.DatabaseError as err:
-            msg = f"{path} is not a usable SQLite database ({err}); it was left untouched"
-            raise StoreError(msg) from None
-        verdict = [" ".join(str(row[0]).split()) for row in rows]  # one line per problem
-        if verdict != ["ok"]:
-            msg = f"{path} fails the integrity check ({'; '.join(verdict[:3])}); left untouched"
-            raise StoreError(msg)
+    async def check_integrity_forever(self) -> None:
+        """The daemon's whole-file check while it serves (bridge.store.integrity)."""
+        if self.integrity is not None:
+            await self.integrity.run_forever(self._refuse_writes)
+
+    async def _refuse_writes(self) -> None:
+        """The database failed its check: no write of this process reaches the file again
+        (each fails as a StoreWriteError, so ingest acknowledges nothing)."""
+        async with self._lock:
+            await self._db.execute("PRAGMA query_only = ON")
+
+    @property
+    def damage(self) -> tuple[str, float] | None:
+        """What the whole-file check found and since when (epoch), or None while whole."""
+        watch = self.integrity
+        if watch is None or watch.damage is None or watch.damaged_at is None:
+            return None
+        return watch.damage, watch.damaged_at
 
     async def _check_version(self) -> int:
         rows = await fetch_all(self._db, "PRAGMA user_version")
