@@ -1,4 +1,4 @@
-"""Start-up with years of history: process start to ready, against the whole-file check it used to run.
+"""Start-up with years of history: process start to ready, against the start it replaced.
 
 A database of N delivered events (two sinks: two deliveries each, as a 2,000-person site with
 Go2Clock and McTime has) is built once with bench/retention.py's generator and kept in a cache

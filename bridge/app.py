@@ -190,6 +190,7 @@ class Bridge:
                 total=settings.store.rejected_per_minute,
             ),
         )
+        self.metrics.watch_database(store.integrity)
         return Running(store, session, people, feedback, ingest, dispatchers, sources)
 
     async def _serve(self, running: Running) -> None:
@@ -210,6 +211,7 @@ class Bridge:
                     tg.create_task(self._announce_ready(running), name="ready"),
                     tg.create_task(self._reload_on_sighup(running), name="reload"),
                     tg.create_task(running.store.watch_other_writers(), name="repairs"),
+                    tg.create_task(running.store.check_integrity_forever(), name="integrity"),
                     tg.create_task(
                         beat_forever(running.store, running.ingest.connected.is_set),
                         name="instance-heartbeat",
@@ -314,6 +316,10 @@ class Bridge:
             problems.append({"check": "mqtt", "since": _iso(since), "detail": detail})
         if store is None:
             problems.append({"check": "database", "since": None, "detail": "not open yet"})
+        elif store.integrity is not None and store.integrity.damage is not None:
+            damage, since = store.integrity.damage, store.integrity.damaged_at
+            detail = f"integrity check failed ({damage}): writes refused, file left untouched"
+            problems.append({"check": "database", "since": _iso(since), "detail": detail})
         elif store.write_error is not None:
             error, since = store.write_error
             problems.append({"check": "database", "since": _iso(since), "detail": error})

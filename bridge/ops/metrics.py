@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from bridge import __version__
 from bridge.delivery import DeliveryState
 from bridge.store.records import QueueStatus
+
+if TYPE_CHECKING:
+    from bridge.store.integrity import IntegrityWatch
 
 QUEUE_STATES = tuple(DeliveryState)
 # Terminal ids come from the terminals: only this many get a label of their own (the first
@@ -118,6 +123,17 @@ class Metrics:
             ["terminal"],
             registry=registry,
         )
+        self.database_damaged = Gauge(
+            "clockin_database_damaged",
+            "1 once the whole-file integrity check found the database damaged (every write is"
+            " then refused and the file left untouched)",
+            registry=registry,
+        )
+        self.database_check_passed = Gauge(
+            "clockin_database_check_passed_timestamp_seconds",
+            "Unix time the whole-file integrity check last passed (0: none recorded yet)",
+            registry=registry,
+        )
         Info("clockin_build", "Version of the running bridge", registry=registry).info(
             {"version": __version__}
         )
@@ -128,6 +144,13 @@ class Metrics:
             for state in QUEUE_STATES:
                 self.queue_depth.labels(sink, state).set(entry["states"].get(state, 0))
             self.oldest_pending.labels(sink).set(entry["oldest_pending_seconds"] or 0)
+
+    def watch_database(self, watch: IntegrityWatch | None) -> None:
+        """Read the integrity check's state at each scrape (a command's store has none)."""
+        if watch is None:
+            return
+        self.database_damaged.set_function(lambda: float(watch.damage is not None))
+        self.database_check_passed.set_function(lambda: watch.checked_at or 0.0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,6 +4,8 @@ Copying the file itself is not a backup: with WAL most recent commits live in
 `<database>-wal`, and a copy of the main file alone can even lack every table. SQLite's online
 backup copies the database as one read transaction sees it, WAL included, while the daemon goes
 on writing; the copy is then checked with `PRAGMA integrity_check` and only then put in place.
+That check reads every page, which the daemon's start no longer does (bridge.store.integrity):
+a backup is also the operator's whole-file check, and a damaged database is named as such.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.store.connection import give_sidecars_to_owner
+from bridge.store.integrity import is_damage
 from bridge.store.records import StoreError
 
 
@@ -40,9 +43,13 @@ def backup(database: Path, target: Path) -> BackupReport:
             source.execute("PRAGMA busy_timeout = 30000")
             source.backup(copy)  # all pages in one step: one consistent snapshot
             copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
-            verdict = [row[0] for row in copy.execute("PRAGMA integrity_check")]
+            verdict = _integrity_verdict(copy)
             if verdict != ["ok"]:
-                msg = f"the copy fails its integrity check ({'; '.join(verdict[:3])})"
+                msg = (
+                    f"{database} is damaged: its copy fails the integrity check"
+                    f" ({'; '.join(verdict[:3])}); no backup was written and the database was"
+                    " left untouched"
+                )
                 raise StoreError(msg)
             [[events]] = copy.execute("SELECT COUNT(*) FROM events")
             [[deliveries]] = copy.execute("SELECT COUNT(*) FROM deliveries")
@@ -54,6 +61,16 @@ def backup(database: Path, target: Path) -> BackupReport:
         partial.unlink(missing_ok=True)
         give_sidecars_to_owner(database)  # the read left -wal and -shm behind
     return BackupReport(target, target.stat().st_size, events, deliveries)
+
+
+def _integrity_verdict(copy: sqlite3.Connection) -> list[str]:
+    """integrity_check's rows, one line each; a page too damaged to read is one more."""
+    try:
+        return [" ".join(str(row[0]).split()) for row in copy.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as err:
+        if not is_damage(err):
+            raise
+        return [str(err)]
 
 
 def _private_db(path: Path) -> sqlite3.Connection:

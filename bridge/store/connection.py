@@ -353,14 +353,6 @@ class StoreBase:
         async with self._lock:
             await self._db.execute("PRAGMA query_only = ON")
 
-    @property
-    def damage(self) -> tuple[str, float] | None:
-        """What the whole-file check found and since when (epoch), or None while whole."""
-        watch = self.integrity
-        if watch is None or watch.damage is None or watch.damaged_at is None:
-            return None
-        return watch.damage, watch.damaged_at
-
     async def _check_version(self) -> int:
         rows = await fetch_all(self._db, "PRAGMA user_version")
         version = int(rows[0][0])

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from bridge.delivery import DeliveryState, EventStatus
 from bridge.events import Action, ImplausibleTime
 from bridge.store.connection import StoreBase, fetch_all
+from bridge.store.queue import SINKS_WITH_DELIVERIES
 from bridge.store.records import (
     GroupResolver,
     Incoming,
@@ -241,7 +242,7 @@ class IntakeMixin(StoreBase):
             self._db,
             "SELECT d.id, d.sink, e.badge, e.user_id"
             " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-            " WHERE d.state = 'unmapped'",
+            f" WHERE d.sink IN ({SINKS_WITH_DELIVERIES}) AND d.state = 'unmapped'",
         )
         updates = []
         for row in rows:

@@ -252,9 +252,24 @@ def _settle(
     return settled.state
 
 
+# Every sink that has deliveries, found by jumping through deliveries_due (sink first): a few
+# index lookups. A bare `WHERE state = ...` reads every delivery ever made (10 M rows with 2.5
+# years of two sinks), which at each start cost seconds, and a minute with a cold cache.
+SINKS_WITH_DELIVERIES = """
+    WITH RECURSIVE sinks(sink) AS (
+        SELECT MIN(sink) FROM deliveries
+        UNION ALL
+        SELECT (SELECT MIN(sink) FROM deliveries WHERE sink > sinks.sink)
+            FROM sinks WHERE sink IS NOT NULL
+    )
+    SELECT sink FROM sinks WHERE sink IS NOT NULL
+"""
+
+
 def _recover_inflight(conn: sqlite3.Connection, now: float) -> int:
     cursor = conn.execute(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at = ? WHERE state = 'inflight'",
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?"
+        f" WHERE sink IN ({SINKS_WITH_DELIVERIES}) AND state = 'inflight'",
         (now,),
     )
     return cursor.rowcount
