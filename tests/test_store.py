@@ -26,7 +26,16 @@ from hypothesis import strategies as st
 
 from bridge.delivery import Job, Result
 from bridge.events import Action, ClockEvent
-from bridge.store import Incoming, PersonResolver, Rejection, Store, Stored, StoreError
+from bridge.store import (
+    Incoming,
+    PersonResolver,
+    Rejection,
+    Store,
+    Stored,
+    StoreError,
+    StoreWriteError,
+)
+from bridge.store.backup import backup
 from bridge.store.inference import InferenceRules
 from bridge.store.schema import MIGRATIONS
 
@@ -224,10 +233,17 @@ async def test_a_corrupted_database_is_refused_and_left_untouched(tmp_path: Path
         data[page * page_size : (page + 1) * page_size] = noise.randbytes(page_size)
     corrupted = bytes(data)
     path.write_bytes(corrupted)
-    with pytest.raises(StoreError):
-        async with opened(path):
-            pytest.fail("a corrupted database must not open")
+    # History pages: a start no longer reads the whole file (bridge.store.integrity), so the
+    # store opens; its whole-file check finds the damage and every write is then refused.
+    async with opened(path) as store:
+        assert store.integrity is not None
+        await asyncio.wait_for(store.check_integrity_forever(), timeout=30)
+        assert store.integrity.damage is not None
+        with pytest.raises(StoreWriteError):
+            await ingest(store, swipe("after", MORNING))
     assert path.read_bytes() == corrupted
+    with pytest.raises(StoreError, match="is damaged: its copy fails the integrity check"):
+        backup(path, tmp_path / "copy.db")  # and so does the operator's backup
 
 
 # --- duplicates ----------------------------------------------------------------------------
