@@ -40,6 +40,7 @@ log = structlog.get_logger("bridge.store")
 # Tables that grow with history; every other table is small and is checked at each start.
 HISTORY_TABLES = frozenset({"events", "deliveries", "rejected", "kept_keys"})
 FULL_CHECK_EVERY_SECONDS = 86400.0
+CHECK_RETRY_SECONDS = 3600.0  # after a check that could not run to its end
 BACKGROUND_NICE = 19
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -244,7 +245,12 @@ class IntegrityWatch:
             await asyncio.sleep(wait)
             log.info("store.check_started", after_clean_stop=self.marker.stopped_cleanly)
             check = WholeFileCheck(self.database)
-            problems = await check.verdict()
+            try:
+                problems = await check.verdict()
+            except Exception:  # the loop's boundary (an I/O error, say): logged, tried later
+                log.exception("store.check_failed", retry_in=CHECK_RETRY_SECONDS)
+                wait = CHECK_RETRY_SECONDS
+                continue
             if problems:
                 self.damage, self.damaged_at = "; ".join(problems[:3]), time.time()
                 await refuse_writes()
