@@ -223,6 +223,8 @@ class IntegrityWatch:
         self.database = database
         self.marker = marker  # as the last run left it
         self.checked_at = marker.checked_at
+        # A check is due at once (an unclean stop, or none has passed) until one passes.
+        self.check_owed = next_check_in(marker, now=time.time()) == 0.0
         self.damage: str | None = None
         self.damaged_at: float | None = None
 
@@ -232,8 +234,9 @@ class IntegrityWatch:
             write_marker(self.database, Marker(stopped_cleanly=False, checked_at=self.checked_at))
 
     def stopped_cleanly(self) -> None:
-        """At a clean stop of a whole database: the next start need not check at once."""
-        if self.damage is None:
+        """At a clean stop of a whole database: the next start need not check at once, unless
+        the check an unclean stop made due has not passed yet (then it stays due)."""
+        if self.damage is None and not self.check_owed:
             write_marker(self.database, Marker(stopped_cleanly=True, checked_at=self.checked_at))
 
     async def run_forever(self, refuse_writes: Callable[[], Awaitable[None]]) -> None:
@@ -261,7 +264,7 @@ class IntegrityWatch:
                     action="writes refused, nothing acknowledged; the file is left untouched",
                 )
                 return
-            self.checked_at = time.time()
+            self.checked_at, self.check_owed = time.time(), False
             marker = Marker(stopped_cleanly=False, checked_at=self.checked_at)
             await asyncio.to_thread(write_marker, self.database, marker)
             log.info("store.checked", seconds=round(check.seconds or 0.0, 1))

@@ -23,7 +23,7 @@ import pytest
 
 from bridge.events import Action, ClockEvent
 from bridge.store import Incoming, Store, StoreWriteError, utc_text
-from bridge.store.integrity import read_marker
+from bridge.store.integrity import IntegrityWatch, Marker, read_marker, write_marker
 from tests.broker import Mosquitto
 from tests.faults.common import logged, start_bridge
 from tests.harness import (
@@ -290,3 +290,28 @@ async def test_commands_do_not_check_the_whole_file_and_backup_does(tmp_path: Pa
     assert "left untouched" in backup.stderr
     assert not target.exists()
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+async def test_a_clean_stop_before_the_owed_check_passed_keeps_it_owed(tmp_path: Path) -> None:
+    """After an unclean stop the check is due at once; a clean stop before it has passed must
+    not make the next start wait a day for it."""
+    db = tmp_path / "bridge.db"
+    await _history(db, events=10)
+    write_marker(db, Marker(stopped_cleanly=False, checked_at=time.time() - 60))
+    watch = IntegrityWatch(db, read_marker(db))
+    watch.started()
+    watch.stopped_cleanly()  # stopped before the check ran
+    assert not read_marker(db).stopped_cleanly
+    again = IntegrityWatch(db, read_marker(db))
+    assert again.check_owed
+    checking = asyncio.create_task(again.run_forever(_whole_database_expected))
+    await eventually(lambda: not again.check_owed, timeout=10)  # run at once, and passed
+    checking.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await checking
+    again.stopped_cleanly()
+    assert read_marker(db).stopped_cleanly
+
+
+async def _whole_database_expected() -> None:
+    pytest.fail("the check found damage in a whole database")
