@@ -1,7 +1,8 @@
 """Is the database whole? Cheap checks at start; the whole-file check while the daemon serves.
 
-`PRAGMA quick_check` reads every page: with 5,000,000 events (3.5 GB) 55 s with a cold cache on
-this machine's disk, past systemd's 90 s start timeout on an SD card. So a start checks only
+`PRAGMA quick_check` reads every page: with 5,000,000 events (3.4 GB) 33 s with a cold cache on
+this machine's virtual disk (docs/BENCHMARKS.md), near systemd's 90 s start timeout on an SD
+card. So a start checks only
 what is cheap and what it reads itself: the file header, the schema, and every table except the
 history tables (SQLite's quick_check(TABLE) reads one table and its indexes). A damaged page
 that the start does read raises SQLITE_CORRUPT, which Store.open turns into the same refusal.
