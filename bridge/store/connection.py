@@ -281,7 +281,8 @@ class StoreBase:
         """The start's integrity check, then the settings and migrations only the daemon
         applies; the whole-file check is left to check_integrity_forever."""
         await check_at_start(self._db, path)
-        marker = await asyncio.to_thread(read_marker, path)
+        self.integrity = IntegrityWatch(path, await asyncio.to_thread(read_marker, path))
+        await asyncio.to_thread(self.integrity.started)  # a crash from here on is unclean
         version = await self._check_version()  # before anything changes the file
         if version == 0:
             # A new database: pages freed by retention go back to the filesystem
@@ -299,8 +300,6 @@ class StoreBase:
         await self._migrate(version)
         if rejected_max_bytes is not None:
             await self._write(set_rejected_cap, rejected_max_bytes)
-        self.integrity = IntegrityWatch(path, marker)
-        await asyncio.to_thread(self.integrity.started)
 
     async def _check_current(self, path: Path) -> None:
         """A command works only on a database the daemon has brought to this release's schema."""
