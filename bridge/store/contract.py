@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from bridge.delivery import DeliveryState, Job, Result
 from bridge.store.admin import Moved
+from bridge.store.integrity import IntegrityWatch
 from bridge.store.queue import Claim
 from bridge.store.records import (
     GroupResolver,
@@ -28,6 +29,9 @@ from bridge.store.signal import WorkSignal
 
 class DaemonStore(Protocol):
     work: WorkSignal
+    # The SQLite file's own whole-file check (bridge.store.integrity); None where the database
+    # server checks its pages itself (PostgreSQL).
+    integrity: IntegrityWatch | None
 
     @property
     def write_error(self) -> tuple[str, float] | None: ...
@@ -78,6 +82,8 @@ class DaemonStore(Protocol):
     async def watch_other_writers(self) -> None: ...
 
     async def retain_forever(self, policy: RetentionPolicy) -> None: ...
+
+    async def check_integrity_forever(self) -> None: ...
 
     # --- the people directory's cache ---
     async def save_directory_source(

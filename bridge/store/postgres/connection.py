@@ -23,6 +23,7 @@ from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.store.inference import InferenceRules
+from bridge.store.integrity import IntegrityWatch
 from bridge.store.postgres.schema import MIGRATIONS
 from bridge.store.records import StoreError, StoreWriteError
 from bridge.store.signal import WorkSignal
@@ -67,6 +68,7 @@ class PostgresBase:
         self.work = WorkSignal()
         self.last_ingest = 0.0
         self._write_error: tuple[str, float] | None = None  # a spell of failing writes
+        self.integrity: IntegrityWatch | None = None  # PostgreSQL checks its own pages
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -166,6 +168,10 @@ class PostgresBase:
             if self._write_error is None:
                 self._write_error = (message, time.time())
             raise StoreWriteError(message) from None
+
+    async def check_integrity_forever(self) -> None:
+        """Nothing to do: the server checks its own pages (data checksums, WAL replay); a
+        database it cannot read is an error on the next transaction, and readiness says so."""
 
     @property
     def write_error(self) -> tuple[str, float] | None:
