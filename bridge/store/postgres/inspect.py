@@ -1,4 +1,5 @@
-"""Status counts on PostgreSQL, and which instance holds what."""
+"""Status counts on PostgreSQL, and which instance holds what; the views of the status page
+and the `rejected` command (as bridge.store.inspect, times as its UTC text)."""
 
 from __future__ import annotations
 
@@ -6,35 +7,17 @@ import time
 from typing import Any
 
 from bridge.store.postgres.connection import PostgresBase
+from bridge.store.postgres.rejected import rejected_budget
+from bridge.store.postgres.rows import fetch_dicts
 from bridge.store.records import QueueStatus, SinkQueue, utc_text
+
+# What `rejected list` shows of a row: never the payload (a page of 50 reads no blob).
+_REJECTED_SUMMARY = (
+    "id, received_at, topic, format, payload_size, reason, reprocessed_at, reprocessed_as"
+)
 
 
 class PostgresInspect(PostgresBase):
-    async def recent_events(self, limit: int = 20) -> list[dict[str, object]]:
-        """As Store.recent_events (event_time as the same UTC text)."""
-        names = ("key", "terminal", "subject", "action", "action_inferred", "event_time", "status")
-        async with self._reading() as conn:
-            cursor = await conn.execute(
-                "SELECT key, terminal, subject, action, action_inferred, event_time, status"
-                " FROM events ORDER BY id DESC LIMIT %s",
-                (limit,),
-            )
-            rows = await cursor.fetchall()
-        return [
-            {**dict(zip(names, row, strict=True)), "event_time": utc_text(row[5])} for row in rows
-        ]
-
-    async def recent_errors(self, limit: int = 10) -> list[dict[str, object]]:
-        names = ("sink", "state", "attempts", "last_error", "key")
-        async with self._reading() as conn:
-            cursor = await conn.execute(
-                "SELECT d.sink, d.state, d.attempts, d.last_error, e.key FROM deliveries AS d"
-                " JOIN events AS e ON e.id = d.event_id WHERE d.last_error IS NOT NULL"
-                " AND d.state IN ('pending', 'dead', 'held') ORDER BY d.id DESC LIMIT %s",
-                (limit,),
-            )
-            return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
-
     async def status(self, *, now: float) -> QueueStatus:
         """What Store.status reports, counted with GROUP BY (see queue_counts)."""
         sinks = await self.queue_counts(now=now)
@@ -44,18 +27,17 @@ class PostgresInspect(PostgresBase):
             row = await (
                 await conn.execute(
                     "SELECT (SELECT COUNT(*) FROM events WHERE action_inferred),"
-                    " (SELECT COUNT(*) FROM deliveries WHERE attempts > 1),"
-                    " (SELECT COUNT(*) FROM rejected),"
-                    " (SELECT COALESCE(SUM(payload_size), 0) FROM rejected)"
+                    " (SELECT COUNT(*) FROM deliveries WHERE attempts > 1)"
                 )
             ).fetchone()
-        inferred, retried, rejected, rejected_bytes = row if row is not None else (0, 0, 0, 0)
+            rejected = await rejected_budget(conn)
+        inferred, retried = row if row is not None else (0, 0)
         return {
             "events": events,
-            "rejected": rejected,
-            "rejected_bytes": int(rejected_bytes),
-            "rejected_max_bytes": 0,
-            "rejected_pruned": 0,
+            "rejected": rejected["rejected"],
+            "rejected_bytes": rejected["rejected_bytes"],
+            "rejected_max_bytes": rejected["rejected_max_bytes"],
+            "rejected_pruned": rejected["rejected_pruned"],
             "retried": retried,
             "inferred": inferred,
             "sinks": sinks,
@@ -92,3 +74,48 @@ class PostgresInspect(PostgresBase):
                 instance: {"claims": count, "lease_until": lease}
                 for instance, count, lease in await cursor.fetchall()
             }
+
+    async def rejected_counts(self) -> dict[str, int]:
+        """rejected, rejected_bytes, rejected_max_bytes, rejected_pruned: as in QueueStatus."""
+        async with self._reading() as conn:
+            return await rejected_budget(conn)
+
+    async def recent_events(self, limit: int = 20) -> list[dict[str, object]]:
+        async with self._reading() as conn:
+            return await fetch_dicts(
+                conn,
+                "SELECT key, terminal, subject, action, action_inferred, event_time, status"
+                " FROM events ORDER BY id DESC LIMIT %s",
+                (limit,),
+            )
+
+    async def recent_errors(self, limit: int = 10) -> list[dict[str, object]]:
+        async with self._reading() as conn:
+            return await fetch_dicts(
+                conn,
+                "SELECT d.sink, d.state, d.attempts, d.last_error, e.key FROM deliveries AS d"
+                " JOIN events AS e ON e.id = d.event_id WHERE d.last_error IS NOT NULL"
+                " AND d.state IN ('pending', 'dead', 'held') ORDER BY d.id DESC LIMIT %s",
+                (limit,),
+            )
+
+    async def rejected_page(
+        self, *, limit: int, before: int | None = None, include_reprocessed: bool = True
+    ) -> list[dict[str, Any]]:
+        """Rejected rows newest first, at most `limit`, ids below `before`; without payloads."""
+        sql = f"SELECT {_REJECTED_SUMMARY} FROM rejected WHERE id < %s"
+        if not include_reprocessed:
+            sql += " AND reprocessed_at IS NULL"
+        params = (2**63 - 1 if before is None else before, limit)
+        async with self._reading() as conn:
+            return await fetch_dicts(conn, sql + " ORDER BY id DESC LIMIT %s", params)
+
+    async def rejected_row(self, rejected_id: int) -> dict[str, Any] | None:
+        """One rejected row in full: payload (as kept), its size and hash."""
+        async with self._reading() as conn:
+            rows = await fetch_dicts(
+                conn,
+                f"SELECT {_REJECTED_SUMMARY}, payload, payload_sha256 FROM rejected WHERE id = %s",
+                (rejected_id,),
+            )
+        return rows[0] if rows else None

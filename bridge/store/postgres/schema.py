@@ -120,4 +120,30 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (source, seq)
     );
     """,
+    # 4: operator repairs leave a trace (SQLite migration 7), and rejected payloads are bounded
+    # (SQLite migrations 6 and 9): each row counts its `footprint` against the cap kept in
+    # rejected_budget, one row (the cap, the running total, the rows kept and those pruned).
+    # Every rejection locks that row first, so instances inserting at once take turns.
+    """
+    CREATE TABLE repairs (
+        id              BIGSERIAL PRIMARY KEY,
+        at              DOUBLE PRECISION NOT NULL, -- epoch seconds
+        by_user         TEXT NOT NULL,             -- the operating-system user of the command
+        change          TEXT NOT NULL,             -- e.g. "dead -> pending", "replay"
+        deliveries      TEXT NOT NULL              -- JSON array of delivery ids
+    );
+
+    ALTER TABLE rejected ADD COLUMN footprint INTEGER NOT NULL DEFAULT 0;
+    UPDATE rejected SET footprint = length(payload) + octet_length(topic)
+        + octet_length(reason) + octet_length(format) + 160;
+    CREATE TABLE rejected_budget (
+        id              INTEGER PRIMARY KEY CHECK (id = 1),
+        max_bytes       BIGINT NOT NULL,
+        stored_bytes    BIGINT NOT NULL,           -- sum of rejected.footprint
+        stored_rows     BIGINT NOT NULL,
+        pruned          BIGINT NOT NULL            -- rows deleted to stay under max_bytes
+    );
+    INSERT INTO rejected_budget (id, max_bytes, stored_bytes, stored_rows, pruned)
+        SELECT 1, 67108864, COALESCE(SUM(footprint), 0), COUNT(*), 0 FROM rejected;
+    """,
 )
