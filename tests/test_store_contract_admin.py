@@ -12,19 +12,21 @@ store's UTC text. Where the backends differ by design, the test says how:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from bridge.delivery import Result
+from bridge.delivery import EventStatus, Result
 from bridge.events import Action, ClockEvent
 from bridge.store import Incoming, Rejection, utc_text
-from bridge.store.rejected import PAYLOAD_KEPT
+from bridge.store.rejected import PAYLOAD_KEPT, footprint
 from bridge.store.repairs import last_repair_id, repairs_after
 from tests.test_store_contract import (
     MORNING,
@@ -249,6 +251,113 @@ REASON = "not JSON"
 
 def _rejection(payload: bytes, at: datetime) -> Rejection:
     return Rejection(TOPIC, "canonical", payload, REASON, at, terminal="door-1")
+
+
+@contextlib.asynccontextmanager
+async def _capped(backend: Backend, max_bytes: int) -> AsyncIterator[Any]:
+    if backend.name == "sqlite":
+        async with backend.open(rejected_max_bytes=max_bytes) as store:
+            yield store
+        return
+    async with backend.open() as store:
+        await store.set_rejected_cap(max_bytes)
+        yield store
+
+
+@contextlib.asynccontextmanager
+async def _another(backend: Backend, store: Any) -> AsyncIterator[Any]:
+    """A second writer: the one SQLite daemon again, or another PostgreSQL instance."""
+    if backend.name == "sqlite":
+        yield store
+        return
+    async with backend.open(instance="two") as other:
+        yield other
+
+
+async def _rejected_counts(backend: Backend, store: Any) -> dict[str, int]:
+    if backend.name == "sqlite":
+        status = await store.status(now=time.time())
+        return {key: status[key] for key in status if key.startswith("rejected")}
+    return dict(await store.rejected_counts())
+
+
+async def test_rejected_payloads_stay_under_the_cap_oldest_pruned_first(
+    backend: Backend,
+) -> None:
+    one = footprint(payload_kept=1000, topic=TOPIC, reason=REASON, fmt="canonical")
+    async with _capped(backend, 3 * one) as store:
+        at = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
+        for n in range(5):
+            stored = await store.ingest(
+                [_rejection(bytes([n]) * 1000, at + timedelta(seconds=n))],
+                resolve=lambda _: {},
+                received_at=at,
+            )
+            assert [s.status for s in stored] == [EventStatus.REJECTED]
+
+        page = await store.rejected_page(limit=10)
+        assert [bytes((await store.rejected_row(r["id"]))["payload"])[:1] for r in page] == [
+            b"\x04",
+            b"\x03",
+            b"\x02",
+        ]
+        assert await _rejected_counts(backend, store) == {
+            "rejected": 3,
+            "rejected_bytes": 3 * one,
+            "rejected_max_bytes": 3 * one,
+            "rejected_pruned": 2,
+        }
+        assert page[0] == {
+            "id": page[0]["id"],
+            "received_at": utc_text(at + timedelta(seconds=4)),
+            "topic": TOPIC,
+            "format": "canonical",
+            "payload_size": 1000,
+            "reason": REASON,
+            "reprocessed_at": None,
+            "reprocessed_as": None,
+        }
+        # A page goes on below the last id shown.
+        assert await store.rejected_page(limit=10, before=page[1]["id"]) == page[2:]
+
+
+async def test_a_lowered_cap_prunes_at_once(backend: Backend) -> None:
+    one = footprint(payload_kept=10, topic=TOPIC, reason=REASON, fmt="canonical")
+    async with _capped(backend, 100 * one) as store:
+        for n in range(4):
+            await store.ingest(
+                [_rejection(bytes([n]) * 10, MORNING)], resolve=lambda _: {}, received_at=MORNING
+            )
+    async with _capped(backend, 2 * one) as store:
+        assert (await _rejected_counts(backend, store))["rejected_pruned"] == 2
+        kept = [bytes(row["payload"]) for row in await store.rejected_rows()]
+        assert kept == [bytes([2]) * 10, bytes([3]) * 10]
+
+
+async def test_rejecting_at_once_keeps_the_budget_exact(backend: Backend) -> None:
+    """Two writers (the SQLite daemon twice, two PostgreSQL instances) reject at once past
+    the cap: the running total, the rows kept and the pruned ones still add up."""
+    one = footprint(payload_kept=100, topic=TOPIC, reason=REASON, fmt="canonical")
+    async with _capped(backend, 5 * one) as first, _another(backend, first) as second:
+
+        async def reject(store: Any, name: str) -> None:
+            for n in range(15):
+                await store.ingest(
+                    [_rejection(name.encode() * 100, MORNING) for _ in range(n % 3 + 1)],
+                    resolve=lambda _: {},
+                    received_at=MORNING,
+                )
+
+        await asyncio.gather(reject(first, "a"), reject(second, "b"))
+
+        rows = await first.rejected_rows()
+        assert await _rejected_counts(backend, first) == {
+            "rejected": 5,
+            "rejected_bytes": 5 * one,
+            "rejected_max_bytes": 5 * one,
+            "rejected_pruned": 2 * 30 - 5,
+        }
+        assert len(rows) == 5
 
 
 async def test_a_large_rejected_payload_is_kept_in_part_with_its_hash(backend: Backend) -> None:

@@ -10,7 +10,6 @@ one that fails for its values becomes a rejected row, the rest are stored.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -22,6 +21,7 @@ from bridge.delivery import DeliveryState, EventStatus
 from bridge.events import Action
 from bridge.store.intake import _as_rejection, _resolved
 from bridge.store.postgres.connection import Connection, PostgresBase
+from bridge.store.postgres.rejected import insert_rejection
 from bridge.store.records import (
     GroupResolver,
     Incoming,
@@ -30,8 +30,6 @@ from bridge.store.records import (
     Stored,
     Swiper,
 )
-
-KEPT_PAYLOAD_BYTES = 16 * 1024  # as the SQLite store: a rejected payload is kept up to this
 
 
 class PostgresIntake(PostgresBase):
@@ -84,12 +82,12 @@ class PostgresIntake(PostgresBase):
         self, conn: Connection, item: Incoming | Rejection, received_at: datetime
     ) -> Stored:
         if isinstance(item, Rejection):
-            return await _insert_rejection(conn, item)
+            return await insert_rejection(conn, item)
         try:
             async with conn.transaction():  # a savepoint
                 return await self._insert_event(conn, item, received_at)
         except (errors.DataError, errors.IntegrityError, ValueError, OverflowError) as err:
-            return await _insert_rejection(conn, _as_rejection(item, err, received_at))
+            return await insert_rejection(conn, _as_rejection(item, err, received_at))
 
     async def _insert_event(
         self, conn: Connection, item: Incoming, received_at: datetime
@@ -285,21 +283,3 @@ async def _double_swipe(
         (subject, action.value, at - window, at + window),
     )
     return None if row is None else int(row[0])
-
-
-async def _insert_rejection(conn: Connection, item: Rejection) -> Stored:
-    payload = item.payload
-    await conn.execute(
-        "INSERT INTO rejected (received_at, topic, format, payload, payload_size,"
-        " payload_sha256, reason) VALUES (%s,%s,%s,%s,%s,%s,%s)",
-        (
-            item.received_at,
-            item.topic,
-            item.format,
-            payload[:KEPT_PAYLOAD_BYTES],
-            len(payload),
-            hashlib.sha256(payload).hexdigest(),
-            item.reason,
-        ),
-    )
-    return Stored("", EventStatus.REJECTED, reason=item.reason, terminal=item.terminal or None)
