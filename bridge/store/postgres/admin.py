@@ -14,18 +14,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.store.admin import CHUNK, Moved, StateChange
+from bridge.store.admin import _DELIVERY_SQL, CHUNK, Moved, StateChange
 from bridge.store.postgres.connection import Connection, PostgresBase
 from bridge.store.postgres.rejected import set_rejected_cap
 from bridge.store.postgres.repairs import record_repair
 from bridge.store.postgres.rows import fetch_dicts
 
-_DELIVERY_SQL = """
-SELECT d.id, d.sink, d.state, d.person, d.attempts, d.last_error, d.outcome, d.replayed,
-       d.next_attempt_at, d.created_at, d.settled_at, e.key AS event_key, e.terminal,
-       e.badge, e.user_id, e.action, e.action_inferred, e.event_time, e.status AS event_status
-FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
-"""
+# _DELIVERY_SQL is the SQLite store's own (no placeholders): the same columns by the same names.
 # What every move back in line also clears: a claim and its lease belong to the old state.
 _UNCLAIMED = "claimed_by = NULL, lease_until = NULL"
 

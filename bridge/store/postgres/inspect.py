@@ -6,15 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bridge.store.inspect import _REJECTED_SUMMARY
 from bridge.store.postgres.connection import PostgresBase
 from bridge.store.postgres.rejected import rejected_budget
 from bridge.store.postgres.rows import fetch_dicts
 from bridge.store.records import QueueStatus, SinkQueue, utc_text
 
-# What `rejected list` shows of a row: never the payload (a page of 50 reads no blob).
-_REJECTED_SUMMARY = (
-    "id, received_at, topic, format, payload_size, reason, reprocessed_at, reprocessed_as"
-)
+# _REJECTED_SUMMARY is the SQLite store's column list: a page of rejected rows reads alike.
 
 
 class PostgresInspect(PostgresBase):
