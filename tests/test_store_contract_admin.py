@@ -98,6 +98,9 @@ async def test_a_delivery_row_reads_as_on_sqlite(backend: Backend) -> None:
         created = row.pop("created_at")
         assert isinstance(created, float)
         assert abs(created - time.time()) < 60
+        received = row.pop("received_at")
+        assert isinstance(received, str)
+        assert received.endswith("Z")  # the same UTC text on both
         assert row == {
             "id": dead,
             "sink": SINK,
@@ -117,6 +120,7 @@ async def test_a_delivery_row_reads_as_on_sqlite(backend: Backend) -> None:
             "action_inferred": 1,
             "event_time": utc_text(MORNING),
             "event_status": "accepted",
+            "device_time": None,
         }
         assert type(row["action_inferred"]) is int  # 0/1 as SQLite keeps it: JSON prints 1
         assert await store.delivery(999_999) is None

@@ -16,8 +16,8 @@ from bridge.store.postgres.intake import PostgresIntake
 from bridge.store.postgres.people import PostgresPeople
 from bridge.store.postgres.queue import PostgresQueue
 from bridge.store.postgres.reconcile import PostgresReconcile
-from bridge.store.postgres.retention import PostgresRetention
 from bridge.store.postgres.repairs import PostgresRepairs
+from bridge.store.postgres.retention import PostgresRetention
 
 
 class PostgresStore(

@@ -161,7 +161,7 @@ class PostgresBase:
         """A pooled connection for reads outside a transaction of ours; the database failing
         (unreachable, restarting) is StoreWriteError, as for writes, and starts a spell."""
         try:
-            async with self._reading() as conn:
+            async with self._pool.connection() as conn:
                 yield conn
         except psycopg.OperationalError as err:
             message = _without_secrets(err)

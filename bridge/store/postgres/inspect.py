@@ -10,7 +10,7 @@ from bridge.store.inspect import _REJECTED_SUMMARY
 from bridge.store.postgres.connection import PostgresBase
 from bridge.store.postgres.rejected import rejected_budget
 from bridge.store.postgres.rows import fetch_dicts
-from bridge.store.records import QueueStatus, SinkQueue, utc_text
+from bridge.store.records import QueueStatus, SinkQueue
 
 # _REJECTED_SUMMARY is the SQLite store's column list: a page of rejected rows reads alike.
 

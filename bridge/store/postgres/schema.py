@@ -146,4 +146,9 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO rejected_budget (id, max_bytes, stored_bytes, stored_rows, pruned)
         SELECT 1, 67108864, COALESCE(SUM(footprint), 0), COUNT(*), 0 FROM rejected;
     """,
+    # 5: an event held for an implausible device time and booked at its received time keeps
+    # the device's own time here (SQLite migration 12).
+    """
+    ALTER TABLE events ADD COLUMN device_time TEXT;
+    """,
 )
