@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from tests.harness import (
     write_config,
 )
 from tests.postgres import SERVER, fresh_database
+from tests.test_cli import child_env
 from tests.test_store_contract import BERLIN, MORNING, claim, ingest, swipe
 
 
@@ -86,6 +89,11 @@ async def test_a_bridge_on_postgresql_shows_itself_and_its_database(
                 page = await reply.text()
             assert '<table id="instances">' in page
             assert "<td>gw-test</td>" in page
+            # The operator's view: `status` beside the running bridge, on the same database.
+            out = await _cli(config, "status", "--json")
+            [instance] = json.loads(out)["instances"]
+            assert (instance["id"], instance["mqtt_connected"]) == ("gw-test", True)
+            assert json.loads(out)["sinks"]["go2clock"]["states"] == {"delivered": 1}
             with _connections_refused(name):
                 await eventually(lambda: bridge.store.write_error is not None, timeout=10)
                 async with web.get(f"{base}/readyz") as reply:
@@ -93,6 +101,23 @@ async def test_a_bridge_on_postgresql_shows_itself_and_its_database(
                 assert reply.status == 503
                 assert [p["check"] for p in body["problems"]] == ["database"]
             await eventually(lambda: bridge.store.write_error is None, timeout=10)
+
+
+async def _cli(config: Path, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        *args,
+        "--config",
+        str(config),
+        env=child_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from bridge.config import Settings, load_settings
 from bridge.config.paths import INSTALLED_CONFIG_DIR
 from bridge.store import Store, StoreRole, parse_utc_text, utc_text
 from bridge.store.admin import Moved
+from bridge.store.postgres import PostgresStore
 from bridge.vendors.registry import VENDORS
 
 EXIT_OK = 0
@@ -57,16 +58,32 @@ def settings_of(args: argparse.Namespace, *, secrets: bool = False) -> Settings:
 @contextlib.asynccontextmanager
 async def opened_store(
     settings: Settings, *, role: StoreRole = StoreRole.ADMIN
-) -> AsyncIterator[Store]:
+) -> AsyncIterator[Store | PostgresStore]:
     """The daemon's database, which must exist (a command never creates or migrates one);
-    READ_ONLY for a command that only shows."""
+    READ_ONLY for a command that only shows. With store.url, the PostgreSQL database the
+    bridges share (a command takes no instance's identity and holds no claims)."""
+    rules = settings.inference.rules(
+        tz=settings.site.tz, window_seconds=settings.dedupe.window_seconds
+    )
+    config = settings.store
+    if config.url is not None:
+        async with PostgresStore.open(
+            config.url,
+            site_tz=settings.site.tz,
+            window_seconds=settings.dedupe.window_seconds,
+            inference=rules,
+            instance=f"command-{os.getpid()}",
+            password=None if config.password is None else config.password.get_secret_value(),
+            migrate=False,
+            pool_size=1,
+        ) as shared:
+            yield shared
+        return
     async with Store.open(
-        settings.store.path,
+        config.path,
         site_tz=settings.site.tz,
         window_seconds=settings.dedupe.window_seconds,
-        inference=settings.inference.rules(
-            tz=settings.site.tz, window_seconds=settings.dedupe.window_seconds
-        ),
+        inference=rules,
         role=role,
     ) as store:
         yield store

@@ -40,6 +40,7 @@ from bridge.directory.file import DirectoryError
 from bridge.directory.people import make_resolver, open_directory, sink_columns
 from bridge.routing import Router
 from bridge.store import Incoming, PersonResolver, Rejection, Store, parse_utc_text, utc_text
+from bridge.store.postgres import PostgresStore
 
 PAYLOAD_SHOWN = 2000
 PAGE = 50
@@ -113,7 +114,7 @@ def reparse(row: dict[str, Any], settings: Settings) -> Incoming | str:
     return item
 
 
-async def resolver_for(settings: Settings, store: Store) -> PersonResolver:
+async def resolver_for(settings: Settings, store: Store | PostgresStore) -> PersonResolver:
     """The daemon's own badge → person mapping: the file merged with the synced sources."""
     try:
         directory = await open_directory(settings, store, build_sources(settings))
@@ -207,7 +208,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 async def reprocess_rows(
-    store: Store, rows: list[dict[str, Any]], settings: Settings, resolve: PersonResolver
+    store: Store | PostgresStore,
+    rows: list[dict[str, Any]],
+    settings: Settings,
+    resolve: PersonResolver,
 ) -> list[dict[str, Any]]:
     """Reprocess each row; what became of each (result: event | rejected | done_before)."""
     outcomes = []
@@ -219,7 +223,7 @@ async def reprocess_rows(
 
 
 async def _reprocess_one(
-    store: Store, row: dict[str, Any], settings: Settings, resolve: PersonResolver
+    store: Store | PostgresStore, row: dict[str, Any], settings: Settings, resolve: PersonResolver
 ) -> dict[str, Any]:
     outcome: dict[str, Any] = {"id": row["id"], "topic": row["topic"]}
     if row["reprocessed_at"] is not None:

@@ -17,8 +17,9 @@ from bridge.commands.table import format_table, printable
 from bridge.config import Settings
 from bridge.ops import heartbeat
 from bridge.ops.web import describe
-from bridge.store import QueueStatus, StoreRole
+from bridge.store import StoreRole
 from bridge.store.lock import holder
+from bridge.store.postgres import PostgresStore
 
 STATES = ("pending", "inflight", "unmapped", "held", "delivered", "dead", "dropped")
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -60,17 +61,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-async def _report(settings: Settings) -> tuple[heartbeat.DaemonState, QueueStatus]:
+async def _report(settings: Settings) -> tuple[heartbeat.DaemonState, dict[str, Any]]:
     path = settings.store.path
     daemon = heartbeat.daemon_state(
         heartbeat.read(heartbeat.heartbeat_path(path)), holder=holder(path), now=time.time()
     )
     async with opened_store(settings, role=StoreRole.READ_ONLY) as store:
-        queue = await store.status(now=time.time())
+        queue: dict[str, Any] = dict(await store.status(now=time.time()))
+        if isinstance(store, PostgresStore):  # the bridges sharing it
+            queue["instances"] = await store.instances()
     return daemon, queue
 
 
-def _print(daemon: heartbeat.DaemonState, status: QueueStatus) -> None:
+def _print(daemon: heartbeat.DaemonState, status: dict[str, Any]) -> None:
     print(printable(f"daemon: {daemon['state']} ({daemon['detail']})"))
     beat = daemon["heartbeat"]
     if beat is not None:
@@ -97,6 +100,27 @@ def _print(daemon: heartbeat.DaemonState, status: QueueStatus) -> None:
         rejected += f", {status['rejected_pruned']} older ones pruned (store.rejected_max_mb)"
     print(rejected)
     print(f"deliveries retried: {status['retried']}")
+    if "instances" in status:
+        _print_instances(status["instances"])
+
+
+def _print_instances(instances: list[dict[str, Any]]) -> None:
+    """The bridges sharing the PostgreSQL store: last heartbeat, broker, claims held."""
+    print()
+    now = time.time()
+    rows = [
+        [
+            row["id"],
+            row["host"],
+            _age(now - row["heartbeat_at"]) + " ago",
+            "connected" if row["mqtt_connected"] else "-",
+            row["claims"],
+            "stopped" if row["stopped_at"] is not None else "",
+        ]
+        for row in instances
+    ]
+    headers = ["instance", "host", "last heartbeat", "broker", "claims", ""]
+    print(format_table(headers, rows))
 
 
 def _when(moment: float | None) -> str:

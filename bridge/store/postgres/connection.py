@@ -84,9 +84,11 @@ class PostgresBase:
         lease_seconds: float = 30.0,
         pool_size: int = 4,
         password: str | None = None,
+        migrate: bool = True,
     ) -> AsyncIterator[Self]:
         """The database at `url` (postgresql://..., without the password: `password`),
-        migrated; `instance`: this bridge's id on it (default: host name and a random part)."""
+        migrated (`migrate`; a command only checks the schema is current); `instance`: this
+        bridge's id on it (default: host name and a random part)."""
         options: dict[str, Any] = {"prepare_threshold": None, "autocommit": True}
         if password is not None:
             options["password"] = password
@@ -108,7 +110,7 @@ class PostgresBase:
                 instance=instance or default_instance_id(),
                 lease_seconds=lease_seconds,
             )
-            await store._migrate()
+            await (store._migrate() if migrate else store._check_current())
             yield store
         finally:
             await pool.close()
@@ -130,6 +132,23 @@ class PostgresBase:
             for number in range(applied, len(MIGRATIONS)):
                 await conn.execute(MIGRATIONS[number])
                 await conn.execute("UPDATE schema_version SET applied = %s", (number + 1,))
+
+    async def _check_current(self) -> None:
+        """A command's check: the daemon has created and migrated this database."""
+        async with self._reading() as conn:
+            exists = await (
+                await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+            ).fetchone()
+            row = None
+            if exists is not None and exists[0]:
+                row = await (await conn.execute("SELECT applied FROM schema_version")).fetchone()
+        applied = 0 if row is None else int(row[0])
+        if applied != len(MIGRATIONS):
+            msg = (
+                f"the PostgreSQL store has schema {applied}, this release expects"
+                f" {len(MIGRATIONS)}: start a bridge once to create or upgrade it"
+            )
+            raise StoreError(msg)
 
     async def _transaction(
         self,
