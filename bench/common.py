@@ -258,11 +258,19 @@ def write_config(
 class BridgeProcess:
     """`python -m bridge run --config ...` as a subprocess; stdout/stderr go to bridge.log."""
 
-    def __init__(self, config: Path, http_port: int, *, profile: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        http_port: int,
+        *,
+        profile: Path | None = None,
+        wrapper: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
         self.http_port = http_port
         self.log = config.parent / "bridge.log"
         self.profile = profile
+        self.wrapper = wrapper  # a command the bridge runs under (e.g. strace ... --)
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.ready_seconds: float | None = None
@@ -287,6 +295,7 @@ class BridgeProcess:
                 "--",
                 *command,
             ]
+        command = [*self.wrapper, *command]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.started_at = time.monotonic()
         with self.log.open("ab") as out:
@@ -333,7 +342,7 @@ class BridgeProcess:
         if self.process is None or self.process.poll() is not None:
             return
         target = self.process.pid
-        if self.profile is not None:  # SIGINT to py-spy's child: py-spy then writes its file
+        if self.profile is not None or self.wrapper:  # to the child: py-spy then writes its file
             target = _child_pid(self.process.pid) or target
             os.kill(target, signal.SIGTERM)
         else:
@@ -346,7 +355,15 @@ class BridgeProcess:
 
     # /proc figures of the bridge's Python process (py-spy's child when profiling)
     def _proc_pid(self) -> int:
-        return (_child_pid(self.pid) or self.pid) if self.profile is not None else self.pid
+        wrapped = self.profile is not None or self.wrapper
+        return (_child_pid(self.pid) or self.pid) if wrapped else self.pid
+
+    def write_bytes(self) -> int:
+        """Bytes the bridge's process has caused to be written to storage (/proc/PID/io)."""
+        for line in Path(f"/proc/{self._proc_pid()}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+        return 0
 
     def rss_mib(self) -> tuple[float, float]:
         """(current RSS, peak RSS) in MiB."""

@@ -165,6 +165,7 @@ class Dispatcher:
             now=time.time(),
             horizon=self._horizon,
             hold_late=self._hold_late,
+            resend_harmless=getattr(self.sink, "resend_harmless", False),  # unsaid: not
         )
         for job, reason in claim.late:
             self._note_late(job, reason)

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import aiosqlite
 import structlog
 
+from bridge.store.durability import FlushPolicy
 from bridge.store.group_commit import GroupCommit
 from bridge.store.inference import InferenceRules
 from bridge.store.integrity import IntegrityWatch, check_at_start, is_damage, read_marker
@@ -72,20 +73,26 @@ async def fetch_all(
 class _Call(NamedTuple):
     fn: Callable[..., Any]
     args: tuple[Any, ...]
+    durable: bool  # its commit must reach the disk before its caller hears of it
 
 
 class _Failed(NamedTuple):
     error: BaseException
 
 
-def _in_one_transaction(conn: sqlite3.Connection, calls: list[_Call]) -> list[Any]:
+def _in_one_transaction(
+    conn: sqlite3.Connection, calls: list[_Call], synchronous: str
+) -> list[Any]:
     """On the connection's thread: every call in one transaction, each inside its own savepoint
     so that one call's error undoes only that call (its answer is then a _Failed). Rolled back
-    whole when COMMIT itself fails (e.g. disk full, which can leave the transaction open)."""
+    whole when COMMIT itself fails (e.g. disk full, which can leave the transaction open).
+    `synchronous`: FULL (the commit is flushed to the disk) or NORMAL (written, not flushed:
+    see bridge/store/durability.py)."""
+    conn.execute(f"PRAGMA synchronous = {synchronous}")  # between transactions: allowed in WAL
     conn.execute("BEGIN IMMEDIATE")
     try:
         answers: list[Any] = []
-        for fn, args in calls:
+        for fn, args, _ in calls:
             conn.execute("SAVEPOINT call")
             try:
                 answers.append(fn(conn, *args))
@@ -164,6 +171,7 @@ class StoreBase:
         self._reader = db  # a read-only connection of its own once open() has one
         self._lock = asyncio.Lock()
         self._writes: GroupCommit[_Call, Any] = GroupCommit(self._commit)
+        self._flushes = FlushPolicy()
         self._site_tz = site_tz
         self._window = window_seconds
         # How a swipe without an action gets one (by shift, not by calendar day).
@@ -290,8 +298,7 @@ class StoreBase:
             # older database keeps auto_vacuum = NONE and reuses its free pages instead.
             await self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         await self._db.execute("PRAGMA journal_mode = WAL")
-        # FULL: an event is acknowledged to the broker after its commit, so that commit must
-        # survive a power cut.
+        # FULL until each transaction says otherwise (bridge/store/durability.py)
         await self._db.execute("PRAGMA synchronous = FULL")
         # After a checkpoint the WAL is cut back to this size: without a limit it keeps the
         # size of the biggest transaction ever written (a batch of 500 16 KiB rejects is 8 MB)
@@ -364,10 +371,12 @@ class StoreBase:
         for number in range(version, len(MIGRATIONS)):
             await self._write(_apply_migration, number)
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run `fn(conn, *args)` in a transaction on the connection's thread, with plain
         sqlite3 inside; what it returns, or what it raised (an OperationalError as a
-        StoreWriteError).
+        StoreWriteError). `durable=False`: the commit may be left unflushed, so a power cut
+        (not a crash) can undo it; only for writes whose loss means a harmless resend
+        (bridge/store/durability.py).
 
         Group commit: calls made while a commit is in progress wait and then share the next
         transaction, so under load one fsync serves many writes (ingest batches, claims,
@@ -377,7 +386,7 @@ class StoreBase:
         behind: its call is still made. aiosqlite has no public API for running a function on
         its thread; `_execute` is its own way of queueing one.
         """
-        answer = await self._writes.submit(_Call(fn, args))
+        answer = await self._writes.submit(_Call(fn, args, durable))
         if isinstance(answer, _Failed):
             if isinstance(answer.error, sqlite3.OperationalError):
                 raise self._write_failed(answer.error) from answer.error
@@ -387,6 +396,8 @@ class StoreBase:
 
     async def _commit(self, calls: list[_Call]) -> list[Any]:
         async with self._lock:
+            began = time.monotonic()
+            synchronous = self._flushes.synchronous(durable=any(call.durable for call in calls))
             try:
                 # aiosqlite's own way of running a function on its thread, with the plain
                 # sqlite3 connection it owns. It has no public one; a thread of our own would
@@ -395,10 +406,12 @@ class StoreBase:
                     _in_one_transaction,
                     self._db._conn,  # noqa: SLF001 - see above: aiosqlite has no public way
                     calls,
+                    synchronous,
                 )
-                return cast("list[Any]", answers)
             except sqlite3.OperationalError as err:
                 raise self._write_failed(err) from err
+            self._flushes.committed(synchronous, began=began)
+            return cast("list[Any]", answers)
 
     @property
     def write_error(self) -> tuple[str, float] | None:

@@ -59,6 +59,7 @@ class DaemonStore(Protocol):
         now: float,
         horizon: float = 86400.0,
         hold_late: bool = False,
+        resend_harmless: bool = False,
     ) -> Claim: ...
 
     async def renew(self, jobs: Sequence[Job], *, now: float) -> int: ...

@@ -85,13 +85,23 @@ WHERE d.id = ?
 class QueueMixin(StoreBase):
     async def recover_inflight(self) -> int:
         """At start: deliveries a crashed or killed run had in hand go out again."""
-        return await self._write(_recover_inflight, time.time())
+        return await self._write(_recover_inflight, time.time(), durable=False)
 
     async def claim(
-        self, sink: str, *, limit: int, now: float, horizon: float = 86400.0
+        self,
+        sink: str,
+        *,
+        limit: int,
+        now: float,
+        horizon: float = 86400.0,
+        resend_harmless: bool = False,
     ) -> list[Job]:
         """Claim due deliveries (the attempt is counted now, so a crash still uses one up)."""
-        return (await self.claim_batch(sink, limit=limit, now=now, horizon=horizon)).jobs
+        return (
+            await self.claim_batch(
+                sink, limit=limit, now=now, horizon=horizon, resend_harmless=resend_harmless
+            )
+        ).jobs
 
     async def claim_batch(
         self,
@@ -101,16 +111,21 @@ class QueueMixin(StoreBase):
         now: float,
         horizon: float = 86400.0,
         hold_late: bool = False,
+        resend_harmless: bool = False,
     ) -> Claim:
         """Claim up to `limit` due deliveries; when fewer were due, also say when the next
         claimable one falls due (in the same call to the database thread).
 
         `hold_late`, for a sink that keeps state per person (McTime's clock, TimeTrack's open
         shift): a punch older than one of the person's already applied there is never applied
-        out of order; it is held for an operator instead, and listed in `Claim.late`."""
+        out of order; it is held for an operator instead, and listed in `Claim.late`.
+        `resend_harmless`: the sink's vendor answers a resent punch as a duplicate, so the
+        claim need not be flushed before the send (bridge/store/durability.py)."""
         params = {"sink": sink, "now": now, "limit": limit, "horizon": horizon}
         late_rule = self._site_tz if hold_late else None
-        claiming = asyncio.ensure_future(self._write(_claim, params, late_rule))
+        claiming = asyncio.ensure_future(
+            self._write(_claim, params, late_rule, durable=not resend_harmless)
+        )
         try:
             claim = await asyncio.shield(claiming)
         except asyncio.CancelledError:
@@ -129,14 +144,14 @@ class QueueMixin(StoreBase):
     async def unclaim(self, jobs: Sequence[Job]) -> None:
         """Hand back claimed deliveries that were not sent: pending again, attempt not used."""
         if jobs:
-            await self._write(_unclaim, [job.delivery_id for job in jobs])
+            await self._write(_unclaim, [job.delivery_id for job in jobs], durable=False)
 
     async def settle(
         self, job: Job, result: Result, *, retry_at: float, now: float
     ) -> DeliveryState:
         """Record a send's result (and the person's new state at the sink, in the same
         transaction); return the delivery's new state."""
-        return await self._write(_settle, job, result, retry_at, now)
+        return await self._write(_settle, job, result, retry_at, now, durable=False)
 
     async def expire(self, job: Job, *, now: float, max_age_days: float) -> bool:
         """Kill a delivery the bridge has been retrying for longer than the age limit; True when
@@ -146,7 +161,7 @@ class QueueMixin(StoreBase):
         if now - job.stored_at <= max_age_days * 86400:
             return False
         reason = f"gave up: retried for more than {max_age_days:g} days since it was stored"
-        await self._write(_give_up, job.delivery_id, now, reason)
+        await self._write(_give_up, job.delivery_id, now, reason, durable=False)
         return True
 
 

@@ -110,6 +110,7 @@ class PostgresQueue(PostgresBase):
         now: float,
         horizon: float = 86400.0,
         hold_late: bool = False,
+        resend_harmless: bool = False,  # noqa: ARG002 - every PostgreSQL commit is durable
     ) -> Claim:
         """As the SQLite store's claim_batch, for several instances (see the module's doc)."""
         params = {

@@ -49,6 +49,9 @@ def build_punch_form(
 
 class Go2ClockSink:
     name = "go2clock"
+    # Go2Clock answers a punch it already holds as a duplicate: a claim lost to a power cut,
+    # which resends the punch, is harmless, so claims for it are not flushed on their own.
+    resend_harmless = True
 
     def __init__(
         self, *, session: aiohttp.ClientSession, config: Go2ClockConfig, account_tz: ZoneInfo
