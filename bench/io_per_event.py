@@ -92,6 +92,7 @@ def per_event(events: int, total: int, database: int, written: int, cpu: float) 
 
 
 async def through_bridge(
+    *,
     bridge: common.BridgeProcess,
     fake: common.FastFakeGo2Clock,
     broker_port: int,
@@ -142,7 +143,13 @@ async def run(args: argparse.Namespace) -> None:
                 start = 0
                 for rate in args.rates:
                     figures = await through_bridge(
-                        bridge, fake, broker.port, trace, rate, counts[rate], start
+                        bridge=bridge,
+                        fake=fake,
+                        broker_port=broker.port,
+                        trace=trace,
+                        rate=rate,
+                        count=counts[rate],
+                        start=start,
                     )
                     start += counts[rate]
                     rows.append((rate, figures, references[rate]))
