@@ -86,8 +86,7 @@ def _in_one_transaction(
     """On the connection's thread: every call in one transaction, each inside its own savepoint
     so that one call's error undoes only that call (its answer is then a _Failed). Rolled back
     whole when COMMIT itself fails (e.g. disk full, which can leave the transaction open).
-    `synchronous`: FULL (the commit is flushed to the disk) or NORMAL (written, not flushed:
-    see bridge/store/durability.py)."""
+    `synchronous`: FULL or NORMAL, whether COMMIT flushes (bridge/store/durability.py)."""
     conn.execute(f"PRAGMA synchronous = {synchronous}")  # between transactions: allowed in WAL
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -374,9 +373,8 @@ class StoreBase:
     async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run `fn(conn, *args)` in a transaction on the connection's thread, with plain
         sqlite3 inside; what it returns, or what it raised (an OperationalError as a
-        StoreWriteError). `durable=False`: the commit may be left unflushed, so a power cut
-        (not a crash) can undo it; only for writes whose loss means a harmless resend
-        (bridge/store/durability.py).
+        StoreWriteError). `durable=False`: the commit may stay unflushed (a power cut, not a
+        crash, can undo it): only for writes whose loss is a harmless resend (durability.py).
 
         Group commit: calls made while a commit is in progress wait and then share the next
         transaction, so under load one fsync serves many writes (ingest batches, claims,

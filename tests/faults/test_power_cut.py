@@ -19,6 +19,7 @@ import pytest
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.fakes.mctime import FakeMcTime, running_fake_mctime
+from tests.fakes.timetrack import FakeTimeTrack, running_fake_timetrack
 from tests.faults.common import logged, start_bridge
 from tests.faults.powercut import build_shim, flushes, lose_unflushed_writes, shim_env
 from tests.harness import API_KEY, canonical, publish, wait_until, write_config
@@ -26,6 +27,7 @@ from tests.harness import API_KEY, canonical, publish, wait_until, write_config
 BERLIN = ZoneInfo("Europe/Berlin")
 TOPIC = "clockin/main-door/events"
 MC_KEY = "mc-powercut-key-91c2"
+TT_KEY, TT_SECRET = "tt-powercut-key-44d0", "tt-powercut-secret-0b7e"
 PEOPLE = {f"0E{n:02X}": (str(n), f"mc-{n}") for n in range(3)}
 # (punch, hour, minute, McTime action, the clock every person has once it is applied)
 SHIFT = [
@@ -89,25 +91,38 @@ async def test_one_flush_per_swipe(broker: Mosquitto, tmp_path: Path) -> None:
 async def test_power_cut_between_send_and_settle(broker: Mosquitto, tmp_path: Path) -> None:
     """20 power cuts, each at a random moment from McTime receiving the punches of a step to
     0.3 s later (sent, answered, maybe settled, settle maybe flushed). Every punch still reaches
-    both vendors; McTime gets exactly one POST per person and action (a lost settle is found
-    applied by GET /clock, because the claim before the send was flushed); Go2Clock answers at
-    most one duplicate per person per cut (each a settle lost since the last flush)."""
+    the three vendors; McTime gets exactly one POST per person and action (a lost settle is
+    found applied by GET /clock, because the claim before the send was flushed); TimeTrack holds
+    one attendance per person and day, none created twice; Go2Clock answers at most one
+    duplicate per person per cut (each a settle lost since the last flush)."""
     rng = random.Random(20261130)
     shim = build_shim(tmp_path)
     mctime = FakeMcTime(api_key=MC_KEY)
     go2clock = FakeGo2Clock(api_key=API_KEY)
-    rows = ["badge,userid,name,mctime_user_id"]
-    rows += [f"{b},{g},Person {g},{m}" for b, (g, m) in PEOPLE.items()]
+    timetrack = FakeTimeTrack(api_key=TT_KEY, api_secret=TT_SECRET)
+    rows = ["badge,userid,name,mctime_user_id,timetrack_username"]
+    rows += [f"{b},{g},Person {g},{m},tt-{g}" for b, (g, m) in PEOPLE.items()]
     (tmp_path / "directory.csv").write_text("\n".join(rows) + "\n")
     async with (
         running_fake_go2clock(go2clock) as g_url,
         running_fake_mctime(mctime) as m_url,
+        running_fake_timetrack(timetrack) as t_url,
     ):
         config = write_config(
             tmp_path,
             broker_port=broker.port,
             go2clock_url=g_url,
-            extra={"sinks": {"mctime": {"enabled": True, "base_url": m_url, "api_key": MC_KEY}}},
+            extra={
+                "sinks": {
+                    "mctime": {"enabled": True, "base_url": m_url, "api_key": MC_KEY},
+                    "timetrack": {
+                        "enabled": True,
+                        "base_url": t_url,
+                        "api_key": TT_KEY,
+                        "api_secret": TT_SECRET,
+                    },
+                }
+            },
         )
         db, flush_log, log = config.parent / "bridge.db", tmp_path / "flushes.log", tmp_path / "log"
         env = shim_env(shim, db, flush_log)
@@ -149,9 +164,12 @@ async def test_power_cut_between_send_and_settle(broker: Mosquitto, tmp_path: Pa
     assert len(_applied(mctime, "break")) == 2 * DAYS * people, "no extra toggle"
     assert len(_applied(mctime, "start")) == len(_applied(mctime, "stop")) == DAYS * people
     assert mctime.gets(), "settles were lost, and the resends looked first"
+    assert len(timetrack.attendances) == len(timetrack.live()) == DAYS * people, "none twice"
+    assert all(attendance.get("to") for attendance in timetrack.live()), "every shift closed"
     punches = go2clock.punches_by_key()
     assert len(punches) == cuts * people, "every punch reached Go2Clock"
     assert max(punches.values()) == 1
     assert go2clock.duplicate_answers <= cuts * people
     assert API_KEY not in log.read_text()
     assert MC_KEY not in log.read_text()
+    assert TT_SECRET not in log.read_text()
