@@ -165,7 +165,8 @@ class Dispatcher:
             now=time.time(),
             horizon=self._horizon,
             hold_late=self._hold_late,
-            resend_harmless=getattr(self.sink, "resend_harmless", False),  # unsaid: not
+            # unsaid: not harmless, so the claim is flushed (bridge/store/durability.py)
+            resend_harmless=getattr(self.sink, "resend_harmless", False),
         )
         for job, reason in claim.late:
             self._note_late(job, reason)

@@ -34,9 +34,12 @@ What each write needs:
 - Everything else (migrations, the directory cache, retention, repairs by commands): FULL.
 
 How much a power cut can cost is bounded: a NORMAL commit is made FULL when the last flushed
-commit is more than LAZY_SECONDS old, so only the writes of the last LAZY_SECONDS before the cut
-can be lost; each lost settle is one resend answered as a duplicate. At 10 events a second every
-ingest flushes what the claims and settles before it wrote, so a swipe costs one flush.
+commit is more than LAZY_SECONDS old, so the unflushed writes are all from the LAZY_SECONDS after
+the last flush: a power cut loses at most that much work, each lost settle one resend answered
+as a duplicate. At 10 events a second every ingest flushes what the claims and settles before
+it wrote, so a swipe costs one flush. A sink says its resends are harmless with a class
+attribute `resend_harmless = True` (bridge.dispatch.pump passes it to the claim); a sink that
+does not say so gets its claims flushed.
 """
 
 from __future__ import annotations
