@@ -46,8 +46,10 @@ from __future__ import annotations
 
 import time
 
-# At most this long of claims and settles may be lost to a power cut (each one resent).
-LAZY_SECONDS = 1.0
+# At most this long of claims and settles may be lost to a power cut (each one resent). Longer
+# than dispatch.settle_seconds (default 2 s): a swipe's claim comes that long after its ingest's
+# flush, and with 1 s it would pay a flush of its own whenever swipes come more than 1 s apart.
+LAZY_SECONDS = 5.0
 
 
 class FlushPolicy:
