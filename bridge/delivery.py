@@ -87,6 +87,9 @@ class Result:
     # Delivered, but the vendor changed something else to take it (McTime 201: an existing
     # entry overwritten or trimmed): worth a warning line for whoever checks payroll.
     warn: bool = False
+    # RETRY_LATER with no answer at all: the connection failed or timed out. Evidence that the
+    # vendor is down, where an answered 5xx may be one bad request behind a load balancer.
+    unreachable: bool = False
 
     @classmethod
     def delivered(
@@ -105,8 +108,9 @@ class Result:
         retry_after: float | None = None,
         *,
         state: Mapping[str, Any] | None = None,
+        unreachable: bool = False,
     ) -> Result:
-        return cls(Outcome.RETRY_LATER, detail, retry_after, state)
+        return cls(Outcome.RETRY_LATER, detail, retry_after, state, unreachable=unreachable)
 
     @classmethod
     def dead(cls, detail: str, *, state: Mapping[str, Any] | None = None) -> Result:

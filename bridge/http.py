@@ -100,6 +100,12 @@ class ExchangeError(Exception):
     def timed_out(self) -> bool:
         return isinstance(self.error, TimeoutError)
 
+    @property
+    def unreachable(self) -> bool:
+        """Connection refused or no answer in time: the vendor looks down, not merely flaky
+        (a dropped connection or an oversized answer is not counted as such)."""
+        return self.never_connected or self.timed_out
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:

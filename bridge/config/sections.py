@@ -329,6 +329,11 @@ class RetryConfig(_Section):
     max_seconds: float = Field(300.0, gt=0)
     max_age_days: float = Field(14.0, gt=0)
     pause_probe_seconds: float = Field(60.0, gt=0)
+    # A failed answer retries that person's delivery alone; the whole sink goes to one probe at
+    # a time only when the vendor is unreachable or at least outage_failure_ratio of its last
+    # outage_window answers failed (1 and 1.0: every failure, as before).
+    outage_window: int = Field(20, ge=1, le=10_000)
+    outage_failure_ratio: float = Field(0.5, gt=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> RetryConfig:

@@ -1,8 +1,12 @@
 """Is a sink usable right now? ok, in an outage, or paused, and what to tell people about it.
 
-A failing vendor gets one probe at a time instead of every queued person's retry at once: in an
-outage the probe interval backs off like a retry; when paused (credentials refused) it is the
-slow `retry.pause_probe_seconds`. The logs say when an outage starts, summarise it every
+A failed answer is first that one person's delivery to retry later (with its own back-off,
+settled by the pump); the other people's deliveries keep going. Only evidence that the vendor is
+down (bridge.dispatch.evidence: unreachable, or most of its recent answers failing) starts an
+outage: then a failing vendor gets one probe at a time instead of every queued person's retry
+at once, the probe interval backing off like a retry; when paused (credentials refused) it is
+the slow `retry.pause_probe_seconds`. A 429 with Retry-After holds the whole sink that long,
+outage or not: the vendor asked. The logs say when an outage starts, summarise it every
 `log.summary_seconds` (backlog, oldest age, last error) and say when it ends: never a line per
 retry per event.
 """
@@ -17,6 +21,7 @@ import structlog
 
 from bridge.config import RetryConfig
 from bridge.delivery import Outcome, Result
+from bridge.dispatch.evidence import FailureWindow
 from bridge.ops.metrics import Metrics
 from bridge.store import DaemonStore
 
@@ -55,7 +60,9 @@ class SinkHealth:
         self._retries = 0  # failed attempts since the outage started
         self._last_error = ""
         self._gate_until = 0.0  # monotonic: no claims before this while failing
+        self._hold_until = 0.0  # monotonic: no claims before this, the vendor's Retry-After
         self._next_summary = 0.0
+        self._window = FailureWindow(size=retry.outage_window, ratio=retry.outage_failure_ratio)
 
     def state(self, *, now: float | None = None) -> SinkState:
         """What an operator should read about this sink now: sending; retrying (failing for
@@ -75,25 +82,39 @@ class SinkHealth:
 
     @property
     def failing(self) -> bool:
+        """In an outage or paused: one probe at a time."""
         return self.paused_since is not None or self.outage_since is not None
 
+    def _closed_until(self) -> float:
+        return max(self._gate_until, self._hold_until)
+
     def claim_limit(self, *, capacity: int, in_flight: int) -> int:
-        """How many deliveries may be claimed now: up to `capacity` held when healthy, else one
-        probe when the gate is open and nothing is in flight."""
+        """How many deliveries may be claimed now: none while held by a Retry-After; up to
+        `capacity` held when healthy, else one probe when the gate is open and nothing is in
+        flight."""
+        if time.monotonic() < self._closed_until():
+            return 0
         if not self.failing:
             return capacity - in_flight
-        if in_flight or time.monotonic() < self._gate_until:
-            return 0
-        return 1
+        return 0 if in_flight else 1
+
+    def may_send(self, *, probe: bool) -> bool:
+        """May a delivery claimed earlier go out now? Not while the vendor's Retry-After runs,
+        and in an outage only the probe it was claimed as."""
+        if time.monotonic() < self._closed_until():
+            return False
+        return probe or not self.failing
 
     def probe_now(self) -> None:
         """Something changed (new credentials): the next claim may probe right away."""
         self._gate_until = 0.0
 
-    def seconds_until_probe(self) -> float | None:
-        if not self.failing:
+    def seconds_until_claims(self) -> float | None:
+        """While failing or held: seconds until the next claim may be made; else None."""
+        wait = self._closed_until() - time.monotonic()
+        if not self.failing and wait <= 0:
             return None
-        return max(0.0, self._gate_until - time.monotonic())
+        return max(0.0, wait)
 
     def record(self, result: Result) -> None:
         """Note a send's outcome; log a change of state once."""
@@ -101,8 +122,16 @@ class SinkHealth:
         if outcome is Outcome.PAUSED:
             self._pause(result.detail)
         elif outcome is Outcome.RETRY_LATER:
-            self._fail(result.detail, result.retry_after)
+            self._window.add(failed=True)
+            self._last_error = result.detail
+            if result.retry_after is not None:  # the vendor asks the whole sink to wait
+                wait = min(result.retry_after, self._retry.max_seconds)
+                self._hold_until = max(self._hold_until, time.monotonic() + wait)
+            if self.failing or result.unreachable or self._window.tripped:
+                self._fail(result.detail, result.retry_after)
+            # else: an isolated failure; the pump retries that delivery with its own back-off
         else:  # the vendor answered and took a decision: the sink works
+            self._window.add(failed=False)
             self._recover()
 
     def _pause(self, reason: str) -> None:
@@ -116,7 +145,6 @@ class SinkHealth:
     def _fail(self, error: str, retry_after: float | None) -> None:
         self._failures += 1
         self._retries += 1
-        self._last_error = error
         wait = backoff_seconds(
             self._failures, initial=self._retry.initial_seconds, maximum=self._retry.max_seconds
         )
@@ -126,7 +154,12 @@ class SinkHealth:
         if self.outage_since is None and self.paused_since is None:
             self.outage_since = time.time()
             self._next_summary = time.monotonic() + self._summary_seconds
-            log.warning("sink.outage_started", sink=self._sink, error=error)
+            log.warning(
+                "sink.outage_started",
+                sink=self._sink,
+                error=error,
+                failed_of_last=f"{self._window.failures}/{self._retry.outage_window}",
+            )
 
     def _recover(self) -> None:
         if self.paused_since is not None:
@@ -141,6 +174,7 @@ class SinkHealth:
                 failed_attempts=self._retries,
             )
             self.outage_since = None
+            self._window.clear()  # a fresh start: the outage's failures are not held against it
         self._failures = self._retries = 0
         self._gate_until = 0.0
 

@@ -7,9 +7,11 @@ to the sink's concurrency.
 To keep every sending slot busy, the pump claims ahead: up to concurrency + CLAIM_AHEAD
 deliveries are held at once (sending, waiting for a slot, or being settled), claimed in
 batches, so that neither a claim nor a settle commit stands between one request's end and the
-next one's start. A claimed delivery that has not been sent when the sink starts failing,
-or when the bridge stops, is handed back unsent; after a crash it goes out at the next start
-with an attempt counted, and the stateful sinks check the vendor first, as for any resend.
+next one's start. A claimed delivery that has not been sent when the sink starts failing (an
+outage, not one failed request: see health.py), when the vendor asks it to wait (429 with
+Retry-After), or when the bridge stops, is handed back unsent; after a crash it goes out at the
+next start with an attempt counted, and the stateful sinks check the vendor first, as for any
+resend.
 
 The pump sleeps until woken by new work, a settled delivery or the next due time, and looks
 again every RECHECK_SECONDS at most, for what repair commands in another process changed (one
@@ -155,9 +157,8 @@ class Dispatcher:
         if limit < self._claim_batch and self._waiting_for_slot:
             limit = 0
         if limit == 0:
-            if self.health.failing and not held:
-                return self.health.seconds_until_probe()
-            return None
+            # Nothing in flight to wake us: look again when the probe gate or a hold opens.
+            return None if held else self.health.seconds_until_claims()
         probe = self.health.failing
         claim = await self._store.claim_batch(
             self.sink.name,
@@ -226,9 +227,10 @@ class Dispatcher:
             raise
         self._waiting_for_slot -= 1
         try:
-            if self._stopping or (self.health.failing and not probe):
-                # Claimed ahead, but the sink has failed since (one probe at a time now) or
-                # the bridge is stopping: not sent, so it must not count as an attempt.
+            if self._stopping or not self.health.may_send(probe=probe):
+                # Claimed ahead, but the sink has failed since (one probe at a time now), the
+                # vendor asked it to wait, or the bridge is stopping: not sent, so it must not
+                # count as an attempt.
                 await asyncio.shield(self._hand_back(job))
                 return None
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import time
 from collections import Counter
@@ -62,6 +63,9 @@ class FakeGo2Clock:
         self.duplicate_answers = 0
         # fault switches
         self.fail_5xx = 0
+        # A flaky load balancer: this share of PUTs (0..1, drawn at random) is answered HTTP 500.
+        self.fail_500_share = 0.0
+        self._dice = random.Random(15)  # noqa: S311 - fault injection, not cryptography
         self.unexpected_errors = 0
         self.rate_limited = 0
         self.retry_after_seconds = 1
@@ -143,6 +147,8 @@ class FakeGo2Clock:
         if self.fail_5xx > 0:
             self.fail_5xx -= 1
             return "http_503", web.Response(status=503, text="Service Unavailable")
+        if self.fail_500_share and self._dice.random() < self.fail_500_share:
+            return "http_500", web.Response(status=500, text="Internal Server Error")
         if self.rate_limited > 0:
             self.rate_limited -= 1
             headers = {"Retry-After": str(self.retry_after_seconds)}

@@ -85,7 +85,7 @@ class Go2ClockSink:
                 secrets=[self._api_key],
             )
         except ExchangeError as err:
-            return Result.retry(self._redact(str(err)))
+            return Result.retry(self._redact(str(err)), unreachable=err.unreachable)
         # masked once decoded and before it is excerpted: no form or part of an echoed key
         # survives a cut; the detail is masked again after the reply's fields were decoded
         result = classify_go2clock_reply(reply.status, reply.masked_body(), reply.retry_after)

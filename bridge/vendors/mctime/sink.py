@@ -117,10 +117,12 @@ class McTimeSink:
             reply = await self._exchange("POST", json=body)
         except ExchangeError as err:
             if err.not_sent:
-                return Result.retry(str(err), state=keep)
+                return Result.retry(str(err), state=keep, unreachable=err.unreachable)
             # Sent, answer lost: maybe applied. CancelledError (a BaseException) passes through.
             detail = f"{err}; {body['action']} unverified, checked before a resend"
-            return Result.retry(short(detail), state=unverified_state(base, job))
+            return Result.retry(
+                short(detail), state=unverified_state(base, job), unreachable=err.unreachable
+            )
         status = reply.status
         answer = classify_mctime_reply(status, reply.masked_body(), reply.retry_after)
         if answer.reply is Meaning.APPLIED:
@@ -158,7 +160,7 @@ class McTimeSink:
             try:
                 reply = await self._exchange("GET", params={"page": str(page)})
             except ExchangeError as err:
-                return Result.retry(short(f"GET /clock: {err}"))
+                return Result.retry(short(f"GET /clock: {err}"), unreachable=err.unreachable)
             raw = reply.masked_body()  # before any excerpt of it
             status, retry_after = reply.status, reply.retry_after
             answer = parse_reply(raw)

@@ -184,10 +184,11 @@ class TimeTrackSink:
         answer = await self._request("POST", self._url, json=body)
         if isinstance(answer, ExchangeError):
             if answer.never_connected:
-                return Result.retry(str(answer))  # never connected: nothing sent
+                return Result.retry(str(answer), unreachable=True)  # nothing sent
             return Result.retry(
                 short(f"{answer}; search before creating again"),
                 state={**state, "unverified": True},
+                unreachable=answer.unreachable,
             )
         result = classify_timetrack_reply(answer.status, answer.body, answer.retry_after)
         if result.outcome is Outcome.DELIVERED:
@@ -258,7 +259,7 @@ class TimeTrackSink:
                 "GET", self._url, params={**params, "page_number": str(page)}
             )
             if isinstance(answer, ExchangeError):
-                return Result.retry(short(f"search: {answer}"))
+                return Result.retry(short(f"search: {answer}"), unreachable=answer.unreachable)
             result = classify_timetrack_reply(answer.status, answer.body, answer.retry_after)
             if result.outcome is not Outcome.DELIVERED:
                 if result.outcome is Outcome.PERMANENT_FAILURE:
