@@ -33,9 +33,10 @@ from tests.test_store import opened, query
 API_KEY = "flaky-test-key"
 PEOPLE = 200
 CONCURRENCY = 4
-# A failed delivery's own retry comes no sooner than 15 s (half of 30): within a test, every
-# person whose PUT was answered 500 stays pending, and every other person is delivered.
-RETRY = RetryConfig(initial_seconds=30, max_seconds=300)
+# A failed delivery's own retry (and an outage's first probe) comes no sooner than 60 s, half
+# of 120: within a test, every person whose PUT was answered 500 stays pending, and every other
+# person is delivered.
+RETRY = RetryConfig(initial_seconds=120, max_seconds=300)
 
 
 @contextlib.asynccontextmanager
@@ -99,7 +100,7 @@ async def test_a_refused_connection_declares_the_outage_and_probes_one_at_a_time
     assert "connect" in (state["last_error"] or "").lower()
     assert sink_lines(logs) == Counter({"sink.outage_started": 1})
     # the first wave (the requests in flight when the first refusal came) and nothing after:
-    # the probe gate is 15-30 s away; everything claimed ahead went back unsent
+    # the probe gate is 60-120 s away; everything claimed ahead went back unsent
     attempts = query(db, "SELECT SUM(attempts) FROM deliveries")[0][0]
     assert 1 <= attempts <= CONCURRENCY
     assert states(db) == {"pending": PEOPLE}
