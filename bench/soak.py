@@ -296,8 +296,9 @@ async def run(args: argparse.Namespace) -> None:
             retry={"outage_window": 1, "outage_failure_ratio": 1.0},
         )
         report(args, old, reference, every)
-    down = await scenario(args, "down", 1.0, seconds=args.down_seconds, then_share=0.0)
-    report(args, down, reference, every)
+    if not args.skip_down:
+        down = await scenario(args, "down", 1.0, seconds=args.down_seconds, then_share=0.0)
+        report(args, down, reference, every)
     target = flaky.ratio / reference.ratio >= 0.95 and flaky.lines["sink.outage_started"] < 10
     print(
         f"  target (flaky delivers >= 95 % of the reference's ratio, fewer than 10 outage "
@@ -321,6 +322,7 @@ def main() -> None:
         "--evidence", type=int, default=10, help="failed answers that declare the outage"
     )
     parser.add_argument("--skip-old-rule", action="store_true")
+    parser.add_argument("--skip-down", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.down_seconds = min(args.seconds, 30.0), min(args.down_seconds, 20.0)
