@@ -164,6 +164,10 @@ class Bridge:
                 replies=feedback if settings.mqtt.ack_delivery else None,
                 summary_seconds=settings.log.summary_seconds,
                 hold_late=sink.name in KEEPS_STATE,
+                # A shared store's claims are leases: renewed well before they run out.
+                renew_seconds=None
+                if settings.store.url is None
+                else settings.store.lease_seconds / 3,
             )
             for sink in sinks
         }

@@ -134,3 +134,33 @@ def _connections_refused(database: str) -> Iterator[None]:
     finally:
         with psycopg.connect(SERVER, autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+async def test_a_claim_being_sent_is_renewed_not_taken_over(
+    broker: Mosquitto, tmp_path: Path, url: str
+) -> None:
+    """A send that outlasts the lease (the vendor takes 5 s, the lease is 2 s): the bridge
+    sending renews its claim, so the other bridge never sends the same punch."""
+    fake = FakeGo2Clock(api_key=API_KEY)
+    fake.delay_seconds = 5.0
+    async with running_fake_go2clock(fake) as g_url:
+        configs = []
+        for n in (1, 2):
+            home = tmp_path / f"gw-{n}"
+            home.mkdir()
+            extra = {
+                "store": {"url": url, "instance_id": f"gw-{n}", "lease_seconds": 2},
+                "mqtt": {"client_id": f"bridge-{n}"},
+                "sinks": {"go2clock": {"timeout_seconds": 10}},
+            }
+            configs.append(
+                write_config(home, broker_port=broker.port, go2clock_url=g_url, extra=extra)
+            )
+        async with (
+            running_bridge(settings_from(configs[0])),
+            running_bridge(settings_from(configs[1])),
+        ):
+            await publish(broker.port, [("clockin/door-1/events", canonical(1))])
+            await fake.wait_for_records(1, timeout=15)
+            await asyncio.sleep(1.0)
+    assert len(fake.requests) == 1  # nobody sent it a second time

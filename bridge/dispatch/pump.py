@@ -75,8 +75,13 @@ class Dispatcher:
         replies: Replies | None = None,
         summary_seconds: float = 60.0,
         hold_late: bool = False,
+        renew_seconds: float | None = None,
     ) -> None:
         self.sink = sink
+        # On a store shared by several bridges, claims are leases: renewed this often while
+        # their deliveries are held here, so none goes to another bridge while being sent.
+        self._renew_seconds = renew_seconds
+        self._held: dict[asyncio.Task[None], Job] = {}
         # The vendor keeps state per person (a running clock, an open shift): a punch older
         # than one already applied there is held, never sent out of order.
         self._hold_late = hold_late
@@ -124,11 +129,26 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event, *, grace_seconds: float = 10.0) -> None:
         async with asyncio.TaskGroup() as sends:
+            renewing = None
+            if self._renew_seconds is not None:
+                renewing = sends.create_task(self._renew_forever(), name="leases")
             try:
                 await self._pump(sends, stop)
             finally:
                 self._stopping = True
                 await self._drain(grace_seconds)
+                if renewing is not None:
+                    renewing.cancel()
+
+    async def _renew_forever(self) -> None:
+        """Extend the leases of the deliveries held here (claimed, not settled yet)."""
+        assert self._renew_seconds is not None  # noqa: S101 - run() starts this only then
+        while True:
+            await asyncio.sleep(self._renew_seconds)
+            try:
+                await self._store.renew(list(self._held.values()), now=time.time())
+            except StoreWriteError as err:  # the lease may run out: the others resend it
+                log.warning("store.lease_renewal_failed", sink=self.sink.name, error=str(err))
 
     async def _pump(self, sends: asyncio.TaskGroup, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -179,6 +199,7 @@ class Dispatcher:
                 self._deliver(job, probe=probe), name=f"send[{self.sink.name}]"
             )
             self._in_flight.add(task)
+            self._held[task] = job
             task.add_done_callback(self._on_delivery_done)
         if len(claim.jobs) + len(claim.late) == limit:
             return None  # there may be more: a settle wakes us when there is room
@@ -196,6 +217,7 @@ class Dispatcher:
 
     def _on_delivery_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._held.pop(task, None)
         self._wake.set()
 
     async def _drain(self, grace_seconds: float) -> None:
