@@ -48,6 +48,9 @@ async def opened_store(settings: Settings) -> AsyncIterator[DaemonStore]:
         password=None if config.password is None else config.password.get_secret_value(),
     ) as shared:
         await shared.take_identity()
+        pruned = await shared.set_rejected_cap(config.rejected_max_mb * 1024 * 1024)
+        if pruned:
+            log.info("rejected.pruned", rows=pruned, reason="store.rejected_max_mb lowered")
         log.info("store.instance", instance=shared.instance, lease_seconds=config.lease_seconds)
         try:
             yield shared

@@ -9,12 +9,17 @@ leases run out (bridge.store.postgres.queue), whatever its row says.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from typing import Any
 
+import structlog
+
 from bridge.store.postgres.connection import PostgresBase, execute
 from bridge.store.records import StoreWriteError
+
+log = structlog.get_logger("bridge.store")
 
 # How often a running daemon beats; a restarted one waits two beats to be sure the id is free.
 HEARTBEAT_SECONDS = 2.0
@@ -92,20 +97,48 @@ class PostgresInstances(PostgresBase):
     async def watch_other_writers(self, *, interval: float = WORK_POLL_SECONDS) -> None:
         """Wake the dispatchers when something is due that this instance did not make so: a
         pending delivery due now (another instance stored it, an operator requeued it) or a
-        claim whose lease ran out. One index lookup per look."""
+        claim whose lease ran out; and log the operators' repairs (repair.applied), as the
+        SQLite daemon does. A few index lookups per look."""
+        last_repair = await self._repairs_seen()
         while True:
             await asyncio.sleep(interval)
-            now = time.time()
             try:
-                async with self._reading() as conn:
-                    cursor = await conn.execute(
-                        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending'"
-                        " AND next_attempt_at <= %s) OR EXISTS (SELECT 1 FROM deliveries"
-                        " WHERE state = 'inflight' AND lease_until < %s)",
-                        (now, now),
-                    )
-                    row = await cursor.fetchone()
+                if await self._work_due(time.time()):
+                    self.work.notify()
+                last_repair = await self._log_repairs_after(last_repair)
             except StoreWriteError:
                 continue  # the database is away: readiness says so; look again later
-            if row is not None and row[0]:
-                self.work.notify()
+
+    async def _work_due(self, now: float) -> bool:
+        async with self._reading() as conn:
+            cursor = await conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending'"
+                " AND next_attempt_at <= %s) OR EXISTS (SELECT 1 FROM deliveries"
+                " WHERE state = 'inflight' AND lease_until < %s)",
+                (now, now),
+            )
+            row = await cursor.fetchone()
+        return row is not None and bool(row[0])
+
+    async def _repairs_seen(self) -> int:
+        try:
+            async with self._reading() as conn:
+                row = await (
+                    await conn.execute("SELECT COALESCE(MAX(id), 0) FROM repairs")
+                ).fetchone()
+        except StoreWriteError:
+            return 0
+        return 0 if row is None else int(row[0])
+
+    async def _log_repairs_after(self, last_id: int) -> int:
+        async with self._reading() as conn:
+            cursor = await conn.execute(
+                "SELECT id, change, by_user, deliveries FROM repairs WHERE id > %s ORDER BY id",
+                (last_id,),
+            )
+            rows = await cursor.fetchall()
+        for repair_id, change, by_user, deliveries in rows:
+            ids = json.loads(deliveries)
+            log.info("repair.applied", change=change, by=by_user, deliveries=len(ids), ids=ids[:20])
+            last_id = repair_id
+        return last_id
