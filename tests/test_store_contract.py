@@ -352,3 +352,52 @@ async def test_an_implausible_device_time_is_held_and_decides_nothing(backend: B
         assert [job.event_key for job in (await claim(store)).jobs] == ["now"]
         status = await store.status(now=time.time())
     assert status["sinks"]["go2clock"]["states"] == {"held": 1, "inflight": 1}
+
+
+async def test_a_held_time_is_booked_at_its_received_time(backend: Backend) -> None:
+    from bridge.events import ImplausibleTime, TimeProblem
+
+    held = ImplausibleTime(TimeProblem.TOO_FAR_AHEAD, "implausible time: device said 2099")
+    received = MORNING + timedelta(hours=1)
+    async with backend.open() as store:
+        for key, badge in (("far", "B1"), ("twice", "B2")):
+            await store.ingest(
+                [
+                    Incoming(
+                        swipe(key, MORNING.replace(year=2099), badge=badge, action=None),
+                        "clockin/door-1/events",
+                        held=held,
+                    )
+                ],
+                resolve=everyone,
+                received_at=received,
+            )
+        # B2 swiped again, with a plausible time, within the double-swipe window of `received`
+        await ingest(store, swipe("again", received + timedelta(seconds=10), badge="B2"))
+        ids = {job.event_key for job in (await claim(store)).jobs}
+        assert ids == {"again"}  # the held ones wait
+        far = await _held_delivery(store, "far")
+        assert (await store.held_for_time(far)).needs_people is False
+        booked = await store.book_at_received_time(far, people={}, now=time.time())
+        assert (booked.status, booked.action, len(booked.requeued)) == (
+            EventStatus.ACCEPTED,
+            Action.IN,
+            2,
+        )
+        [job] = (await claim(store)).jobs
+        assert (job.event_key, job.time) == ("far", received)
+        twice = await store.book_at_received_time(
+            await _held_delivery(store, "twice"), people={}, now=time.time()
+        )
+        assert (twice.status, twice.duplicate_of, len(twice.dropped)) == (
+            EventStatus.DUPLICATE,
+            "again",
+            2,
+        )
+        with pytest.raises(LookupError, match="not held"):
+            await store.held_for_time(far)
+
+
+async def _held_delivery(store: Any, key: str) -> int:
+    rows = await store.deliveries_in("held", sink="go2clock")
+    return next(int(row["id"]) for row in rows if row["event_key"] == key)

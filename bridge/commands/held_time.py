@@ -23,7 +23,6 @@ from bridge.commands.common import (
     settings_of,
 )
 from bridge.commands.rejected import resolver_for
-from bridge.store import Store
 from bridge.store.time_repair import ReceivedTimeBooking
 
 
@@ -33,12 +32,6 @@ def book_at_received_time(args: argparse.Namespace) -> int:
 
     async def book() -> ReceivedTimeBooking:
         async with opened_store(settings) as store:
-            if not isinstance(store, Store):
-                msg = (
-                    "booking at the received time is not available on the PostgreSQL store yet:"
-                    " drop the held deliveries (held drop) and book the punch at the vendor"
-                )
-                raise LookupError(msg)  # noqa: TRY004 - the command's "not done" path
             held = await store.held_for_time(args.id)
             people: dict[str, str | None] = {}
             if held.needs_people:

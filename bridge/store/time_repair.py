@@ -70,7 +70,7 @@ class TimeRepairMixin(StoreBase):
             msg = f"no delivery {delivery_id}"
             raise LookupError(msg)
         event_id, state, sink, status, badge, user, unknown = rows[0]
-        _check_held(delivery_id, state=state, status=status, sink=sink)
+        check_held(delivery_id, state=state, status=status, sink=sink)
         return HeldForTime(event_id, Swiper(badge=badge, user=user), needs_people=bool(unknown))
 
     async def book_at_received_time(
@@ -86,7 +86,7 @@ class TimeRepairMixin(StoreBase):
         return booked
 
 
-def _check_held(delivery_id: int, *, state: str, status: str, sink: str) -> None:
+def check_held(delivery_id: int, *, state: str, status: str, sink: str) -> None:
     if state != "held":
         msg = f"delivery {delivery_id} is {state}, not held"
         raise LookupError(msg)
@@ -126,7 +126,7 @@ def _book(
         msg = f"no delivery {delivery_id}"
         raise LookupError(msg)
     state, sink, event_id, status, key, subject, terminal, action, inferred, device, when = found
-    _check_held(delivery_id, state=state, status=status, sink=sink)
+    check_held(delivery_id, state=state, status=status, sink=sink)
     at = parse_utc_text(when)
     decided = Action(action)
     # Never turn round a direction a vendor may already hold: infer again only when nothing of

@@ -18,6 +18,7 @@ from bridge.store.postgres.queue import PostgresQueue
 from bridge.store.postgres.reconcile import PostgresReconcile
 from bridge.store.postgres.repairs import PostgresRepairs
 from bridge.store.postgres.retention import PostgresRetention
+from bridge.store.postgres.time_repair import PostgresTimeRepair
 
 
 class PostgresStore(
@@ -30,6 +31,7 @@ class PostgresStore(
     PostgresAdmin,
     PostgresReconcile,
     PostgresRepairs,
+    PostgresTimeRepair,
 ):
     """Open with `PostgresStore.open(url, site_tz=...)`."""
 

@@ -156,12 +156,12 @@ class PostgresIntake(PostgresBase):
         if action is None:
             since = self._inference.lookback(event.time, event.terminal, item.group)
             action = self._inference.infer(
-                await _previous(conn, event.subject, since, event.time),
+                await previous_swipe(conn, event.subject, since, event.time),
                 at=event.time,
                 terminal=event.terminal,
                 group=item.group,
             )
-        duplicate_of = await _double_swipe(conn, event.subject, action, event.time, self._window)
+        duplicate_of = await double_swipe(conn, event.subject, action, event.time, self._window)
         if duplicate_of is not None:
             return action, EventStatus.DUPLICATE, duplicate_of, None, {}
         held_because = await self._would_change_a_decided_direction(conn, item, action)
@@ -256,7 +256,7 @@ async def _fetch_one(
     return None if row is None else tuple(row)
 
 
-async def _previous(
+async def previous_swipe(
     conn: Connection, subject: str, since: datetime, when: datetime
 ) -> tuple[Action, datetime] | None:
     row = await _fetch_one(
@@ -271,7 +271,7 @@ async def _previous(
     return Action(row[0]), row[1]
 
 
-async def _double_swipe(
+async def double_swipe(
     conn: Connection, subject: str, action: Action, at: datetime, window_seconds: float
 ) -> int | None:
     window = timedelta(seconds=window_seconds)
