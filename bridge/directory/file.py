@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from bridge.directory.table import PackedTable, Row
 from bridge.events import PayloadError, normalise_badge, show
 
 if TYPE_CHECKING:
@@ -39,7 +39,10 @@ class Person:
 
 
 class Directory:
-    """An immutable snapshot of the badge directory."""
+    """An immutable snapshot of the badge directory.
+
+    The people are packed (bridge.directory.table), not kept as Person objects: a Person is
+    made for the one badge looked up, or one at a time by people()."""
 
     __slots__ = ("_conflicted", "_people", "_problems")
 
@@ -49,9 +52,25 @@ class Directory:
         problems: Iterable[str] = (),
         conflicted: Iterable[str] = (),
     ) -> None:
-        self._people: Mapping[str, Person] = MappingProxyType(dict(people))
+        self._people = PackedTable(
+            (badge, person.userid, person.name, person.extra)
+            for badge, person in sorted(people.items())
+        )
         self._problems = tuple(problems)
         self._conflicted = frozenset(conflicted)
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Iterable[tuple[str, str, str, Mapping[str, str]]],
+        problems: Iterable[str] = (),
+        conflicted: Iterable[str] = (),
+    ) -> Directory:
+        """From (badge, userid, name, extra) in badge order, packed as they come: no Person
+        per row on the way (the merge of 50,000 people)."""
+        directory = cls({}, problems, conflicted)
+        directory._people = PackedTable(rows)
+        return directory
 
     @classmethod
     def empty(cls) -> Directory:
@@ -84,20 +103,36 @@ class Directory:
         delimiter = max(_DELIMITERS, key=header_line.count)
         header = _header(_split(header_line, delimiter))
         problems: list[str] = []
-        listed: defaultdict[str, list[Person]] = defaultdict(list)
+        extra_columns = [name for name in header if name and name not in _KNOWN]
+        # Per badge its first row as plain strings, and Person objects only for the badges
+        # listed again: a Person (and its dict) per row would cost ~1 KiB each at 50,000.
+        first: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        repeats: dict[str, list[Person]] = {}
         for number, line in rows:
             person = _person(number, _split(line, delimiter), header, problems)
-            if person is not None:
-                listed[person.badge].append(person)
-        people, conflicted = {}, []
-        for badge, persons in listed.items():
-            conflict = _conflict(badge, persons)
+            if person is None:
+                continue
+            if person.badge not in first:
+                first[person.badge] = (person.userid, person.name, tuple(person.extra.values()))
+                continue
+            if person.badge not in repeats:
+                userid, name, values = first[person.badge]
+                extra = MappingProxyType(dict(zip(extra_columns, values, strict=True)))
+                repeats[person.badge] = [Person(person.badge, userid, name, extra)]
+            repeats[person.badge].append(person)
+        conflicted = []
+        for badge in (badge for badge in first if badge in repeats):  # in order of first rows
+            conflict = _conflict(badge, repeats[badge])
             if conflict:
                 problems.append(conflict)
                 conflicted.append(badge)
-            else:
-                people[badge] = persons[0]
-        return cls(people, problems, conflicted)
+        unmapped = frozenset(conflicted)
+        people = (
+            (badge, *first[badge][:2], dict(zip(extra_columns, first[badge][2], strict=True)))
+            for badge in sorted(first)
+            if badge not in unmapped
+        )
+        return cls.from_rows(people, problems, conflicted)
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -111,19 +146,30 @@ class Directory:
 
     def people(self) -> list[Person]:
         """Everyone mapped, in badge order."""
-        return [self._people[badge] for badge in sorted(self._people)]
+        return list(self.iter_people())
+
+    def iter_people(self) -> Iterator[Person]:
+        """Everyone mapped, in badge order, made one at a time (the merge walks 50,000)."""
+        for row in self._people.rows():
+            yield _unpacked(row)
 
     def lookup(self, badge: str) -> Person | None:
         try:
-            return self._people.get(normalise_badge(badge))
+            row = self._people.get(normalise_badge(badge))
         except PayloadError:
             return None
+        return None if row is None else _unpacked(row)
 
     def __len__(self) -> int:
         return len(self._people)
 
     def __repr__(self) -> str:
         return f"<Directory {len(self)} badges, {len(self._problems)} problems>"
+
+
+def _unpacked(row: Row) -> Person:
+    badge, userid, name, extra = row
+    return Person(badge, userid, name, MappingProxyType(extra))
 
 
 def _content_lines(text: str) -> Iterator[tuple[int, str]]:

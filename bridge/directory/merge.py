@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from bridge.directory.file import Directory, Person
+from bridge.directory.file import Directory
 from bridge.directory.records import DESCRIPTIVE, NAME, Record, join_key
 
 FILE = "file"
@@ -37,42 +37,77 @@ class Merged:
 
 
 def merge(file: Directory | None, sources: Mapping[str, Sequence[Record]]) -> Merged:
+    """The directory, with where each column came from (for the `directory` commands)."""
+    state = _merged(file, sources)
+    origins = {
+        badge: MappingProxyType({column: src for column, (_, src) in row.items()})
+        for badge, row in state.rows.items()
+    }
+    return Merged(
+        directory=state.directory(),
+        origins=MappingProxyType(origins),
+        conflicts=tuple(state.conflicts),
+        unjoined=tuple(state.unjoined),
+    )
+
+
+def merge_directory(file: Directory | None, sources: Mapping[str, Sequence[Record]]) -> Directory:
+    """The directory alone (what the daemon keeps): packed badge by badge, no origins."""
+    if not any(sources.values()):
+        # Nothing to merge: the file's own snapshot, not a second copy of it. It keeps a
+        # row's empty columns, which the merge drops; every lookup reads "" as no value.
+        return file if file is not None else Directory.empty()
+    return _merged(file, sources).directory()
+
+
+@dataclass
+class _State:
+    rows: dict[str, Row]
+    clashes: dict[str, list[tuple[str, str]]]
+    problems: tuple[str, ...]
+    conflicts: list[str]
+    unjoined: list[str]
+    unmapped: frozenset[str]
+
+    def directory(self) -> Directory:
+        people = (
+            _person(badge, self.rows[badge])
+            for badge in sorted(self.rows)
+            if badge not in self.unmapped
+        )
+        return Directory.from_rows(people, self.problems, self.unmapped)
+
+
+def _merged(file: Directory | None, sources: Mapping[str, Sequence[Record]]) -> _State:
     rows: dict[str, Row] = {}
-    clashes: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    clashes: dict[str, list[tuple[str, str]]] = {}  # only badges with a clash: 50,000 lists else
     for source, records in sources.items():
         for record in records:
             if record.badge is not None:
                 _add(
-                    rows.setdefault(record.badge, {}), record.fields, source, clashes[record.badge]
+                    rows.setdefault(record.badge, {}), record.fields, source, clashes, record.badge
                 )
     if file is not None:
         _apply_file(file, rows, clashes)
     unjoined = _join_accounts(rows, clashes, sources)
     blocked = file.conflicted if file is not None else frozenset()
-    people, conflicts = {}, []
-    for badge in sorted(rows):
-        if badge in blocked:
-            continue
-        if clashes.get(badge):
-            texts = "; ".join(text for _, text in clashes[badge])
-            conflicts.append(f"badge {badge}: {texts}: left unmapped")
-            continue
-        people[badge] = _person(badge, rows[badge])
-    origins = {
-        badge: MappingProxyType({column: src for column, (_, src) in row.items()})
-        for badge, row in rows.items()
-    }
+    conflicts = [
+        f"badge {badge}: {'; '.join(text for _, text in clashes[badge])}: left unmapped"
+        for badge in sorted(clashes)
+        if clashes[badge] and badge not in blocked
+    ]
     problems = (*(file.problems if file is not None else ()), *unjoined, *conflicts)
     unmapped = blocked | {badge for badge, found in clashes.items() if found}
-    return Merged(
-        directory=Directory(people, problems, unmapped),
-        origins=MappingProxyType(origins),
-        conflicts=tuple(conflicts),
-        unjoined=tuple(unjoined),
-    )
+    return _State(rows, clashes, problems, conflicts, unjoined, frozenset(unmapped))
 
 
-def _add(row: Row, fields: Mapping[str, str], source: str, clashes: list[tuple[str, str]]) -> None:
+def _add(
+    row: Row,
+    fields: Mapping[str, str],
+    source: str,
+    clashes: dict[str, list[tuple[str, str]]],
+    badge: str,
+) -> None:
     for column, value in fields.items():
         held = row.get(column)
         if held is None:
@@ -80,26 +115,28 @@ def _add(row: Row, fields: Mapping[str, str], source: str, clashes: list[tuple[s
         elif held[1] == FILE or column in DESCRIPTIVE:
             continue  # the operator's word stands; a name may be spelled two ways
         elif join_key(column, held[0]) != join_key(column, value):
-            clashes.append(
+            clashes.setdefault(badge, []).append(
                 (column, f"{held[1]} says {column} {held[0]}, {source} says {column} {value}")
             )
 
 
 def _apply_file(
-    file: Directory, rows: dict[str, Row], clashes: defaultdict[str, list[tuple[str, str]]]
+    file: Directory, rows: dict[str, Row], clashes: dict[str, list[tuple[str, str]]]
 ) -> None:
-    for person in file.people():
+    for person in file.iter_people():
         columns = {USERID: person.userid, NAME: person.name, **person.extra}
         row = rows.setdefault(person.badge, {})
         set_here = {column for column, value in columns.items() if value}
         for column in set_here:
             row[column] = (columns[column], FILE)
-        clashes[person.badge] = [c for c in clashes[person.badge] if c[0] not in set_here]
+        if person.badge in clashes:
+            kept = [c for c in clashes[person.badge] if c[0] not in set_here]
+            clashes[person.badge] = kept
 
 
 def _join_accounts(
     rows: dict[str, Row],
-    clashes: defaultdict[str, list[tuple[str, str]]],
+    clashes: dict[str, list[tuple[str, str]]],
     sources: Mapping[str, Sequence[Record]],
 ) -> list[str]:
     problems = []
@@ -121,7 +158,7 @@ def _join_accounts(
                 if joined is None or joined in shared or joined not in index:
                     continue
                 extra = {c: v for c, v in index[joined][0].fields.items() if c != join_on}
-                _add(row, extra, source, clashes[badge])
+                _add(row, extra, source, clashes, badge)
     return problems
 
 
@@ -129,11 +166,12 @@ def _ids(record: Record) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((c, v) for c, v in record.fields.items() if c not in DESCRIPTIVE))
 
 
-def _person(badge: str, row: Row) -> Person:
+def _person(badge: str, row: Row) -> tuple[str, str, str, dict[str, str]]:
+    """(badge, userid, name, extra columns in name order), as Directory.from_rows packs it."""
     extra = {column: value for column, (value, _) in row.items() if column not in (USERID, NAME)}
-    return Person(
+    return (
         badge,
         row.get(USERID, ("", ""))[0],
         row.get(NAME, ("", ""))[0],
-        MappingProxyType(dict(sorted(extra.items()))),
+        dict(sorted(extra.items())),
     )

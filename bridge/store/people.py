@@ -15,6 +15,8 @@ from typing import Any
 
 from bridge.store.connection import StoreBase, fetch_all
 
+RECORDS_BATCH = 1000
+
 
 class PeopleMixin(StoreBase):
     async def save_directory_source(
@@ -41,20 +43,22 @@ class PeopleMixin(StoreBase):
         cached: dict[str, list[dict[str, Any]]] = {source: [] for source in sources}
         if not sources:
             return cached
-        rows = await fetch_all(
-            self._db,
+        # In batches: a list of 50,000 rows would stay behind in aiosqlite's thread (it keeps
+        # its last answer until the next call) and costs as much as the records themselves.
+        async with self._db.execute(
             "SELECT source, badge, join_on, fields FROM directory_records"
             f" WHERE source IN ({','.join('?' * len(sources))}) ORDER BY source, seq",
             list(sources),
-        )
-        for row in rows:
-            cached[row["source"]].append(
-                {
-                    "badge": row["badge"],
-                    "join_on": row["join_on"],
-                    "fields": json.loads(row["fields"]),
-                }
-            )
+        ) as cursor:
+            while rows := await cursor.fetchmany(RECORDS_BATCH):
+                for row in rows:
+                    cached[row["source"]].append(
+                        {
+                            "badge": row["badge"],
+                            "join_on": row["join_on"],
+                            "fields": json.loads(row["fields"]),
+                        }
+                    )
         return cached
 
     async def directory_sync_state(self) -> list[dict[str, Any]]:
