@@ -48,7 +48,7 @@ async def sync(store: DaemonStore, session: Session, sources: Sequence[Source]) 
             await store.directory_source_failed(source.name, result, now=now)
             outcomes.append(Outcome(source.name, ok=False, error=result))
         else:
-            rows = [record.to_row() for record in result]
+            rows = (record.to_row() for record in result)  # one at a time: 50,000 dicts else
             changed = await store.save_directory_source(source.name, rows, now=now)
-            outcomes.append(Outcome(source.name, ok=True, records=len(rows), changed=changed))
+            outcomes.append(Outcome(source.name, ok=True, records=len(result), changed=changed))
     return outcomes

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bridge.store.connection import StoreBase, fetch_all
@@ -20,15 +20,15 @@ RECORDS_BATCH = 1000
 
 class PeopleMixin(StoreBase):
     async def save_directory_source(
-        self, source: str, rows: Sequence[Mapping[str, Any]], *, now: float
+        self, source: str, rows: Iterable[Mapping[str, Any]], *, now: float
     ) -> bool:
-        """Replace the source's records; True when they differ from the cached ones."""
+        """Replace the source's records; True when they differ from the cached ones. `rows`
+        may be a generator: each is made into its text and let go (50,000 at a sync)."""
         texts = [
             (row.get("badge"), row.get("join_on"), json.dumps(row["fields"], sort_keys=True))
             for row in rows
         ]
-        digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
-        return await self._write(_replace_records, source, texts, digest, now)
+        return await self._write(_replace_records, source, texts, _digest(texts), now)
 
     async def directory_source_failed(self, source: str, error: str, *, now: float) -> None:
         """Note a failed fetch; the source's cached records stay as they were."""
@@ -69,6 +69,16 @@ class PeopleMixin(StoreBase):
             " FROM directory_sources ORDER BY source",
         )
         return [dict(row) for row in rows]
+
+
+def _digest(texts: list[tuple[Any, Any, str]]) -> str:
+    """sha256 of json.dumps(texts), the digest caches were written with, made piece by piece:
+    the whole text would be one string of ~10 MB at 50,000 records."""
+    digest = hashlib.sha256(b"[")
+    for number, text in enumerate(texts):
+        digest.update((", " if number else "").encode() + json.dumps(text).encode())
+    digest.update(b"]")
+    return digest.hexdigest()
 
 
 # --- on the writer's thread (StoreBase._write) -------------------------------------------------
