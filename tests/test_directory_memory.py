@@ -106,6 +106,8 @@ def test_packed_table_keeps_each_persons_columns_in_their_order() -> None:
         ("A1", "7", "Zoë Ångström", {"mctime_user_id": "mc-7", "email": ""}),
         ("B2", "8", "", {"email": "b@x.org"}),  # no mctime_user_id at all: absent, not ""
         ("C3", "9", 'a "quoted", name\\', {}),
+        ("D4", "10", "odd\x1fname", {"x": "\x1f", "y": "\x1e"}),  # the separator: as JSON
+        ("E5", "\x1e11", "", {}),  # starts with the JSON mark
     ]
     table = PackedTable(rows)
     assert list(table.rows()) == rows
@@ -206,3 +208,14 @@ async def test_a_file_change_while_serving_merges_the_cache_again(tmp_path: Path
     assert old is not None
     assert old.userid == "12"
     assert serving.lookup("04C3") is None
+
+
+def test_repeated_and_alternating_lookups_answer_alike() -> None:
+    """Directory remembers its last lookup (ingest asks twice per swipe): never a stale or
+    mixed answer, whatever the order."""
+    directory = Directory.from_csv_text("badge,userid,name\n04A1,12,Ada\n04B2,13,\n")
+    asked = ["04a1", "04a1", "04B2", "nope", "nope", "04-a1", "", "", "04B2", "04a1"]
+    expected = ["12", "12", "13", None, None, "12", None, None, "13", "12"]
+    for badge, userid in zip(asked, expected, strict=True):
+        person = directory.lookup(badge)
+        assert (person.userid if person is not None else None) == userid, badge

@@ -44,7 +44,7 @@ class Directory:
     The people are packed (bridge.directory.table), not kept as Person objects: a Person is
     made for the one badge looked up, or one at a time by people()."""
 
-    __slots__ = ("_conflicted", "_people", "_problems")
+    __slots__ = ("_conflicted", "_last", "_people", "_problems")
 
     def __init__(
         self,
@@ -58,6 +58,9 @@ class Directory:
         )
         self._problems = tuple(problems)
         self._conflicted = frozenset(conflicted)
+        # The last lookup and its answer: ingest looks a swipe's badge up twice in a row (the
+        # person at each sink, then the name for the terminal's feedback).
+        self._last: tuple[str, Person | None] | None = None
 
     @classmethod
     def from_rows(
@@ -154,11 +157,16 @@ class Directory:
             yield _unpacked(row)
 
     def lookup(self, badge: str) -> Person | None:
+        last = self._last  # one read: a thread swapping it in between cannot mix two answers
+        if last is not None and last[0] == badge:
+            return last[1]
         try:
             row = self._people.get(normalise_badge(badge))
         except PayloadError:
             return None
-        return None if row is None else _unpacked(row)
+        person = None if row is None else _unpacked(row)
+        self._last = (badge, person)
+        return person
 
     def __len__(self) -> int:
         return len(self._people)
