@@ -10,7 +10,8 @@ Lookup cost: --count events pre-published while the bridge is down, all from 10 
 directory maps, drained by the bridge (go2clock sink paused, as bench/ingest.py does, so each
 event gets its delivery row and feedback looks the name up too), with a directory of 10 people
 and of 50,000, in --rounds rounds ordered ABBA: stored events per second (first to last
-received_at), the ratio per round and the medians. Plus the
+received_at) and the bridge's CPU time per event (utime + stime from ready to the last event
+stored), their ratios per round and the medians. Plus the
 lookup alone, in this process: Directory.lookup per call with 10 and 50,000 people (a
 different badge each call, so its memo of the last answer never helps), against a lookup in a
 dict of Person objects, what Directory held before it was packed.
@@ -95,7 +96,11 @@ async def idle_rss(
     return {"kind": kind, "people": people, "rss_mib": round(rss, 1), "peak_mib": round(peak, 1)}
 
 
-async def ingest_rate(broker_port: int, people: int, count: int, round_no: int) -> float:
+async def ingest_rate(
+    broker_port: int, people: int, count: int, round_no: int
+) -> tuple[float, float]:
+    """(stored events per second, the bridge's CPU microseconds per event stored after it was
+    ready: CPU time, unlike the rate, hardly moves when other work shares the cores)."""
     work = common.workdir(f"dirmem-ingest-{people}")
     async with common.fake_go2clock(api_key="not-the-bridges-key") as (_fake, url):
         config, http_port = common.write_config(
@@ -108,19 +113,22 @@ async def ingest_rate(broker_port: int, people: int, count: int, round_no: int) 
         await common.create_session(config, http_port)
         await common.publish_async(broker_port, count, people=LOOKUP_BADGES)
         db = work / "bridge.db"
-        with common.running_bridge(config, http_port):
+        with common.running_bridge(config, http_port) as bridge:
+            await bridge.wait_ready(timeout=120)
+            cpu_before, stored_before = bridge.cpu_seconds(), common.db_max_id(db)
             deadline = time.monotonic() + 600
             while common.db_max_id(db) < count and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+            cpu_us = (bridge.cpu_seconds() - cpu_before) / (count - stored_before) * 1e6
             await asyncio.sleep(0.5)
             unmapped = common.db_count(db, "SELECT count(*) FROM events WHERE status='unmapped'")
     span = received_span(db)
     rate = count / span
     print(
-        f"  ingest, {people:>6} people: {count} events in {span:.2f} s = {rate:.0f}/s"
-        f" ({unmapped} unmapped)"
+        f"  ingest, {people:>6} people: {count} events in {span:.2f} s = {rate:.0f}/s;"
+        f" {cpu_us:.0f} us CPU per event ({unmapped} unmapped)"
     )
-    return rate
+    return rate, cpu_us
 
 
 def lookup_micro(people: int) -> tuple[float, float]:
@@ -162,35 +170,37 @@ async def run(args: argparse.Namespace) -> None:
                 f"<= {TARGET_RSS_MIB:g} MiB: "
                 f"{'met' if row['rss_mib'] <= TARGET_RSS_MIB else 'NOT met'}"
             )
-        ratios, smalls, bigs = [], [], []
+        ratios, cpu_ratios, smalls, bigs = [], [], [], []
         for round_no in range(args.rounds):  # ABBA: a machine growing busier hits both alike
-            order = [LOOKUP_BADGES, max(args.sizes)]
-            rates = {
+            order = [LOOKUP_BADGES, big_n]
+            measured = {
                 people: await ingest_rate(broker.port, people, args.count, round_no)
                 for people in (order if round_no % 2 == 0 else order[::-1])
             }
-            smalls.append(rates[LOOKUP_BADGES])
-            bigs.append(rates[max(args.sizes)])
-            ratios.append(bigs[-1] / smalls[-1])
-        small, big, ratio = (
-            statistics.median(smalls),
-            statistics.median(bigs),
-            statistics.median(ratios),
-        )
+            (small_rate, small_cpu), (big_rate, big_cpu) = measured[LOOKUP_BADGES], measured[big_n]
+            smalls.append(small_rate)
+            bigs.append(big_rate)
+            ratios.append(big_rate / small_rate)
+            cpu_ratios.append(big_cpu / small_cpu)
+    small, big = statistics.median(smalls), statistics.median(bigs)
+    ratio, cpu_ratio = statistics.median(ratios), statistics.median(cpu_ratios)
     print(
-        f"  ingest rate, {max(args.sizes)} people vs {LOOKUP_BADGES} (medians of {args.rounds} "
-        f"rounds): {big:.0f}/s vs {small:.0f}/s; ratio {ratio:.2f} (per round: "
-        f"{', '.join(f'{r:.2f}' for r in ratios)})"
+        f"  ingest, {big_n} people vs {LOOKUP_BADGES} (medians of {args.rounds} rounds): "
+        f"rate {big:.0f}/s vs {small:.0f}/s, ratio {ratio:.2f} (per round "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}); CPU per event ratio {cpu_ratio:.2f} "
+        f"(per round {', '.join(f'{r:.2f}' for r in cpu_ratios)})"
     )
     common.result(
         "directory_lookup_ingest",
         small_people=LOOKUP_BADGES,
-        big_people=max(args.sizes),
+        big_people=big_n,
         events=args.count,
         small_rate=round(small),
         big_rate=round(big),
         ratio=round(ratio, 3),
         ratios=[round(r, 3) for r in ratios],
+        cpu_ratio=round(cpu_ratio, 3),
+        cpu_ratios=[round(r, 3) for r in cpu_ratios],
     )
     (small_us, small_ref), (big_us, big_ref) = lookup_micro(LOOKUP_BADGES), lookup_micro(big_n)
     print(
