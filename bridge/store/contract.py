@@ -7,7 +7,7 @@ tests (tests/test_store_contract*.py) run the same behaviour against both.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -88,7 +88,7 @@ class DaemonStore(Protocol):
 
     # --- the people directory's cache ---
     async def save_directory_source(
-        self, source: str, rows: Sequence[Mapping[str, Any]], *, now: float
+        self, source: str, rows: Iterable[Mapping[str, Any]], *, now: float
     ) -> bool: ...
 
     async def directory_source_failed(self, source: str, error: str, *, now: float) -> None: ...
