@@ -3,7 +3,8 @@
 A Python object per person (a dataclass, its strings, its dict of extra columns) costs about
 1 KiB each, and the merge that builds them leaves the heap fragmented behind them: a
 50,000-person directory took ~160 MB of RSS. Here every person is two slices of two `bytes`
-buffers, found through two `array('I')` of end offsets: ~70 bytes each, whatever the number.
+buffers, found through `array('I')` offsets and a hash index: ~55 bytes each, whatever the
+number (PackedTable.nbytes).
 
 - badges: the UTF-8 badges back to back, in badge order, found through a hash index (an
   `array('I')` of row numbers, open addressing);
@@ -87,7 +88,7 @@ class PackedTable:
         size = 8
         while size < 2 * len(self):
             size *= 2
-        index = array("I", bytes(4 * size))
+        index = array("I", [0]) * size
         mask = size - 1
         for row in range(len(self)):
             slot = hash(self._badge(row)) & mask
