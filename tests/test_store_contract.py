@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.delivery import EventStatus, Job, Result
 from bridge.events import Action, ClockEvent
@@ -401,3 +405,85 @@ async def test_a_held_time_is_booked_at_its_received_time(backend: Backend) -> N
 async def _held_delivery(store: Any, key: str) -> int:
     rows = await store.deliveries_in("held", sink="go2clock")
     return next(int(row["id"]) for row in rows if row["event_key"] == key)
+
+
+# --- property: per-person order under retries, on both backends -------------------------------
+
+PROPERTY_EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "12"))
+
+_punches = st.lists(
+    st.tuples(
+        st.sampled_from(["B1", "B2", "B3"]),
+        st.integers(min_value=0, max_value=12 * 60),  # minutes after MORNING
+        st.sampled_from([*Action, None]),
+    ),
+    min_size=1,
+    max_size=20,
+)
+_plans = st.lists(st.tuples(st.integers(1, 4), st.booleans()), min_size=1, max_size=60)
+
+
+async def _drain_in_order(
+    backend: Backend, events: list[tuple[str, int, Action | None]], plan: list[tuple[int, bool]]
+) -> None:
+    """Ingest, then claim and settle (retrying some) until drained: no claim of a person while
+    one of theirs is in flight or an earlier one pending; each person's claims in time order."""
+    async with backend.open() as store:
+        for n, (badge, minutes, action) in enumerate(events):
+            at = MORNING + timedelta(minutes=minutes)
+            await ingest(store, swipe(f"k{n}", at, badge=badge, action=action))
+        pending = await store.deliveries_in("pending", sink=SINK)
+        order = {row["id"]: (row["event_time"], row["id"]) for row in pending}
+        person = {row["id"]: row["person"] for row in pending}
+        state = dict.fromkeys(order, "pending")
+        claimed: dict[str, list[tuple[str, int]]] = {}
+        now = time.time() + 1
+        steps = iter(plan)
+        for _ in range(len(plan) + 10 * len(order) + 10):
+            if all(value == "delivered" for value in state.values()):
+                break
+            limit, retry = next(steps, (4, False))
+            for job in (await claim(store, limit=limit, now=now)).jobs:
+                did = job.delivery_id
+                assert state[did] == "pending"
+                blocking = [
+                    other
+                    for other, who in person.items()
+                    if who == job.person
+                    and (
+                        state[other] == "inflight"
+                        or (state[other] == "pending" and order[other] < order[did])
+                    )
+                ]
+                assert not blocking, f"{job.event_key} claimed before {blocking}"
+                claimed.setdefault(job.person, []).append(order[did])
+                if retry and job.attempt < 3:
+                    await store.settle(job, Result.retry("503"), retry_at=now + 30, now=now)
+                else:
+                    await store.settle(job, Result.delivered(), retry_at=0, now=now)
+                    state[did] = "delivered"
+            now += 10
+        assert all(value == "delivered" for value in state.values()), "did not drain"
+    assert all(keys == sorted(keys) for keys in claimed.values())
+
+
+@pytest.mark.parametrize("name", ["sqlite", "postgres"])
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(events=_punches, plan=_plans)
+def test_claims_follow_each_persons_event_order(
+    name: str, events: list[tuple[str, int, Action | None]], plan: list[tuple[int, bool]]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        if name == "sqlite":
+
+            def sqlite(**options: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+                return Store.open(Path(tmp) / "q.db", site_tz=BERLIN, **options)
+
+            asyncio.run(_drain_in_order(Backend("sqlite", sqlite), events, plan))
+            return
+        with fresh_database() as url:
+
+            def postgres(**options: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+                return PostgresStore.open(url, site_tz=BERLIN, **options)
+
+            asyncio.run(_drain_in_order(Backend("postgres", postgres), events, plan))
