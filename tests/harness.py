@@ -30,6 +30,9 @@ def write_config(
         "store": {"path": str(tmp_path / "bridge.db")},
         "directory": {"path": str(tmp_path / "directory.csv"), "reload_seconds": 0.2},
         "retry": {"initial_seconds": 0.05, "max_seconds": 0.5, "pause_probe_seconds": 0.3},
+        # Sent as soon as stored: tests that are about the settle window set it
+        # (tests/test_late_punches.py), as tests about retries set their own back-off.
+        "dispatch": {"settle_seconds": 0},
         "sinks": {
             "go2clock": {
                 "enabled": True,

@@ -37,7 +37,7 @@ SHIFT = [
     ("out", 16, 30, "stop", "off"),
 ]
 DAYS = 5  # 5 days x 4 punches: 20 power cuts
-SWIPES = 30
+SWIPES = 12
 
 
 def _states(db: Path) -> dict[str, int]:
@@ -64,7 +64,13 @@ async def test_one_flush_per_swipe(broker: Mosquitto, tmp_path: Path) -> None:
     shim = build_shim(tmp_path)
     fake = FakeGo2Clock(api_key=API_KEY)
     async with running_fake_go2clock(fake) as url:
-        config = write_config(tmp_path, broker_port=broker.port, go2clock_url=url)
+        # The shipped settle window: a swipe's claim comes 2 s after its ingest's flush.
+        config = write_config(
+            tmp_path,
+            broker_port=broker.port,
+            go2clock_url=url,
+            extra={"dispatch": {"settle_seconds": 2}},
+        )
         db, flush_log, log = config.parent / "bridge.db", tmp_path / "flushes.log", tmp_path / "log"
         process = await start_bridge(config, log, env=shim_env(shim, db, flush_log))
         try:
