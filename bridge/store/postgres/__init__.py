@@ -1,12 +1,11 @@
-"""The PostgreSQL store, for several bridges on one database (issue 16; in progress).
-
-Built so far: connection and migrations (connection.py, schema.py), ingest with duplicate
-layers 1 and 2, inference and the late-swipe hold (intake.py), and the queue shared by several
-instances: claims with SKIP LOCKED, leases, guarded settles (queue.py), with status counts
-(inspect.py); the operator commands' reads and guarded changes with their repair trace
-(admin.py, repairs.py, reconcile.py, rejected.py: the bounded rejected payloads).
-`tests/test_store_contract.py` runs the same tests against this and the SQLite
-store. Not wired to `store.url` yet: the daemon and the commands still use SQLite only.
+"""The PostgreSQL store, for several bridges on one database (`store.url`; README, "More than
+one gateway"). The same contract as the SQLite store (bridge.store.contract), one mixin per
+role as there: connection and migrations (connection.py, schema.py), ingest (intake.py), the
+queue shared by several instances with leases (queue.py), status and the page's views
+(inspect.py), the bridges' heartbeats and the watch for work others made due (instances.py),
+retention, the directory cache, reconcile, the operators' changes with their repair trace
+(admin.py, repairs.py, rejected.py) and booking a held time (time_repair.py).
+tests/test_store_contract*.py run the same tests against this and the SQLite store.
 """
 
 from bridge.store.postgres.admin import PostgresAdmin
