@@ -166,3 +166,26 @@ class InferenceRules:
             return Action.OUT
         table = _BREAKS if shift.between is Between.BREAKS else _TOGGLE
         return table[previous[0]]
+
+    def late_swipe_problem(
+        self,
+        action: Action,
+        *,
+        at: datetime,
+        group: str | None,
+        later: tuple[Action, datetime, str],
+    ) -> str | None:
+        """Why a swipe at `at` (decided `action`) must wait for an operator, if it does: it
+        arrived after the person's next swipe `later` (action, time, terminal), whose direction
+        was inferred without it and would now be inferred otherwise. Stored directions are never
+        rewritten (the next one may be at a vendor already), so this one is held instead."""
+        later_action, later_time, later_terminal = later
+        would_be = self.infer((action, at), at=later_time, terminal=later_terminal, group=group)
+        if would_be is later_action:
+            return None
+        local = at.astimezone(self.tz).isoformat(timespec="seconds")
+        later_local = later_time.astimezone(self.tz).isoformat(timespec="seconds")
+        return (
+            f"late: this {action} at {local} arrived after the {later_action} at {later_local}"
+            f" was inferred without it; booking it would make that one {would_be}"
+        )

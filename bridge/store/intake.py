@@ -173,26 +173,13 @@ class IntakeMixin(StoreBase):
     def _would_change_a_decided_direction(
         self, conn: sqlite3.Connection, item: Incoming, action: Action, when: str
     ) -> str | None:
-        """Why this swipe must wait for an operator, if it does: it arrived after the
-        person's next swipe, whose direction was inferred from the one before this, and would
-        now be inferred otherwise. Stored directions are never rewritten (the next one may be
-        at a vendor already), so this one is held rather than booked into a wrong sequence."""
-        event = item.event
-        later = _next_swipe(conn, event.subject, when)
+        """Why this late swipe must wait for an operator (InferenceRules.late_swipe_problem),
+        if it does."""
+        later = _next_swipe(conn, item.event.subject, when)
         if later is None:
             return None
-        later_action, later_time, later_terminal = later
-        would_be = self._inference.infer(
-            (action, event.time), at=later_time, terminal=later_terminal, group=item.group
-        )
-        if would_be is later_action:
-            return None
-        tz = self._site_tz
-        return (
-            f"late: this {action} at {event.time.astimezone(tz).isoformat(timespec='seconds')}"
-            f" arrived after the {later_action} at"
-            f" {later_time.astimezone(tz).isoformat(timespec='seconds')} was inferred without"
-            f" it; booking it would make that one {would_be}"
+        return self._inference.late_swipe_problem(
+            action, at=item.event.time, group=item.group, later=later
         )
 
     def _insert_held(

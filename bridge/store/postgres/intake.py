@@ -212,18 +212,11 @@ class PostgresIntake(PostgresBase):
         )
         if later is None or not later[3]:
             return None
-        later_action, later_time = Action(later[0]), later[1]
-        would_be = self._inference.infer(
-            (action, event.time), at=later_time, terminal=later[2], group=item.group
-        )
-        if would_be is later_action:
-            return None
-        tz = self._site_tz
-        return (
-            f"late: this {action} at {event.time.astimezone(tz).isoformat(timespec='seconds')}"
-            f" arrived after the {later_action} at"
-            f" {later_time.astimezone(tz).isoformat(timespec='seconds')} was inferred without"
-            f" it; booking it would make that one {would_be}"
+        return self._inference.late_swipe_problem(
+            action,
+            at=event.time,
+            group=item.group,
+            later=(Action(later[0]), later[1], later[2]),
         )
 
 
