@@ -17,6 +17,9 @@ from bridge.store.postgres.instances import HEARTBEAT_SECONDS
 
 log = structlog.get_logger("bridge.backend")
 
+# How soon a change of the broker connection reaches the instances table.
+STATE_POLL_SECONDS = 0.2
+
 
 @contextlib.asynccontextmanager
 async def opened_store(settings: Settings) -> AsyncIterator[DaemonStore]:
@@ -60,13 +63,21 @@ async def opened_store(settings: Settings) -> AsyncIterator[DaemonStore]:
 
 
 async def beat_forever(store: DaemonStore, mqtt_connected: Callable[[], bool]) -> None:
-    """On a shared store, this instance's heartbeat (for `status` and the others' view);
-    nothing on SQLite."""
+    """On a shared store, this instance's heartbeat (for `status` and the others' view):
+    every HEARTBEAT_SECONDS, and at once when the broker connection comes or goes, so the
+    others never show a stale state for a whole beat; nothing on SQLite."""
     if not isinstance(store, PostgresStore):
         return
+    loop = asyncio.get_running_loop()
+    beaten: bool | None = None
+    next_beat = 0.0
     while True:
-        try:
-            await store.beat(mqtt_connected=mqtt_connected())
-        except Exception as err:  # noqa: BLE001 - the loop's boundary: the next beat retries
-            log.warning("store.heartbeat_failed", error=str(err))
-        await asyncio.sleep(HEARTBEAT_SECONDS)
+        connected = mqtt_connected()
+        if connected != beaten or loop.time() >= next_beat:
+            beaten = connected  # a failed beat is retried at the next regular one, not at once
+            try:
+                await store.beat(mqtt_connected=connected)
+            except Exception as err:  # noqa: BLE001 - the loop's boundary: the next beat retries
+                log.warning("store.heartbeat_failed", error=str(err))
+            next_beat = loop.time() + HEARTBEAT_SECONDS
+        await asyncio.sleep(STATE_POLL_SECONDS)
