@@ -7,9 +7,15 @@ import asyncio
 import time
 from collections import Counter
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from structlog.testing import capture_logs
 
+from bridge.config import RetryConfig
+from bridge.delivery import Result
+from bridge.dispatch.health import SinkHealth
+from bridge.ops.metrics import Metrics
+from bridge.store import Store
 from tests.broker import Mosquitto, free_port
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.harness import API_KEY, canonical, publish, running_bridge, settings_from, write_config
@@ -71,3 +77,23 @@ async def test_a_five_minute_outage_with_a_thousand_events_logs_a_handful_of_lin
     # in flight), not retried by each of the 200 people with queued punches.
     attempts = sum(1 for entry in logs if entry["event"] == "delivery.retry")
     assert attempts <= 16 + 2 * outage
+
+
+async def test_an_outage_that_ends_while_its_summary_is_read_ends_quietly(tmp_path: Path):
+    """The summary reads the backlog from the store; an answer that ends the outage meanwhile
+    must not crash the pump (it did: `time.time() - None`, and the bridge stopped)."""
+    sink = SinkHealth(
+        sink="go2clock",
+        retry=RetryConfig(initial_seconds=0.2, max_seconds=1.0),
+        summary_seconds=0.0,
+        metrics=Metrics(),
+    )
+    sink.record(Result.retry("Connect call failed", unreachable=True))
+    assert sink.failing
+    async with Store.open(tmp_path / "bridge.db", site_tz=ZoneInfo("UTC")) as store:
+        with capture_logs() as logs:
+            summary = asyncio.create_task(sink.summarize_if_due(store))
+            await asyncio.sleep(0)  # the summary is now waiting for the store
+            sink.record(Result.delivered())
+            assert await summary is None
+    assert [entry["event"] for entry in logs] == ["sink.outage_ended"]

@@ -180,11 +180,14 @@ class SinkHealth:
 
     async def summarize_if_due(self, store: DaemonStore) -> float | None:
         """Log the periodic outage summary when it is due; seconds until the next one."""
-        if self.outage_since is None:
+        since = self.outage_since
+        if since is None:
             return None
         now = time.monotonic()
         if now >= self._next_summary:
             status = await store.status(now=time.time())
+            if self.outage_since != since:
+                return None  # an answer ended the outage while the status was read
             entry = status["sinks"].get(self._sink)
             states = {} if entry is None else entry["states"]
             oldest = None if entry is None else entry["oldest_pending_seconds"]
@@ -195,7 +198,7 @@ class SinkHealth:
                 oldest_seconds=None if oldest is None else round(oldest),
                 failed_attempts=self._retries,
                 last_error=self._last_error,
-                outage_seconds=round(time.time() - self.outage_since),
+                outage_seconds=round(time.time() - since),
             )
             self._next_summary = now + self._summary_seconds
         return max(0.0, self._next_summary - now)
