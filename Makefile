@@ -4,6 +4,8 @@
 #   make lint   - ruff (lint and format) and mypy --strict; .ci/run runs it before the tests
 VENV    ?= .venv
 PYTHON  ?= python3
+# The suite mostly waits (brokers, fakes, subprocesses): two workers halve its time.
+TEST_WORKERS ?= 2
 PY      := $(VENV)/bin/python
 
 .PHONY: demo test lint venv clean
@@ -19,7 +21,7 @@ demo: $(VENV)/.installed-demo
 
 test: $(VENV)/.installed-test
 	bash scripts/ensure-test-tools.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The same venv as `make test` (its stamp names both extras), so .ci/run builds one.
 lint: $(VENV)/.installed-test,lint
