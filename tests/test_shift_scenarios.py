@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +19,7 @@ from bridge.cli import main
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.harness import API_KEY, publish, running_bridge, settings_from, wait_until, write_config
+from tests.test_scenarios import vendors
 
 BERLIN = ZoneInfo("Europe/Berlin")
 TOPIC = "clockin/hall/events"
@@ -185,3 +186,52 @@ async def test_inferred_directions_are_shown(
     assert (unmapped["badge"], unmapped["events"], unmapped["inferred"]) == ("ZZ01", 1, 1)
     assert await asyncio.to_thread(main, [*UNMAPPED, str(config)]) == 0
     assert capsys.readouterr().out.splitlines()[0].split()[:3] == ["badge", "events", "inferred"]
+
+
+def utc_text(when: datetime) -> str:
+    """A time as TimeTrack stores it."""
+    return f"{when.astimezone(UTC):%Y-%m-%dT%H:%M:%S}.000Z"
+
+
+async def test_night_and_day_shifts_at_all_three_vendors(
+    broker: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same two nights and a day without actions, at Go2Clock, McTime and TimeTrack: a
+    closed McTime entry and a TimeTrack attendance per shift, no clock left running, nothing
+    held (by calendar day McTime booked one 24-hour entry and left a clock running, and
+    TimeTrack held both nights as over the maximum shift)."""
+    nights = [local(11, 23, 22), local(11, 24, 6), local(11, 24, 22), local(11, 25, 6)]
+    day = [local(11, 26, 8), local(11, 26, 12), local(11, 26, 12, 30), local(11, 26, 17)]
+    shifts = [(nights[0], nights[1]), (nights[2], nights[3]), (day[0], day[1]), (day[2], day[3])]
+    badges = {"04AA": ("1", "mc-ana", "ana"), "04BB": ("2", "mc-ben", "ben")}
+    async with vendors(tmp_path, broker) as fakes, running_bridge(settings_from(fakes.config)):
+        await publish(broker.port, [bare(badge, when) for badge in badges for when in nights + day])
+
+        async def every_shift_closed() -> bool:
+            attendances = fakes.timetrack.live()
+            return (
+                len(fakes.go2clock.records) >= 8 * len(badges)
+                and len(fakes.mctime.entries) >= 4 * len(badges)
+                and len(attendances) >= 4 * len(badges)
+                and all(a.get("to") for a in attendances)
+            )
+
+        await wait_until(every_shift_closed, timeout=30, what="every shift closed at every sink")
+        await asyncio.sleep(0.5)  # anything extra would arrive now
+    capsys.readouterr()  # the bridge's log so far
+    held = ["held", "list", "--config", str(fakes.config), "--json"]
+    assert await asyncio.to_thread(main, held) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    for userid, mctime_user, timetrack_user in badges.values():
+        go2clock = sorted(
+            (r for r in fakes.go2clock.records if r["userid"] == userid),
+            key=lambda r: r["checktime"],
+        )
+        assert [CHECKTYPE[r["checktype"]] for r in go2clock] == ["in", "out"] * 4
+        entries = [e for e in fakes.mctime.entries if e["userId"] == mctime_user]
+        assert sorted((e["from"], e["to"]) for e in entries) == shifts
+        attendances = [a for a in fakes.timetrack.live() if a["user"] == timetrack_user]
+        assert sorted((a["from"], a["to"]) for a in attendances) == [
+            (utc_text(start), utc_text(end)) for start, end in shifts
+        ]
+    assert fakes.mctime.clocks == {}
