@@ -19,7 +19,19 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, *, port: int | None = None, listener_extra: str = ""):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        listener_extra: str = "",
+        save_every_change: bool = False,
+    ):
+        """`save_every_change`: write the session store after each queued message, so a
+        SIGKILLed broker keeps its whole queue (tests/faults/test_kill_broker.py). Without it
+        the store is saved every second and at a clean stop: rewriting the whole store for
+        each message made tests that queue thousands of messages spend most of their time in
+        the broker."""
         self.workdir = workdir
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -34,9 +46,8 @@ class Mosquitto:
             "user root\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
-            # Save the session store on every change, so a SIGKILLed broker keeps its queue.
             "autosave_interval 1\n"
-            "autosave_on_changes true\n"
+            f"autosave_on_changes {'true' if save_every_change else 'false'}\n"
             # Keep every message for an offline persistent session (the default drops past 1000).
             "max_queued_messages 0\n"
             "max_inflight_messages 100\n"

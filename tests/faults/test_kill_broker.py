@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -30,6 +31,16 @@ async def _save_markers(port: int, round_: int) -> None:
     async with aiomqtt.Client("127.0.0.1", port) as client:
         for n in range(2):
             await client.publish(f"test/save-marker/{round_}/{n}", b"x", qos=1, retain=True)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """The suite's broker, saving its session store on every change: killed, it keeps its
+    queue."""
+    mosquitto = Mosquitto(tmp_path / "broker", save_every_change=True)
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
 
 
 def _stored(db: Path, count: int):
