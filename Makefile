@@ -21,7 +21,7 @@ demo: $(VENV)/.installed-demo
 
 test: $(VENV)/.installed-test
 	bash scripts/ensure-test-tools.sh
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
 
 # The same venv as `make test` (its stamp names both extras), so .ci/run builds one.
 lint: $(VENV)/.installed-test,lint

@@ -17,3 +17,10 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     mosquitto.start()
     yield mosquitto
     mosquitto.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long runs (marked slow) first: pytest-xdist hands tests out in this order, so the
+    two workers run the long ones side by side while the short ones fill the gaps, rather than
+    one long test starting last and the other worker idling while it runs."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

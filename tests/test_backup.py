@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import aiomqtt
+import pytest
 
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
@@ -51,6 +52,7 @@ async def _stream(port: int) -> None:
             await asyncio.sleep(0.01)
 
 
+@pytest.mark.slow
 async def test_backup_during_a_stream_holds_everything_committed_before_it(
     broker: Mosquitto, tmp_path: Path
 ):

@@ -151,6 +151,7 @@ def _names(logs: list[dict[str, Any]]) -> Counter[str]:
     return Counter(entry["event"] for entry in logs)
 
 
+@pytest.mark.slow
 async def test_a_stray_client_with_our_id_is_reported_once_and_not_fought(
     broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 import yaml
 
 from bridge.store import Store
@@ -37,6 +38,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 async def test_views_and_repairs_work_without_the_credentials(tmp_path: Path) -> None:
     async with Store.open(tmp_path / "bridge.db", site_tz=ZoneInfo("UTC")):
         pass

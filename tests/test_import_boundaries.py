@@ -264,6 +264,7 @@ print("\\n".join(failed))
 """
 
 
+@pytest.mark.slow
 def test_every_module_imports_on_its_own() -> None:
     """Each module imported first, in a fresh set of modules: an import cycle through a
     package's __init__ (which the graph above does not see) fails here, whichever module a

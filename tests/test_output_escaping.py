@@ -196,6 +196,7 @@ async def test_reprocess_reports_a_payload_kept_in_part_instead_of_parsing_it(
 # --- paging --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_rejected_list_pages_newest_first_over_20000_rows(tmp_path: Path) -> None:
     db = tmp_path / "queue.db"
     async with opened(db) as store:

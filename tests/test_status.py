@@ -75,6 +75,7 @@ async def _status(config: Path, *args: str) -> str:
     return out.decode()
 
 
+@pytest.mark.slow
 async def test_status_says_whether_the_daemon_runs_and_how(broker: Mosquitto, tmp_path: Path):
     fake = FakeGo2Clock(api_key=API_KEY)
     async with running_fake_go2clock(fake) as url:
