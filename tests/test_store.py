@@ -36,7 +36,6 @@ from bridge.store import (
     StoreWriteError,
 )
 from bridge.store.backup import backup
-from bridge.store.inference import InferenceRules
 from bridge.store.schema import MIGRATIONS
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -300,43 +299,6 @@ async def test_layer2_double_swipe(
         )
 
 
-async def test_layer2_is_per_person(tmp_path: Path) -> None:
-    async with opened(tmp_path / "q.db") as store:
-        stored = await ingest(
-            store, swipe("a", MORNING, badge="B1"), swipe("b", MORNING, badge="B2")
-        )
-    assert [s.status for s in stored] == ["accepted", "accepted"]
-
-
-@pytest.mark.parametrize(
-    ("gap", "action", "status"),
-    [
-        (timedelta(seconds=10), Action.IN, "duplicate"),  # a double swipe, not an instant `out`
-        (timedelta(hours=2), Action.OUT, "accepted"),
-    ],
-)
-async def test_a_swipe_without_action_after_an_in(
-    tmp_path: Path, gap: timedelta, action: Action, status: str
-) -> None:
-    async with opened(tmp_path / "q.db") as store:
-        await ingest(store, swipe("a", MORNING, action=Action.IN))
-        [stored] = await ingest(store, swipe("b", MORNING + gap, action=None))
-    assert (stored.action, stored.status) == (action, status)
-
-
-async def test_inference_skips_a_double_swipe(tmp_path: Path) -> None:
-    """in, an `out` 2 h later, a repeated `out`, then a bare swipe 4 h later: back `in`."""
-    async with opened(tmp_path / "q.db") as store:
-        await ingest(store, swipe("a", MORNING, action=None))
-        await ingest(store, swipe("b", MORNING + timedelta(hours=2), action=None))
-        [repeat] = await ingest(
-            store, swipe("c", MORNING + timedelta(hours=2, seconds=5), action=Action.OUT)
-        )
-        [last] = await ingest(store, swipe("d", MORNING + timedelta(hours=4), action=None))
-    assert repeat.status == "duplicate"
-    assert (last.action, last.status) == (Action.IN, "accepted")
-
-
 async def test_first_swipe_of_a_local_day_is_in(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     async with opened(path) as store:
@@ -364,19 +326,6 @@ async def test_the_local_day_does_not_decide_direction(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("hours", "action"),
-    [(15, Action.OUT), (16, Action.IN), (30, Action.IN)],
-)
-async def test_a_previous_swipe_max_shift_hours_back_starts_a_new_shift(
-    tmp_path: Path, hours: int, action: Action
-) -> None:
-    async with opened(tmp_path / "q.db") as store:
-        await ingest(store, swipe("a", MORNING, action=None))
-        [stored] = await ingest(store, swipe("b", MORNING + timedelta(hours=hours), action=None))
-    assert (stored.action, stored.status) == (action, "accepted")
-
-
 async def test_inference_counts_earlier_events_of_the_same_batch(tmp_path: Path) -> None:
     """Two night shifts in one ingest batch: in, out, in, out."""
     path = tmp_path / "q.db"
@@ -387,25 +336,6 @@ async def test_inference_counts_earlier_events_of_the_same_batch(tmp_path: Path)
         stored = await ingest(store, *batch)
     assert [item.action for item in stored] == [Action.IN, Action.OUT, Action.IN, Action.OUT]
     assert query(path, "SELECT action_inferred FROM events") == [(1,)] * 4
-
-
-async def test_the_store_takes_its_inference_rules(tmp_path: Path) -> None:
-    rules = InferenceRules(tz=BERLIN, window_seconds=WINDOW, max_shift=timedelta(hours=4))
-    async with Store.open(tmp_path / "q.db", site_tz=BERLIN, inference=rules) as store:
-        await ingest(store, swipe("a", MORNING, action=None))
-        [stored] = await ingest(store, swipe("b", MORNING + timedelta(hours=5), action=None))
-    assert stored.action is Action.IN
-
-
-async def test_one_local_day_across_utc_midnight_counts(tmp_path: Path) -> None:
-    """00:30 and 02:00 Berlin are two UTC dates but one local day: the second swipe is `out`."""
-    early = datetime(2026, 11, 24, 0, 30, tzinfo=BERLIN)
-    later = datetime(2026, 11, 24, 2, 0, tzinfo=BERLIN)
-    assert early.astimezone(UTC).date() != later.astimezone(UTC).date()
-    async with opened(tmp_path / "q.db") as store:
-        await ingest(store, swipe("a", early, action=Action.IN))
-        [stored] = await ingest(store, swipe("b", later, action=None))
-    assert (stored.action, stored.status) == (Action.OUT, "accepted")
 
 
 # --- unmapped badges and rejections --------------------------------------------------------
@@ -494,37 +424,6 @@ async def test_job_carries_the_event(tmp_path: Path) -> None:
     assert (job.note, job.state) == ("dentist", {})
 
 
-async def test_per_person_only_the_oldest_pending_is_claimable(tmp_path: Path) -> None:
-    """Stored newest first, so the event time and not the insertion order decides."""
-    async with opened(tmp_path / "q.db") as store:
-        for hours, key, action in [
-            (3, "c", Action.OUT),
-            (2, "b", Action.BREAK_END),
-            (1, "a", Action.BREAK_START),
-        ]:
-            await ingest(store, swipe(key, MORNING + timedelta(hours=hours), action=action))
-        order = []
-        while jobs := await claim(store):
-            assert len(jobs) == 1
-            assert not await claim(store), "nothing else while one of theirs is inflight"
-            order += keys(jobs)
-            await settle(store, jobs[0], Result.delivered())
-    assert order == ["a", "b", "c"]
-
-
-async def test_equal_times_go_in_id_order(tmp_path: Path) -> None:
-    async with opened(tmp_path / "q.db") as store:
-        await ingest(
-            store,
-            swipe("first", MORNING, action=Action.IN),
-            swipe("second", MORNING, action=Action.BREAK_START),
-        )
-        [job] = await claim(store)
-        assert job.event_key == "first"
-        await settle(store, job, Result.delivered())
-        assert keys(await claim(store)) == ["second"]
-
-
 async def test_a_retrying_delivery_blocks_the_persons_later_ones(tmp_path: Path) -> None:
     async with opened(tmp_path / "q.db") as store:
         await ingest(
@@ -541,28 +440,6 @@ async def test_a_retrying_delivery_blocks_the_persons_later_ones(tmp_path: Path)
         for later in (now + 10, now + 999):
             assert await claim(store, now=later) == [], "b must wait behind the retrying a"
         assert keys(await claim(store, now=now + 1000)) == ["a"]
-
-
-async def test_different_people_are_claimed_together_up_to_the_limit(tmp_path: Path) -> None:
-    async with opened(tmp_path / "q.db") as store:
-        await ingest(store, *[swipe(f"k{n}", MORNING, badge=f"B{n}") for n in range(5)])
-        first = await claim(store, limit=3)
-        second = await claim(store, limit=3)
-        assert (len(first), len(second)) == (3, 2)
-        assert len({job.person for job in first + second}) == 5
-        assert await claim(store, limit=3) == []
-
-
-async def test_a_delivery_that_is_not_due_is_not_claimed(tmp_path: Path) -> None:
-    async with opened(tmp_path / "q.db") as store:
-        before = time.time() - 5
-        await ingest(store, swipe("a", MORNING))
-        assert await claim(store, now=before) == [], "created after `now`: not due yet"
-        [job] = await claim(store)
-        now = time.time()
-        await store.settle(job, Result.retry("timeout"), retry_at=now + 60, now=now)
-        assert await claim(store, now=now + 59.9) == []
-        assert keys(await claim(store, now=now + 60)) == ["a"]
 
 
 # --- settling ------------------------------------------------------------------------------
@@ -627,53 +504,6 @@ async def test_settle_paused_gives_the_attempt_back(tmp_path: Path) -> None:
         assert again.attempt == 1
 
 
-@pytest.mark.parametrize("result", [Result.held("out without an open shift"), Result.dead("400")])
-async def test_held_or_dead_does_not_block_the_persons_later_punches(
-    tmp_path: Path, result: Result
-) -> None:
-    path = tmp_path / "q.db"
-    async with opened(path) as store:
-        await ingest(
-            store,
-            swipe("a", MORNING, action=Action.OUT),
-            swipe("b", MORNING + timedelta(hours=1), action=Action.IN),
-        )
-        [job] = await claim(store)
-        assert job.event_key == "a"
-        returned = await settle(store, job, result)
-        assert keys(await claim(store)) == ["b"]
-    expected = "held" if result.outcome == "held" else "dead"
-    assert returned == expected
-    assert (delivery(path, "a")["state"], delivery(path, "a")["last_error"]) == (
-        expected,
-        result.detail,
-    )
-
-
-async def test_person_state_round_trips_to_the_next_claim(tmp_path: Path) -> None:
-    clock = {"running": True, "since": "2026-11-23T07:00:00Z", "breaks": [1, 2.5], "x": None}
-    async with opened(tmp_path / "q.db") as store:
-        await ingest(
-            store,
-            swipe("a", MORNING),
-            swipe("other", MORNING, badge="B2"),
-            swipe("b", MORNING + timedelta(hours=2), action=Action.BREAK_START),
-            swipe("c", MORNING + timedelta(hours=3), action=Action.BREAK_END),
-        )
-        jobs = await claim(store)
-        assert [job.state for job in jobs] == [{}, {}]
-        job_a = next(job for job in jobs if job.event_key == "a")
-        await settle(store, job_a, Result.delivered(state=clock))
-        [job_b] = await claim(store)
-        assert job_b.state == clock
-        await settle(store, job_b, Result.retry("503"))  # state None: the saved one stays
-        [job_b_again] = await claim(store, now=time.time() + 1)
-        assert job_b_again.state == clock
-        await settle(store, job_b_again, Result.delivered(state={"running": False}))
-        [job_c] = await claim(store)
-        assert job_c.state == {"running": False}
-
-
 # --- crash recovery and expiry -------------------------------------------------------------
 
 
@@ -690,26 +520,6 @@ async def test_recover_inflight_after_a_crash(tmp_path: Path) -> None:
         again = await claim(store)
     assert sorted(keys(again)) == ["a", "b"]
     assert {job.attempt for job in again} == {2}, "the crashed attempt is used up"
-
-
-async def test_expire_counts_from_when_the_bridge_stored_the_event(tmp_path: Path) -> None:
-    """A three-week-old punch from a terminal's buffer is retried like any other; what the
-    bridge has been retrying for longer than the limit is given up."""
-    path = tmp_path / "q.db"
-    now = time.time()
-    three_weeks_ago = datetime.fromtimestamp(now, UTC) - timedelta(days=21)
-    async with opened(path) as store:
-        await ingest(
-            store, swipe("late", three_weeks_ago), swipe("new", three_weeks_ago, badge="B2")
-        )
-        jobs = {job.event_key: job for job in await claim(store)}
-        assert await store.expire(jobs["late"], now=now, max_age_days=14) is False
-        later = jobs["new"].stored_at + 15 * 86400
-        assert await store.expire(jobs["new"], now=later, max_age_days=14) is True
-    assert delivery(path, "late")["state"] == "inflight"
-    new = delivery(path, "new")
-    assert new["state"] == "dead"
-    assert "more than 14 days since it was stored" in new["last_error"]
 
 
 # --- status ---------------------------------------------------------------------------------
