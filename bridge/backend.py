@@ -36,6 +36,7 @@ async def opened_store(settings: Settings) -> AsyncIterator[DaemonStore]:
             window_seconds=settings.dedupe.window_seconds,
             inference=rules,
             settle_seconds=settings.dispatch.settle_seconds,
+            commit_wait_seconds=config.commit_wait_seconds,
             rejected_max_bytes=config.rejected_max_mb * 1024 * 1024,
         ) as store:
             yield store

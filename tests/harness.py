@@ -15,9 +15,11 @@ import aiomqtt
 import yaml
 
 from bridge.app import Bridge
-from bridge.config import Settings, load_settings
+from bridge.config import Settings, StoreConfig, load_settings
 
 API_KEY = "test-go2clock-key-7f3a9c"
+# What a bridge waits by default for writes to share a commit (store.commit_wait_seconds).
+SHIPPED_COMMIT_WAIT: float = StoreConfig.model_fields["commit_wait_seconds"].default
 
 
 def write_config(
@@ -27,7 +29,9 @@ def write_config(
     config: dict[str, Any] = {
         "site": {"timezone": "Europe/Berlin"},
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "bridge-under-test"},
-        "store": {"path": str(tmp_path / "bridge.db")},
+        # Committed at once: each test would otherwise wait for company it never gets. The
+        # crash and power-cut tests run with the shipped wait (SHIPPED_COMMIT_WAIT).
+        "store": {"path": str(tmp_path / "bridge.db"), "commit_wait_seconds": 0},
         "directory": {"path": str(tmp_path / "directory.csv"), "reload_seconds": 0.2},
         "retry": {"initial_seconds": 0.05, "max_seconds": 0.5, "pause_probe_seconds": 0.3},
         # Sent as soon as stored: tests that are about the settle window set it

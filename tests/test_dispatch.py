@@ -231,3 +231,53 @@ async def test_group_commit_tells_every_writer_of_a_failed_batch():
     commit: GroupCommit[int, int] = GroupCommit(write)
     results = await asyncio.gather(*(commit.submit(n) for n in range(5)), return_exceptions=True)
     assert all(isinstance(result, OSError) for result in results)
+
+
+async def test_group_commit_lets_writes_that_need_no_flush_wait_for_the_next_urgent_one():
+    """store.commit_wait_seconds: a claim or settle (not urgent) shares the next ingest's commit
+    instead of paying a transaction of its own; an urgent write never waits."""
+    batches: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        batches.append(items)
+        return items
+
+    # Odd numbers are urgent (an ingest); even ones may wait up to 5 s for company.
+    commit: GroupCommit[int, int] = GroupCommit(
+        write, urgent=lambda item: item % 2 == 1, linger_seconds=5.0
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    lazy = [asyncio.ensure_future(commit.submit(n)) for n in (0, 2, 4)]
+    await asyncio.sleep(0.2)
+    assert batches == []  # still waiting for company
+    assert await commit.submit(7) == 7  # the urgent write goes at once, and takes them along
+    assert await asyncio.gather(*lazy) == [0, 2, 4]
+    assert batches == [[0, 2, 4, 7]]
+    assert loop.time() - began < 1.0
+
+    alone = await commit.submit(1)  # urgent with nothing waiting: at once
+    assert alone == 1
+    assert batches[-1] == [1]
+
+
+async def test_group_commit_waits_no_longer_than_the_linger_nor_past_a_full_batch():
+    batches: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        batches.append(items)
+        return items
+
+    commit: GroupCommit[int, int] = GroupCommit(
+        write, urgent=lambda _item: False, linger_seconds=0.3, linger_max=4
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert await commit.submit(0) == 0  # nobody comes: committed after the linger
+    waited = loop.time() - began
+    assert 0.25 <= waited < 2.0
+    began = loop.time()
+    # Four waiting make a batch worth a commit: no waiting for the linger.
+    assert await asyncio.gather(*(commit.submit(n) for n in range(1, 5))) == [1, 2, 3, 4]
+    assert loop.time() - began < 0.25
+    assert batches == [[0], [1, 2, 3, 4]]

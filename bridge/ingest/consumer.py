@@ -62,6 +62,7 @@ class Ingest:
         site_tz: ZoneInfo,
         group_of: GroupResolver | None = None,
         max_batch: int,
+        commit_wait_seconds: float = 0.0,
         feedback: Feedback,
         metrics: Metrics,
         max_clock_skew_seconds: float = 300.0,
@@ -74,6 +75,8 @@ class Ingest:
         self._resolve = resolve
         self._group_of = group_of  # the person's schedule group, for inference
         self._max_batch = max_batch
+        # The first message of a batch waits this long for others to share its commit.
+        self._commit_wait = commit_wait_seconds
         self._router = Router(
             config.subscriptions, site_tz=site_tz, time_limits=time_limits or TimeLimits()
         )
@@ -196,7 +199,9 @@ class Ingest:
         messages = client.messages
         while True:
             batch = [await anext(messages)]
-            # Group commit: whatever else has already arrived joins this transaction.
+            # Group commit: what arrives within the wait (or has already arrived) joins this
+            # transaction; a full batch goes at once.
+            await gate.gather(self._max_batch - 1, self._commit_wait)
             while len(messages) and len(batch) < self._max_batch:
                 batch.append(await anext(messages))
             gate.resume_if_drained()

@@ -83,6 +83,8 @@ class ReadGate:
         self._fd = -1
         self.paused = False
         self.pauses = 0
+        self._wanted: int | None = None  # gather()'s count, while it waits
+        self._enough = asyncio.Event()
 
     def install(self) -> None:
         """Take over reading from aiomqtt's reader (call once connected: aiomqtt adds its
@@ -103,6 +105,21 @@ class ReadGate:
                 # A TLS socket may hold decrypted bytes that epoll cannot see: read once now.
                 self._loop.call_soon(self._read)
 
+    async def gather(self, count: int, seconds: float) -> None:
+        """Wait until `count` messages are queued, or `seconds` have passed (a batch waiting
+        for company: store.commit_wait_seconds). Returns at once when they already are."""
+        if seconds <= 0 or len(self._client.messages) >= count:
+            return
+        self._wanted = count
+        self._enough.clear()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._enough.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._wanted = None
+
     def _read(self) -> None:
         if self.paused:
             return
@@ -118,7 +135,10 @@ class ReadGate:
             if not disconnected.done():
                 disconnected.set_exception(exc)
             return
-        if len(self._client.messages) >= self._high and self._still_open():
+        queued = len(self._client.messages)
+        if self._wanted is not None and queued >= self._wanted:
+            self._enough.set()
+        if queued >= self._high and self._still_open():
             self.paused = True
             self.pauses += 1
             self._loop.remove_reader(self._fd)

@@ -20,7 +20,14 @@ from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.faults.common import HEAVY, assert_exactly_once_in_order, logged, start_bridge
 from tests.faults.powercut import build_shim, lose_unflushed_writes, shim_env
-from tests.harness import API_KEY, canonical, publish, wait_until, write_config
+from tests.harness import (
+    API_KEY,
+    SHIPPED_COMMIT_WAIT,
+    canonical,
+    publish,
+    wait_until,
+    write_config,
+)
 
 TOPIC = "clockin/door/events"
 EVENTS = 20_000 if HEAVY else 3_000
@@ -44,7 +51,10 @@ async def test_sigkill_at_random_points_loses_and_doubles_nothing(
             tmp_path,
             broker_port=broker.port,
             go2clock_url=url,
-            extra={"sinks": {"go2clock": {"concurrency": CONCURRENCY}}},
+            extra={
+                "sinks": {"go2clock": {"concurrency": CONCURRENCY}},
+                "store": {"commit_wait_seconds": SHIPPED_COMMIT_WAIT},
+            },
         )
         log = tmp_path / "bridge.log"
         process = await start_bridge(config, log, env=env)

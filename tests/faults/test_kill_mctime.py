@@ -19,7 +19,7 @@ from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 from tests.fakes.mctime import FakeMcTime, running_fake_mctime
 from tests.faults.common import logged, start_bridge
-from tests.harness import API_KEY, publish, wait_until, write_config
+from tests.harness import API_KEY, SHIPPED_COMMIT_WAIT, publish, wait_until, write_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 TOPIC = "clockin/main-door/events"
@@ -65,10 +65,11 @@ async def test_sigkill_during_each_mctime_action(
             broker_port=broker.port,
             go2clock_url=g_url,
             extra={
+                "store": {"commit_wait_seconds": SHIPPED_COMMIT_WAIT},
                 "sinks": {
                     "go2clock": {"enabled": False},
                     "mctime": {"enabled": True, "base_url": m_url, "api_key": MC_KEY},
-                }
+                },
             },
         )
         log = tmp_path / "bridge.log"

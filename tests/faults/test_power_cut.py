@@ -22,7 +22,14 @@ from tests.fakes.mctime import FakeMcTime, running_fake_mctime
 from tests.fakes.timetrack import FakeTimeTrack, running_fake_timetrack
 from tests.faults.common import logged, start_bridge
 from tests.faults.powercut import build_shim, flushes, lose_unflushed_writes, shim_env
-from tests.harness import API_KEY, canonical, publish, wait_until, write_config
+from tests.harness import (
+    API_KEY,
+    SHIPPED_COMMIT_WAIT,
+    canonical,
+    publish,
+    wait_until,
+    write_config,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 TOPIC = "clockin/main-door/events"
@@ -69,7 +76,10 @@ async def test_one_flush_per_swipe(broker: Mosquitto, tmp_path: Path) -> None:
             tmp_path,
             broker_port=broker.port,
             go2clock_url=url,
-            extra={"dispatch": {"settle_seconds": 2}},
+            extra={
+                "dispatch": {"settle_seconds": 2},
+                "store": {"commit_wait_seconds": SHIPPED_COMMIT_WAIT},
+            },
         )
         db, flush_log, log = config.parent / "bridge.db", tmp_path / "flushes.log", tmp_path / "log"
         process = await start_bridge(config, log, env=shim_env(shim, db, flush_log))
@@ -119,6 +129,7 @@ async def test_power_cut_between_send_and_settle(broker: Mosquitto, tmp_path: Pa
             broker_port=broker.port,
             go2clock_url=g_url,
             extra={
+                "store": {"commit_wait_seconds": SHIPPED_COMMIT_WAIT},
                 "sinks": {
                     "mctime": {"enabled": True, "base_url": m_url, "api_key": MC_KEY},
                     "timetrack": {
@@ -127,7 +138,7 @@ async def test_power_cut_between_send_and_settle(broker: Mosquitto, tmp_path: Pa
                         "api_key": TT_KEY,
                         "api_secret": TT_SECRET,
                     },
-                }
+                },
             },
         )
         db, flush_log, log = config.parent / "bridge.db", tmp_path / "flushes.log", tmp_path / "log"
