@@ -180,8 +180,8 @@ class StoreConfig(_Section):
     # each page touched, for all of them: what spares a gateway's flash). A message that
     # arrives when none is waiting is stored and acknowledged at most this much later (and
     # its terminal greeted that much later); a claim or settle that needs no flush
-    # (bridge/store/durability.py) joins the next ingest's commit or waits this long. 0: each
-    # is committed at once.
+    # (bridge/store/durability.py) joins the next ingest's commit, or waits at most twice
+    # this. 0: each is committed at once.
     commit_wait_seconds: float = Field(0.5, ge=0, le=5)
     # Rejected payloads kept, all together (MiB); the oldest are pruned first, and counted.
     rejected_max_mb: int = Field(64, ge=1, le=1_000_000)

@@ -70,6 +70,19 @@ async def fetch_all(
     return list(await conn.execute_fetchall(sql, parameters))
 
 
+def _wal_path(database: Path) -> Path:
+    return database.with_name(database.name + "-wal")
+
+
+def _file_state(path: Path) -> tuple[int, ...] | None:
+    """What changes whenever a file is written (None: it cannot be read now)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 class _Call(NamedTuple):
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -170,10 +183,12 @@ class StoreBase:
         self._db = db
         self._reader = db  # a read-only connection of its own once open() has one
         self._lock = asyncio.Lock()
-        # Writes that need no flush (claims of resend-harmless sinks, settles) wait up to
-        # commit_wait_seconds to share the next ingest's commit (group_commit.py).
+        # Writes that need no flush (claims of resend-harmless sinks, settles) wait to share
+        # the next ingest's commit (group_commit.py). That one comes at most commit_wait after
+        # the next message arrives, so a settle made just after one ingest's commit waits up
+        # to twice that: at a few swipes a second it then catches the next one.
         self._writes: GroupCommit[_Call, Any] = GroupCommit(
-            self._commit, urgent=lambda call: call.durable, linger_seconds=commit_wait_seconds
+            self._commit, urgent=lambda call: call.durable, linger_seconds=2 * commit_wait_seconds
         )
         self._flushes = FlushPolicy()
         self._site_tz = site_tz
@@ -341,11 +356,22 @@ class StoreBase:
     async def watch_other_writers(self, *, interval: float = OTHER_WRITERS_POLL_SECONDS) -> None:
         """Wake every dispatcher when another process commits (a repair command: dead retry,
         replay, held release). SQLite's data_version of the daemon's own writing connection
-        changes only on other connections' commits, and reading it costs no disk access."""
+        changes only on other connections' commits, and reading it costs no disk access.
+        Nobody's commit leaves the WAL file as it was, so while its size and times stay the
+        same (an idle site) a look is one stat, without a round trip to the database thread;
+        a change it misses (two writes in one tick of the file clock, the second after this
+        look) is still found by the dispatchers' own recheck (RECHECK_SECONDS)."""
         async with self._lock:
             last_repair = await last_repair_id(self._db)
+        wal = None if self.integrity is None else _wal_path(self.integrity.database)
+        wal_seen: tuple[int, ...] | None = None
         while True:
             await asyncio.sleep(interval)
+            if wal is not None:
+                now_seen = _file_state(wal)
+                if now_seen is not None and now_seen == wal_seen:
+                    continue
+                wal_seen = now_seen
             async with self._lock:
                 [[version]] = await fetch_all(self._db, "PRAGMA data_version")
                 changed = self._data_version is not None and version != self._data_version
