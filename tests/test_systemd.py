@@ -331,6 +331,11 @@ async def test_the_compose_layout_runs_from_slash_as_a_non_root_user(tmp_path: P
                     ).encode(),
                 )
                 (record,) = await fake.wait_for_records(1, timeout=10)
+                # Logged once its settle is committed (which may wait for company: up to
+                # twice store.commit_wait_seconds after the answer).
+                await wait_until(
+                    _logged(log, "delivery.sent", process), timeout=10, what="delivery.sent"
+                )
                 status = sandbox.service_command(
                     [program, "status", "--json"], work=root, mounts=mounts, read_only=read_only
                 )

@@ -12,7 +12,14 @@ import pytest
 from bridge.config import ConfigError, load_settings
 from tests.broker import Mosquitto
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
-from tests.harness import API_KEY, canonical, running_bridge, settings_from, write_config
+from tests.harness import (
+    API_KEY,
+    SHIPPED_COMMIT_WAIT,
+    canonical,
+    running_bridge,
+    settings_from,
+    write_config,
+)
 
 PASSWORD = "mqtt-pass-4c1e"
 
@@ -98,8 +105,11 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
     broker.stop()
 
 
+# With the shipped commit wait, the bridge leaves the socket unread while a batch waits and
+# then reads it in one go: bytes TLS has already decrypted must not be left behind.
+@pytest.mark.parametrize("commit_wait", [0, SHIPPED_COMMIT_WAIT])
 async def test_events_flow_over_tls_with_client_certificate_and_password(
-    tls_broker: tuple[Mosquitto, Path], tmp_path: Path
+    tls_broker: tuple[Mosquitto, Path], tmp_path: Path, commit_wait: float
 ):
     broker, pki = tls_broker
     (tmp_path / "mqtt-password").write_text(PASSWORD + "\n")
@@ -110,6 +120,7 @@ async def test_events_flow_over_tls_with_client_certificate_and_password(
             broker_port=broker.port,
             go2clock_url=url,
             extra={
+                "store": {"commit_wait_seconds": commit_wait},
                 "mqtt": {
                     "username": "bridge",
                     "password_file": str(tmp_path / "mqtt-password"),
@@ -118,7 +129,7 @@ async def test_events_flow_over_tls_with_client_certificate_and_password(
                         "cert_file": str(pki / "client.crt"),
                         "key_file": str(pki / "client.key"),
                     },
-                }
+                },
             },
         )
         async with running_bridge(settings_from(config)) as bridge:

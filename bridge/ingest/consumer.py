@@ -201,7 +201,10 @@ class Ingest:
             batch = [await anext(messages)]
             # Group commit: what arrives within the wait (or has already arrived) joins this
             # transaction; a full batch goes at once.
-            await gate.gather(self._max_batch - 1, self._commit_wait)
+            if len(messages):  # coming faster than batches are committed
+                await gate.gather(self._max_batch - 1, self._commit_wait)
+            else:  # a quiet moment: the rest of the batch is read in one go, after the wait
+                await gate.rest(self._commit_wait)
             while len(messages) and len(batch) < self._max_batch:
                 batch.append(await anext(messages))
             gate.resume_if_drained()

@@ -21,6 +21,7 @@ TCP's own flow control keeps the rest at the broker, whose persistence is where 
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import Protocol
 
 import aiomqtt
@@ -119,6 +120,37 @@ class ReadGate:
             pass
         finally:
             self._wanted = None
+
+    async def rest(self, seconds: float) -> None:
+        """Leave the socket unread for `seconds`, then read what came meanwhile in one go (a
+        batch waiting for company when nothing else was queued: store.commit_wait_seconds).
+        Read as it arrives, each message at a few a second would wake the bridge on its own,
+        and a wake-up after a pause costs several times the same work done in a run (caches
+        gone cold: measured per swipe at 10/s against 100/s). Meanwhile the messages wait in
+        the socket, and beyond its buffer at the broker, as in any pause of this gate."""
+        if seconds <= 0 or self.paused:
+            return
+        if not self._still_open():  # not installed: aiomqtt's reader fills the queue
+            await self.gather(self._high, seconds)
+            return
+        self._loop.remove_reader(self._fd)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            if self._still_open() and not self.paused:
+                self._loop.add_reader(self._fd, self._read)
+        self._read_available()
+
+    def _read_available(self) -> None:
+        """Read packet after packet while the socket holds more, up to the high mark (a
+        closed connection reads as readable: bounded, paho closes the socket on its error)."""
+        for _ in range(2 * self._high):
+            if self.paused or not self._still_open():
+                return
+            readable, _, _ = select.select([self._fd], [], [], 0)
+            if not readable:
+                return
+            self._read()
 
     def _read(self) -> None:
         if self.paused:
