@@ -8,11 +8,14 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from bridge.config import Go2ClockConfig
@@ -20,7 +23,7 @@ from bridge.delivery import Job, Outcome, Result
 from bridge.events import Action
 from bridge.vendors.common import DETAIL_MAX
 from bridge.vendors.go2clock.api import classify_go2clock_reply
-from bridge.vendors.go2clock.sink import Go2ClockSink, build_punch_form
+from bridge.vendors.go2clock.sink import Go2ClockSink, build_punch_form, encode_form
 from tests.fakes.go2clock import FakeGo2Clock, running_fake_go2clock
 
 API_KEY = "g2c-Secret-KEY-7f3a9c1e5b"
@@ -481,3 +484,18 @@ async def test_api_key_never_in_detail(session: aiohttp.ClientSession, echo_url:
         assert API_KEY.lower()[:8] not in result.detail.lower(), result
         assert len(result.detail) <= DETAIL_MAX
     assert "<redacted>" in results[len(FAKE_CASES)][1].detail  # the echo did reach a detail
+
+
+@given(st.dictionaries(st.text(), st.text()))
+def test_the_form_is_encoded_as_urlencode_does(form: dict[str, str]):
+    assert encode_form(form) == urlencode(form).encode()
+
+
+def test_a_punch_form_is_encoded_as_urlencode_does():
+    form = build_punch_form(
+        make_job(time=datetime(2026, 11, 23, 5, 0, tzinfo=UTC)),
+        account_tz=BERLIN,
+        checktypes=CHECKTYPES,
+    )
+    assert encode_form(form) == urlencode(form).encode()
+    assert b"checktime=2026-11-23T06%3A00%3A00" in encode_form(form)

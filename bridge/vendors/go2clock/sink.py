@@ -9,8 +9,9 @@ resend after a lost answer safe: that is why unreadable 2xx answers are retried,
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -24,6 +25,8 @@ from bridge.vendors.common import short
 from bridge.vendors.go2clock.api import PUNCHES_PATH, auth_headers, classify_go2clock_reply
 
 CHECKTIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+# What form encoding leaves as it is (urllib.parse.quote_plus's always-safe characters).
+_AS_IS = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def build_punch_form(
@@ -45,6 +48,17 @@ def build_punch_form(
         "deviceserial": job.terminal,
     }
     return {key: str(value) for key, value in fields.items() if value is not None}
+
+
+def encode_form(form: Mapping[str, str]) -> bytes:
+    """The form as a request body, byte for byte what urllib.parse.urlencode writes; a value
+    that needs no escaping (ids, codes: most of them) is taken as it is, which is most of the
+    cost saved on the path every delivery takes."""
+    return "&".join(f"{_escaped(key)}={_escaped(value)}" for key, value in form.items()).encode()
+
+
+def _escaped(text: str) -> str:
+    return text if _AS_IS.fullmatch(text) else quote_plus(text)
 
 
 class Go2ClockSink:
@@ -74,9 +88,9 @@ class Go2ClockSink:
                 self._session,
                 "PUT",
                 self._url,
-                # encoded here rather than by aiohttp's FormData: the same bytes for a third
+                # encoded here rather than by aiohttp's FormData: the same bytes for a fraction
                 # of the work, on the path every delivery takes
-                data=urlencode(form).encode(),
+                data=encode_form(form),
                 headers={
                     **auth_headers(self._api_key),
                     "Content-Type": "application/x-www-form-urlencoded",
