@@ -40,6 +40,14 @@ as a duplicate. At 10 events a second every ingest flushes what the claims and s
 it wrote, so a swipe costs one flush. A sink says its resends are harmless with a class
 attribute `resend_harmless = True` (bridge.dispatch.pump passes it to the claim); a sink that
 does not say so gets its claims flushed.
+
+A write that needs no flush may also wait before it is committed at all, to share the next
+ingest's transaction (store.commit_wait_seconds; bridge/store/group_commit.py). That changes
+nothing above: a claim or settle still waiting when the process dies is lost exactly as an
+unflushed one is lost to a power cut (the delivery is as its last commit left it and goes out
+again, with the checks described), and how many can be lost at once is still bounded by what
+a dispatcher holds (concurrency + CLAIM_AHEAD: a delivery stays held until its settle is
+written). tests/faults/ (SIGKILL and power cuts at random points) run with the shipped wait.
 """
 
 from __future__ import annotations
