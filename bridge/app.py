@@ -184,7 +184,6 @@ class Bridge:
             site_tz=settings.site.tz,
             group_of=people.group_of,
             max_batch=settings.store.max_batch,
-            commit_wait_seconds=settings.store.commit_wait_seconds,
             feedback=feedback,
             metrics=self.metrics,
             max_clock_skew_seconds=settings.site.max_clock_skew_seconds,

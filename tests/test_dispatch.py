@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from bridge.config import RetryConfig
 from bridge.delivery import Job, Result
@@ -207,77 +208,105 @@ async def test_a_retry_schedules_the_persons_later_punches_behind_it(tmp_path: P
         assert claim_after.next_due >= retry_at
 
 
-async def test_group_commit_writes_what_arrives_during_a_commit_as_one_batch():
-    batches: list[list[int]] = []
+class Transactions:
+    """A stand-in database for GroupCommit: records what each transaction held."""
 
-    async def write(items: list[int]) -> list[int]:
-        batches.append(items)
-        await asyncio.sleep(0.05)  # a commit's fsync
+    def __init__(self, *, seconds: float = 0.0, fail_commit: bool = False) -> None:
+        self.committed: list[list[int]] = []
+        self.durable: list[bool] = []
+        self._open: list[int] | None = None
+        self._seconds = seconds
+        self._fail_commit = fail_commit
+
+    def window(self, **options: Any) -> GroupCommit[int, int]:
+        return GroupCommit(begin=self.begin, run=self.run, commit=self.commit, **options)
+
+    async def begin(self, items: list[int], durable: bool) -> list[int]:
+        assert self._open is None, "a transaction is already open"
+        self._open = []
+        self.durable.append(durable)
+        return await self.run(items)
+
+    async def run(self, items: list[int]) -> list[int]:
+        assert self._open is not None
+        self._open += items
         return [item * 10 for item in items]
 
-    commit: GroupCommit[int, int] = GroupCommit(write)
-    first = asyncio.ensure_future(commit.submit(0))
+    async def commit(self) -> None:
+        await asyncio.sleep(self._seconds)  # a commit's fsync
+        opened, self._open = self._open, None
+        if self._fail_commit:
+            raise OSError("disk full")
+        assert opened is not None
+        self.committed.append(opened)
+
+
+async def test_group_commit_writes_what_arrives_during_a_commit_as_one_batch():
+    db = Transactions(seconds=0.05)
+    commit = db.window()
+    first = commit.submit(0).committed
     await asyncio.sleep(0.01)  # its commit has begun
-    answers = await asyncio.gather(first, *(commit.submit(n) for n in range(1, 20)))
+    rest = [commit.submit(n).committed for n in range(1, 20)]
+    answers = await asyncio.gather(first, *rest)
     assert answers == [n * 10 for n in range(20)]
-    assert batches == [[0], list(range(1, 20))]
+    assert db.committed == [[0], list(range(1, 20))]
 
 
 async def test_group_commit_tells_every_writer_of_a_failed_batch():
-    async def write(items: list[int]) -> list[int]:
-        await asyncio.sleep(0.01)
-        raise OSError("disk full")
-
-    commit: GroupCommit[int, int] = GroupCommit(write)
-    results = await asyncio.gather(*(commit.submit(n) for n in range(5)), return_exceptions=True)
+    db = Transactions(fail_commit=True)
+    commit = db.window()
+    results = await asyncio.gather(
+        *(commit.submit(n).committed for n in range(5)), return_exceptions=True
+    )
     assert all(isinstance(result, OSError) for result in results)
 
 
-async def test_group_commit_lets_writes_that_need_no_flush_wait_for_the_next_urgent_one():
-    """store.commit_wait_seconds: a claim or settle (not urgent) shares the next ingest's commit
-    instead of paying a transaction of its own; an urgent write never waits."""
-    batches: list[list[int]] = []
-
-    async def write(items: list[int]) -> list[int]:
-        batches.append(items)
-        return items
-
-    # Odd numbers are urgent (an ingest); even ones may wait up to 5 s for company.
-    commit: GroupCommit[int, int] = GroupCommit(
-        write, urgent=lambda item: item % 2 == 1, linger_seconds=5.0
-    )
+async def test_an_urgent_write_keeps_its_transaction_open_for_what_comes_meanwhile():
+    """store.commit_wait_seconds: an ingest is run at once (its caller reads the answer before
+    the commit: the terminal's feedback) and its transaction stays open for the window; what
+    arrives meanwhile is run in it, and all are committed together, flushed."""
+    db = Transactions()
+    commit = db.window(urgent=lambda item: item % 2 == 1, window_seconds=0.5)
     loop = asyncio.get_running_loop()
     began = loop.time()
-    lazy = [asyncio.ensure_future(commit.submit(n)) for n in (0, 2, 4)]
+    first = commit.submit(1)
+    assert await first.ran == 10
+    assert loop.time() - began < 0.2  # answered at once
+    assert not first.committed.done()
+    later = [commit.submit(n) for n in (2, 3)]
+    assert [await submitted.ran for submitted in later] == [20, 30]
+    assert await first.committed == 10
+    assert loop.time() - began >= 0.45  # committed when the window closed
+    assert [await submitted.committed for submitted in later] == [20, 30]
+    assert db.committed == [[1, 2, 3]]
+    assert db.durable == [True]
+
+
+async def test_writes_that_need_no_flush_wait_for_a_window_or_commit_alone():
+    db = Transactions()
+    commit = db.window(
+        urgent=lambda item: item % 2 == 1, window_seconds=0.2, linger_seconds=5.0, linger_max=4
+    )
+    loop = asyncio.get_running_loop()
+    lazy = [commit.submit(n) for n in (0, 2)]
     await asyncio.sleep(0.2)
-    assert batches == []  # still waiting for company
-    assert await commit.submit(7) == 7  # the urgent write goes at once, and takes them along
-    assert await asyncio.gather(*lazy) == [0, 2, 4]
-    assert batches == [[0, 2, 4, 7]]
+    assert db.committed == []  # waiting for an urgent write to open a window
+    urgent = commit.submit(5)
+    await asyncio.gather(*(submitted.committed for submitted in [*lazy, urgent]))
+    assert db.committed == [[0, 2, 5]]
+    assert db.durable == [True]
+    began = loop.time()
+    # Four lazy ones make a batch worth a commit: no waiting for the linger, and no flush.
+    await asyncio.gather(*(commit.submit(n).committed for n in (10, 12, 14, 16)))
     assert loop.time() - began < 1.0
-
-    alone = await commit.submit(1)  # urgent with nothing waiting: at once
-    assert alone == 1
-    assert batches[-1] == [1]
+    assert db.committed[-1] == [10, 12, 14, 16]
+    assert db.durable[-1] is False
 
 
-async def test_group_commit_waits_no_longer_than_the_linger_nor_past_a_full_batch():
-    batches: list[list[int]] = []
-
-    async def write(items: list[int]) -> list[int]:
-        batches.append(items)
-        return items
-
-    commit: GroupCommit[int, int] = GroupCommit(
-        write, urgent=lambda _item: False, linger_seconds=0.3, linger_max=4
-    )
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    assert await commit.submit(0) == 0  # nobody comes: committed after the linger
-    waited = loop.time() - began
-    assert 0.25 <= waited < 2.0
-    began = loop.time()
-    # Four waiting make a batch worth a commit: no waiting for the linger.
-    assert await asyncio.gather(*(commit.submit(n) for n in range(1, 5))) == [1, 2, 3, 4]
-    assert loop.time() - began < 0.25
-    assert batches == [[0], [1, 2, 3, 4]]
+async def test_commit_soon_closes_the_open_window():
+    db = Transactions()
+    commit = db.window(window_seconds=30.0)
+    submitted = commit.submit(1)
+    await submitted.ran
+    commit.commit_soon()
+    assert await asyncio.wait_for(submitted.committed, timeout=5) == 10

@@ -58,35 +58,6 @@ async def test_no_more_than_the_high_mark_waits_in_memory(broker: Mosquitto):
     assert pauses > 0
 
 
-async def test_reading_a_batch_in_one_go_keeps_to_the_high_mark(broker: Mosquitto):
-    """store.commit_wait_seconds: the bridge leaves the socket unread while a batch waits, then
-    reads what came in one go (ReadGate.rest); with a whole backlog behind it, that read stops
-    at the high mark too, and nothing is lost."""
-    config = MqttConfig(port=broker.port, client_id="flow-rest")
-    await _queue_for_offline_session(broker, config)
-    seen: set[bytes] = set()
-    most_waiting = 0
-    async with connected(config) as client:
-        gate = ReadGate(client, high=HIGH, low=LOW)
-        gate.install()
-        await client.subscribe(TOPIC, qos=1)
-        messages = client.messages
-        async with asyncio.timeout(60):
-            while len(seen) < QUEUED:
-                batch = [await anext(messages)]
-                await gate.rest(0.02)
-                most_waiting = max(most_waiting, len(messages))
-                while len(messages) and len(batch) < LOW:
-                    batch.append(await anext(messages))
-                gate.resume_if_drained()
-                for message in batch:
-                    seen.add(bytes(message.payload))
-                    acknowledge(client, message)
-    assert len(seen) == QUEUED
-    assert most_waiting <= HIGH
-    assert gate.pauses > 0
-
-
 async def test_without_the_gate_the_broker_sends_its_whole_queue(broker: Mosquitto):
     """Why the gate exists: with acknowledgements flowing, mosquitto 2.0 does not hold its
     max_inflight_messages (100 in tests/broker.py) for a resumed session."""

@@ -6,8 +6,9 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import aiomqtt
@@ -52,6 +53,14 @@ FEEDBACK_STATUS = {
 }
 
 
+class _Written(NamedTuple):
+    """A batch written in the store's open transaction, waiting for its commit."""
+
+    messages: Sequence[aiomqtt.Message]
+    results: list[Stored]
+    stored: Awaitable[None]
+
+
 class Ingest:
     def __init__(
         self,
@@ -62,7 +71,6 @@ class Ingest:
         site_tz: ZoneInfo,
         group_of: GroupResolver | None = None,
         max_batch: int,
-        commit_wait_seconds: float = 0.0,
         feedback: Feedback,
         metrics: Metrics,
         max_clock_skew_seconds: float = 300.0,
@@ -75,8 +83,6 @@ class Ingest:
         self._resolve = resolve
         self._group_of = group_of  # the person's schedule group, for inference
         self._max_batch = max_batch
-        # The first message of a batch waits this long for others to share its commit.
-        self._commit_wait = commit_wait_seconds
         self._router = Router(
             config.subscriptions, site_tz=site_tz, time_limits=time_limits or TimeLimits()
         )
@@ -93,6 +99,9 @@ class Ingest:
         self._name_of = name_of
         self.feedback = feedback  # shared with the dispatchers' delivery replies
         self._takeover = TakeoverWatch()
+        # Taken from the broker, not acknowledged yet (their commit is pending).
+        self._unacknowledged = 0
+        self._acknowledged = asyncio.Event()
 
     async def run(self) -> None:
         """Connect, consume, and reconnect forever with capped backoff; minutes apart when
@@ -162,10 +171,12 @@ class Ingest:
         self._metrics.mqtt_connected.set(1)
         log.info("mqtt.connected", host=self._config.host, port=self._config.port)
         try:
+            stored: asyncio.Queue[_Written] = asyncio.Queue()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.feedback.publish_forever(client), name="feedback")
                 tasks.create_task(self._client_id_settled(), name="mqtt.client_id_watch")
-                await self._consume(client)
+                tasks.create_task(self._acknowledge_stored(client, stored), name="mqtt.acks")
+                await self._consume(client, stored)
         except BaseExceptionGroup as group:
             # Surface the first real cause (an MqttError, a store failure) to run()'s handlers.
             raise group.exceptions[0] from None
@@ -190,46 +201,72 @@ class Ingest:
         self.disconnected_since = self.disconnected_since or time.time()
         self._metrics.mqtt_connected.set(0)
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
+    async def _consume(self, client: aiomqtt.Client, written: asyncio.Queue[_Written]) -> None:
         # Room for the batch being stored and a full one behind it; no more waits in memory.
         # Installed only now: a pause before this loop runs would never end, and until the
         # first acknowledgement the broker does hold its in-flight limit.
         gate = ReadGate(client, high=2 * self._max_batch, low=self._max_batch)
         gate.install()
         messages = client.messages
+        self._unacknowledged = 0  # a dropped connection's batches are the broker's again
         while True:
             batch = [await anext(messages)]
-            # Group commit: what arrives within the wait (or has already arrived) joins this
-            # transaction; a full batch goes at once.
-            if len(messages):  # coming faster than batches are committed
-                await gate.gather(self._max_batch - 1, self._commit_wait)
-            else:  # a quiet moment: the rest of the batch is read in one go, after the wait
-                await gate.rest(self._commit_wait)
+            # Group commit: whatever else has already arrived joins this batch, and the batch
+            # joins the store's open transaction (store.commit_wait_seconds).
             while len(messages) and len(batch) < self._max_batch:
                 batch.append(await anext(messages))
             gate.resume_if_drained()
-            results = await self.store_batch(batch)
-            for message in batch:
+            results, stored = await self.store_batch_now(batch)
+            written.put_nowait(_Written(batch, results, stored))
+            self._unacknowledged += len(batch)
+            # What waits for its commit is bounded too: at max_batch, commit now and wait.
+            if self._unacknowledged >= self._max_batch:
+                self._store.commit_soon()
+                while self._unacknowledged >= self._max_batch:
+                    self._acknowledged.clear()
+                    await self._acknowledged.wait()
+
+    async def _acknowledge_stored(
+        self, client: aiomqtt.Client, written: asyncio.Queue[_Written]
+    ) -> None:
+        """PUBACK each batch, in arrival order, once its transaction is committed. A commit
+        that fails raises StoreWriteError here: the connection is dropped with nothing of it
+        acknowledged, and the broker sends it all again."""
+        while True:
+            batch = await written.get()
+            await batch.stored
+            for message in batch.messages:
                 acknowledge(client, message)
-            _log_results(results)
+            self._unacknowledged -= len(batch.messages)
+            self._acknowledged.set()
+            _log_results(batch.results)
 
     async def store_batch(self, batch: Sequence[aiomqtt.Message]) -> list[Stored]:
         """Parse and store one batch of messages; what became of each one that is stored or
-        rejected, in arrival order. Raises nothing but StoreWriteError (the database itself
-        failed: acknowledge nothing). Every message ends counted in exactly one of
-        `self.counts`' stored, rejected, not_kept or ignored."""
+        rejected, in arrival order, once committed. Raises nothing but StoreWriteError (the
+        database itself failed: acknowledge nothing). Every message ends counted in exactly one
+        of `self.counts`' stored, rejected, not_kept or ignored."""
+        results, stored = await self.store_batch_now(batch)
+        await stored
+        return results
+
+    async def store_batch_now(
+        self, batch: Sequence[aiomqtt.Message]
+    ) -> tuple[list[Stored], Awaitable[None]]:
+        """As `store_batch`, but with the results as soon as they are decided (the terminals
+        are told then) and what completes once they are committed (the PUBACK waits for it)."""
         received_at = datetime.now(UTC)
         items = [
             item
             for item in (self._parse_safely(message, received_at) for message in batch)
             if item is not None
         ]
-        results = await self._store.ingest(
+        results, stored = await self._store.ingest_now(
             items, resolve=self._resolve, received_at=received_at, group_of=self._group_of
         )
         self._count(items, results)
         self._tell_terminals(items, results)
-        return results
+        return results, stored
 
     def _count(self, items: Sequence[Incoming | Rejection], results: Sequence[Stored]) -> None:
         label = self._metrics.terminal_label

@@ -21,7 +21,6 @@ TCP's own flow control keeps the rest at the broker, whose persistence is where 
 from __future__ import annotations
 
 import asyncio
-import select
 from typing import Protocol
 
 import aiomqtt
@@ -84,8 +83,6 @@ class ReadGate:
         self._fd = -1
         self.paused = False
         self.pauses = 0
-        self._wanted: int | None = None  # gather()'s count, while it waits
-        self._enough = asyncio.Event()
 
     def install(self) -> None:
         """Take over reading from aiomqtt's reader (call once connected: aiomqtt adds its
@@ -106,52 +103,6 @@ class ReadGate:
                 # A TLS socket may hold decrypted bytes that epoll cannot see: read once now.
                 self._loop.call_soon(self._read)
 
-    async def gather(self, count: int, seconds: float) -> None:
-        """Wait until `count` messages are queued, or `seconds` have passed (a batch waiting
-        for company: store.commit_wait_seconds). Returns at once when they already are."""
-        if seconds <= 0 or len(self._client.messages) >= count:
-            return
-        self._wanted = count
-        self._enough.clear()
-        try:
-            async with asyncio.timeout(seconds):
-                await self._enough.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self._wanted = None
-
-    async def rest(self, seconds: float) -> None:
-        """Leave the socket unread for `seconds`, then read what came meanwhile in one go (a
-        batch waiting for company when nothing else was queued: store.commit_wait_seconds).
-        Read as it arrives, each message at a few a second would wake the bridge on its own,
-        and a wake-up after a pause costs several times the same work done in a run (caches
-        gone cold: measured per swipe at 10/s against 100/s). Meanwhile the messages wait in
-        the socket, and beyond its buffer at the broker, as in any pause of this gate."""
-        if seconds <= 0 or self.paused:
-            return
-        if not self._still_open():  # not installed: aiomqtt's reader fills the queue
-            await self.gather(self._high, seconds)
-            return
-        self._loop.remove_reader(self._fd)
-        try:
-            await asyncio.sleep(seconds)
-        finally:
-            if self._still_open() and not self.paused:
-                self._loop.add_reader(self._fd, self._read)
-        self._read_available()
-
-    def _read_available(self) -> None:
-        """Read packet after packet while the socket holds more, up to the high mark (a
-        closed connection reads as readable: bounded, paho closes the socket on its error)."""
-        for _ in range(2 * self._high):
-            if self.paused or not self._still_open():
-                return
-            readable, _, _ = select.select([self._fd], [], [], 0)
-            if not readable:
-                return
-            self._read()
-
     def _read(self) -> None:
         if self.paused:
             return
@@ -167,10 +118,7 @@ class ReadGate:
             if not disconnected.done():
                 disconnected.set_exception(exc)
             return
-        queued = len(self._client.messages)
-        if self._wanted is not None and queued >= self._wanted:
-            self._enough.set()
-        if queued >= self._high and self._still_open():
+        if len(self._client.messages) >= self._high and self._still_open():
             self.paused = True
             self.pauses += 1
             self._loop.remove_reader(self._fd)

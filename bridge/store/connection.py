@@ -87,24 +87,28 @@ class _Call(NamedTuple):
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     durable: bool  # its commit must reach the disk before its caller hears of it
+    window: bool = False  # its transaction stays open for store.commit_wait_seconds (ingest)
 
 
 class _Failed(NamedTuple):
     error: BaseException
 
 
-def _in_one_transaction(
-    conn: sqlite3.Connection, calls: list[_Call], synchronous: str
-) -> list[Any]:
-    """On the connection's thread: every call in one transaction, each inside its own savepoint
-    so that one call's error undoes only that call (its answer is then a _Failed). Rolled back
-    whole when COMMIT itself fails (e.g. disk full, which can leave the transaction open).
-    `synchronous`: FULL or NORMAL, whether COMMIT flushes (bridge/store/durability.py)."""
+def _begin(conn: sqlite3.Connection, calls: list[_Call], synchronous: str) -> list[Any]:
+    """On the connection's thread: open a transaction and run `calls` in it. `synchronous`:
+    FULL or NORMAL, whether its COMMIT flushes (bridge/store/durability.py)."""
     conn.execute(f"PRAGMA synchronous = {synchronous}")  # between transactions: allowed in WAL
     conn.execute("BEGIN IMMEDIATE")
+    return _run_calls(conn, calls)
+
+
+def _run_calls(conn: sqlite3.Connection, calls: list[_Call]) -> list[Any]:
+    """Each call in the open transaction, inside its own savepoint so that one call's error
+    undoes only that call (its answer is then a _Failed). Anything else that fails (the
+    database itself) rolls the whole transaction back."""
     try:
         answers: list[Any] = []
-        for fn, args, _ in calls:
+        for fn, args, *_ in calls:
             conn.execute("SAVEPOINT call")
             try:
                 answers.append(fn(conn, *args))
@@ -112,12 +116,22 @@ def _in_one_transaction(
                 conn.execute("ROLLBACK TO call")
                 answers.append(_Failed(err))
             conn.execute("RELEASE call")
-        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     return answers
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    """Commit; rolled back whole when COMMIT itself fails (e.g. disk full, which can leave the
+    transaction open)."""
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class StoreRole(enum.Enum):
@@ -183,13 +197,22 @@ class StoreBase:
         self._db = db
         self._reader = db  # a read-only connection of its own once open() has one
         self._lock = asyncio.Lock()
-        # Writes that need no flush (claims of resend-harmless sinks, settles) wait to share
-        # the next ingest's commit (group_commit.py). That one comes at most commit_wait after
-        # the next message arrives, so a settle made just after one ingest's commit waits up
-        # to twice that: at a few swipes a second it then catches the next one.
+        # An ingest's transaction stays open commit_wait_seconds for what comes meanwhile;
+        # writes that need no flush (claims of resend-harmless sinks, settles) wait for such a
+        # window, up to twice that: at a few swipes a second they then catch the next one
+        # (group_commit.py).
         self._writes: GroupCommit[_Call, Any] = GroupCommit(
-            self._commit, urgent=lambda call: call.durable, linger_seconds=2 * commit_wait_seconds
+            begin=self._begin_transaction,
+            run=self._run_in_transaction,
+            commit=self._commit_transaction,
+            lock=self._lock,
+            urgent=lambda call: call.durable,
+            opens_window=lambda call: call.window,
+            window_seconds=commit_wait_seconds,
+            linger_seconds=2 * commit_wait_seconds,
         )
+        self._began = 0.0  # time.monotonic() of the open transaction's begin
+        self._synchronous = "FULL"  # the open transaction's
         self._flushes = FlushPolicy()
         self._site_tz = site_tz
         self._window = window_seconds
@@ -415,44 +438,86 @@ class StoreBase:
 
     async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run `fn(conn, *args)` in a transaction on the connection's thread, with plain
-        sqlite3 inside; what it returns, or what it raised (an OperationalError as a
-        StoreWriteError). `durable=False`: the commit may stay unflushed (a power cut, not a
-        crash, can undo it): only for writes whose loss is a harmless resend (durability.py).
+        sqlite3 inside; once committed, what it returned, or what it raised (an
+        OperationalError as a StoreWriteError). `durable=False`: the commit may stay unflushed
+        (a power cut, not a crash, can undo it): only for writes whose loss is a harmless
+        resend (durability.py).
 
-        Group commit: calls made while a commit is in progress wait and then share the next
-        transaction, so under load one fsync serves many writes (ingest batches, claims,
-        settles) instead of one each; at low load a call is committed at once. Each call runs
-        in its own savepoint, so a failing call undoes only itself. A whole batch costs one
-        round trip to the thread, and a cancelled caller cannot leave half a transaction
-        behind: its call is still made. aiosqlite has no public API for running a function on
-        its thread; `_execute` is its own way of queueing one.
+        Group commit (group_commit.py): calls made while a transaction is open or being
+        committed share it, so one fsync serves many writes; each call runs in its own
+        savepoint, so a failing call undoes only itself, and a cancelled caller cannot leave
+        half a transaction behind: its call is still made.
         """
-        answer = await self._writes.submit(_Call(fn, args, durable))
+        answer = await self._writes.submit(_Call(fn, args, durable)).committed
+        return cast("T", self._answer(answer))
+
+    async def _write_now(self, fn: Callable[..., T], *args: Any) -> tuple[T, asyncio.Future[Any]]:
+        """As `_write` (durable), but answer as soon as `fn` has run in the open transaction,
+        with a future that resolves once that transaction is committed and flushed (and
+        raises a StoreWriteError if it could not be)."""
+        submitted = self._writes.submit(_Call(fn, args, durable=True, window=True))
+        answer = self._answer(await submitted.ran)
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[Any] = loop.create_future()
+
+        def settle(done: asyncio.Future[Any]) -> None:
+            if committed.done():
+                return
+            if done.cancelled():
+                committed.cancel()
+            elif isinstance(error := done.exception(), sqlite3.OperationalError):
+                committed.set_exception(self._write_failed(error))
+            elif error is not None:
+                committed.set_exception(error)
+            else:
+                self._write_worked()
+                committed.set_result(None)
+
+        submitted.committed.add_done_callback(settle)
+        return answer, committed
+
+    def commit_soon(self) -> None:
+        """Commit the open transaction now rather than at the end of its window: the caller
+        holds as much unacknowledged as it may (store.max_batch messages)."""
+        self._writes.commit_soon()
+
+    def _answer(self, answer: Any) -> Any:
         if isinstance(answer, _Failed):
             if isinstance(answer.error, sqlite3.OperationalError):
                 raise self._write_failed(answer.error) from answer.error
             raise answer.error
         self._write_worked()
-        return cast("T", answer)
+        return answer
 
-    async def _commit(self, calls: list[_Call]) -> list[Any]:
-        async with self._lock:
-            began = time.monotonic()
-            synchronous = self._flushes.synchronous(durable=any(call.durable for call in calls))
-            try:
-                # aiosqlite's own way of running a function on its thread, with the plain
-                # sqlite3 connection it owns. It has no public one; a thread of our own would
-                # need check_same_thread=False and a second owner of the same connection.
-                answers = await self._db._execute(  # type: ignore[no-untyped-call]  # noqa: SLF001
-                    _in_one_transaction,
+    # --- the group commit's three steps, each one round trip to the connection's thread ---
+
+    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            # aiosqlite's own way of running a function on its thread, with the plain sqlite3
+            # connection it owns. It has no public one; a thread of our own would need
+            # check_same_thread=False and a second owner of the same connection.
+            return cast(
+                "T",
+                await self._db._execute(  # type: ignore[no-untyped-call]  # noqa: SLF001
+                    fn,
                     self._db._conn,  # noqa: SLF001 - see above: aiosqlite has no public way
-                    calls,
-                    synchronous,
-                )
-            except sqlite3.OperationalError as err:
-                raise self._write_failed(err) from err
-            self._flushes.committed(synchronous, began=began)
-            return cast("list[Any]", answers)
+                    *args,
+                ),
+            )
+        except sqlite3.OperationalError as err:
+            raise self._write_failed(err) from err
+
+    async def _begin_transaction(self, calls: list[_Call], durable: bool) -> list[Any]:  # noqa: FBT001
+        self._began = time.monotonic()
+        self._synchronous = self._flushes.synchronous(durable=durable)
+        return await self._on_thread(_begin, calls, self._synchronous)
+
+    async def _run_in_transaction(self, calls: list[_Call]) -> list[Any]:
+        return await self._on_thread(_run_calls, calls)
+
+    async def _commit_transaction(self) -> None:
+        await self._on_thread(_commit)
+        self._flushes.committed(self._synchronous, began=self._began)
 
     @property
     def write_error(self) -> tuple[str, float] | None:

@@ -7,7 +7,7 @@ tests (tests/test_store_contract*.py) run the same behaviour against both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -45,6 +45,24 @@ class DaemonStore(Protocol):
         received_at: datetime,
         group_of: GroupResolver | None = None,
     ) -> list[Stored]: ...
+
+    async def ingest_now(
+        self,
+        batch: Sequence[Incoming | Rejection],
+        *,
+        resolve: PersonResolver,
+        received_at: datetime,
+        group_of: GroupResolver | None = None,
+    ) -> tuple[list[Stored], Awaitable[None]]:
+        """What became of each message as soon as that is decided, and what completes once it
+        is durable (a StoreWriteError if it never is): the terminal hears at once, the
+        broker's PUBACK waits for the second."""
+        ...
+
+    def commit_soon(self) -> None:
+        """What is written but not committed yet (a window of store.commit_wait_seconds), is
+        committed now."""
+        ...
 
     async def release_unmapped(self, *, resolve: PersonResolver) -> int: ...
 

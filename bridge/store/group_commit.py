@@ -1,20 +1,24 @@
-"""Group commit: writes asked for while one is being committed go together in the next one.
+"""Group commit: many writes, one transaction and one flush.
 
-Each commit waits for an fsync (synchronous=FULL), so one transaction per write caps a busy
-queue at the disk's fsync rate. Here, a write asked for while the disk is idle is committed at
-once (no added wait at low load), and those asked for while a commit runs are written as one
-batch right after it, so under load a batch grows until it keeps up.
+Each commit waits for an fsync (synchronous=FULL) and writes one WAL frame per page it touches,
+whatever it holds: the number of commits, not of rows, sets what a swipe costs the disk. So:
 
-A write that is not urgent (one that needs no flush: bridge/store/durability.py) may also wait
-up to `linger_seconds` for company: until an urgent write comes (an ingest, whose commit it then
-shares) or `linger_max` writes have gathered. At a few swipes a second every transaction writes
-one WAL frame per page it touches, and most pages a claim or settle touches are the ones the
-next ingest touches anyway: sharing that commit is what keeps the bytes per swipe down.
+- A write asked for while the writer is busy joins the next transaction (under load a batch
+  grows until it keeps up).
+- An ingest (urgent: it needs the flush) opens a *window*: it is run at once,
+  and the transaction stays open for `window_seconds`; every write asked for meanwhile is run
+  in it at once too, and all are committed together at the end. A caller may read its answer
+  as soon as its write has run (`Submitted.ran`: the ingest's decisions, for the terminal's
+  feedback) and learns that it is durable from `Submitted.committed` (the broker's PUBACK
+  waits for that).
+- A write that needs no flush (a claim for a resend-harmless sink, a settle) does not open a
+  window: it waits up to `linger_seconds` for one (or until `linger_max` such writes have
+  gathered), and is then committed in a plain transaction of its own.
 
-`linger_max` must stay well below what a dispatcher holds at once (concurrency + CLAIM_AHEAD,
-at least 33): a dispatcher whose every held delivery waits for its settle claims nothing new,
-so if that many could never make a batch, each batch would wait out the whole linger and the
-queue would drain at most one dispatcher's worth per linger (measured: 37 a second).
+`linger_max` stays well below what a dispatcher holds at once (concurrency + CLAIM_AHEAD, at
+least 33): a dispatcher whose every held delivery waits for its settle claims nothing new, so
+if that many could never make a batch each would wait out the whole linger (measured with 64:
+a backlog drained at 37 a second).
 """
 
 from __future__ import annotations
@@ -22,43 +26,78 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
 
 
+@dataclass(eq=False)
+class Submitted(Generic[Answer]):
+    """One write: `ran` resolves once it has run (uncommitted), `committed` once its
+    transaction is committed (or with the error that stopped the commit)."""
+
+    ran: asyncio.Future[Answer] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    committed: asyncio.Future[Answer] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
 class GroupCommit(Generic[Item, Answer]):
     def __init__(
         self,
-        write_batch: Callable[[list[Item]], Awaitable[list[Answer]]],
         *,
+        begin: Callable[[list[Item], bool], Awaitable[list[Answer]]],
+        run: Callable[[list[Item]], Awaitable[list[Answer]]],
+        commit: Callable[[], Awaitable[None]],
+        lock: asyncio.Lock | None = None,
         urgent: Callable[[Item], bool] = lambda _item: True,
+        opens_window: Callable[[Item], bool] = lambda _item: True,
+        window_seconds: float = 0.0,
         linger_seconds: float = 0.0,
         linger_max: int = 16,
     ) -> None:
-        """`write_batch` writes a list of items in one transaction, one answer per item.
-        `urgent(item)`: the item is committed as soon as the writer is free; the others may
-        linger (see the module docstring)."""
-        self._write_batch = write_batch
+        """`begin(items, durable)` opens a transaction (flushed at commit when `durable`) and
+        runs the items in it; `run(items)` runs more in the open one; `commit()` commits it
+        (and leaves no transaction open when it fails). `begin` and `run` return one answer
+        per item, or raise (and roll back) when the database fails. `lock` is held from the
+        begin to the end of each transaction (others who use the connection wait for a window
+        to close). `urgent(item)`: the item needs the flush; `opens_window(item)`: its
+        transaction stays open for `window_seconds` (an ingest's: others are committed at
+        once)."""
+        self._lock = lock or asyncio.Lock()
+        self._begin = begin
+        self._run = run
+        self._commit = commit
         self._urgent = urgent
+        self._opens_window = opens_window
+        self._window_seconds = window_seconds
         self._linger_seconds = linger_seconds
         self._linger_max = linger_max
-        self._waiting: list[tuple[Item, asyncio.Future[Answer]]] = []
+        self._waiting: list[tuple[Item, Submitted[Answer]]] = []
         self._writer: asyncio.Task[None] | None = None
-        self._go = asyncio.Event()  # the waiting writes need not linger any longer
+        self._go = asyncio.Event()  # an urgent write waits, or enough lazy ones do
+        self._arrived = asyncio.Event()  # something waits (for an open window)
+        self._closing = False  # the open window is to be committed now
 
-    async def submit(self, item: Item) -> Answer:
-        """Write `item` with whatever else is waiting; its answer, or the batch's error.
+    def commit_soon(self) -> None:
+        """Close the open window now (a caller cannot go on until what it holds is durable)."""
+        self._closing = True
+        self._arrived.set()
 
-        A caller cancelled while waiting does not take its item back: the write goes on."""
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
+    def submit(self, item: Item) -> Submitted[Answer]:
+        """Queue `item`; it is written whether or not its caller still waits."""
+        submitted: Submitted[Answer] = Submitted()
+        self._waiting.append((item, submitted))
+        self._arrived.set()
         if self._urgent(item) or len(self._waiting) >= self._linger_max:
             self._go.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_waiting(), name="group-commit")
-        return await future
+        return submitted
 
     async def _write_waiting(self) -> None:
         while self._waiting:
@@ -66,15 +105,63 @@ class GroupCommit(Generic[Item, Answer]):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._linger_seconds):
                         await self._go.wait()
-            self._go.clear()
-            batch, self._waiting = self._waiting, []
+            durable = any(self._urgent(item) for item, _ in self._waiting)
+            self._closing = False
+            window: list[tuple[Submitted[Answer], Answer]] = []  # run, not committed yet
+            taken: list[tuple[Item, Submitted[Answer]]] = []
             try:
-                answers = await self._write_batch([item for item, _ in batch])
-            except Exception as err:  # noqa: BLE001 - every writer in the batch hears of it and may retry
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
+                async with self._lock:
+                    taken = self._take()
+                    _ran(window, taken, await self._begin([item for item, _ in taken], durable))
+                    opened = any(self._opens_window(item) for item, _ in taken)
+                    if durable and opened and self._window_seconds > 0:
+                        closes = asyncio.get_running_loop().time() + self._window_seconds
+                        while (more := await self._next_in_window(closes)) is not None:
+                            taken = more
+                            _ran(window, taken, await self._run([item for item, _ in taken]))
+                        taken = []
+                    await self._commit()
+            except Exception as err:  # noqa: BLE001 - every writer in the window hears of it
+                for submitted in [submitted for _, submitted in taken] + [s for s, _ in window]:
+                    _fail(submitted, err)
             else:
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if not future.done():
-                        future.set_result(answer)
+                for submitted, answer in window:
+                    if not submitted.committed.done():
+                        submitted.committed.set_result(answer)
+
+    async def _next_in_window(self, closes: float) -> list[tuple[Item, Submitted[Answer]]] | None:
+        """What arrives before the window closes (None: it has closed)."""
+        loop = asyncio.get_running_loop()
+        while not self._waiting:
+            left = closes - loop.time()
+            if left <= 0 or self._closing:
+                return None
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._arrived.wait()
+        return self._take()
+
+    def _take(self) -> list[tuple[Item, Submitted[Answer]]]:
+        self._go.clear()
+        taken, self._waiting = self._waiting, []
+        return taken
+
+
+def _ran(
+    window: list[tuple[Submitted[Answer], Answer]],
+    taken: list[tuple[Item, Submitted[Answer]]],
+    answers: list[Answer],
+) -> None:
+    """Tell each caller its answer (before the commit) and keep it for after."""
+    for (_, submitted), answer in zip(taken, answers, strict=True):
+        if not submitted.ran.done():
+            submitted.ran.set_result(answer)
+        window.append((submitted, answer))
+
+
+def _fail(submitted: Submitted[Answer], err: Exception) -> None:
+    for future in (submitted.ran, submitted.committed):
+        if not future.done():
+            future.set_exception(err)
+            future.exception()  # a caller that only awaits the other one is not warned about

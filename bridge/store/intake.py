@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 import time
@@ -39,12 +40,33 @@ class IntakeMixin(StoreBase):
         Who each event is at each sink (and the person's schedule group, for inference) is
         looked up here, on the event loop, before the write: the transaction only reads and
         writes rows."""
+        results, stored = await self.ingest_now(
+            batch, resolve=resolve, received_at=received_at, group_of=group_of
+        )
+        await stored
+        return results
+
+    async def ingest_now(
+        self,
+        batch: Sequence[Incoming | Rejection],
+        *,
+        resolve: PersonResolver,
+        received_at: datetime,
+        group_of: GroupResolver | None = None,
+    ) -> tuple[list[Stored], asyncio.Future[None]]:
+        """As `ingest`, but answer as soon as the batch is written in the open transaction
+        (store.commit_wait_seconds), with what completes once it is committed and flushed."""
         self.last_ingest = time.monotonic()  # retention waits for a quiet spell
         resolved = [_resolved(item, resolve, group_of, received_at) for item in batch]
-        results = await self._write(self._ingest_batch, resolved, received_at)
+        results, stored = await self._write_now(self._ingest_batch, resolved, received_at)
         if any(stored.status in (EventStatus.ACCEPTED, EventStatus.UNMAPPED) for stored in results):
-            self.work.notify()  # (an unmapped event may still be due at another sink)
-        return results
+            # (an unmapped event may still be due at another sink)
+            stored.add_done_callback(self._notify_if_committed)
+        return results, stored
+
+    def _notify_if_committed(self, stored: asyncio.Future[None]) -> None:
+        if not stored.cancelled() and stored.exception() is None:
+            self.work.notify()
 
     def _ingest_batch(
         self,

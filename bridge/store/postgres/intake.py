@@ -10,8 +10,9 @@ one that fails for its values becomes a rejected row, the rest are stored.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +49,25 @@ class PostgresIntake(PostgresBase):
         if any(stored.status in (EventStatus.ACCEPTED, EventStatus.UNMAPPED) for stored in results):
             self.work.notify()
         return results
+
+    async def ingest_now(
+        self,
+        batch: Sequence[Incoming | Rejection],
+        *,
+        resolve: PersonResolver,
+        received_at: datetime,
+        group_of: GroupResolver | None = None,
+    ) -> tuple[list[Stored], Awaitable[None]]:
+        """Store.ingest_now: here each batch is committed before its answer."""
+        results = await self.ingest(
+            batch, resolve=resolve, received_at=received_at, group_of=group_of
+        )
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return results, done
+
+    def commit_soon(self) -> None:
+        """Nothing waits to be committed: each transaction commits at once."""
 
     async def release_unmapped(self, *, resolve: PersonResolver) -> int:
         """Give unmapped deliveries their person once the directory knows them (Store's)."""
