@@ -105,8 +105,8 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
     broker.stop()
 
 
-# With the shipped commit wait, the bridge leaves the socket unread while a batch waits and
-# then reads it in one go: bytes TLS has already decrypted must not be left behind.
+# With the shipped commit wait, each batch is acknowledged by its own task once its
+# transaction is committed, over the same TLS connection the messages keep arriving on.
 @pytest.mark.parametrize("commit_wait", [0, SHIPPED_COMMIT_WAIT])
 async def test_events_flow_over_tls_with_client_certificate_and_password(
     tls_broker: tuple[Mosquitto, Path], tmp_path: Path, commit_wait: float

@@ -176,12 +176,11 @@ class StoreConfig(_Section):
     # after this many seconds.
     lease_seconds: float = Field(30.0, ge=2, le=3600)
     max_batch: int = Field(500, ge=1, le=10_000)
-    # How long a write may wait for others to share its commit (one flush, and one copy of
-    # each page touched, for all of them: what spares a gateway's flash). A message that
-    # arrives when none is waiting is stored and acknowledged at most this much later (and
-    # its terminal greeted that much later); a claim or settle that needs no flush
-    # (bridge/store/durability.py) joins the next ingest's commit, or waits at most twice
-    # this. 0: each is committed at once.
+    # How long an ingest's transaction stays open for what comes meanwhile (one flush, and
+    # one copy of each page touched, for all of it: what spares a gateway's flash). The
+    # terminal is answered at once; the PUBACK comes at most this much later; a claim or
+    # settle that needs no flush (bridge/store/durability.py) joins the open transaction, or
+    # waits at most twice this. 0: each write is committed at once.
     commit_wait_seconds: float = Field(0.5, ge=0, le=5)
     # Rejected payloads kept, all together (MiB); the oldest are pruned first, and counted.
     rejected_max_mb: int = Field(64, ge=1, le=1_000_000)

@@ -41,13 +41,15 @@ it wrote, so a swipe costs one flush. A sink says its resends are harmless with 
 attribute `resend_harmless = True` (bridge.dispatch.pump passes it to the claim); a sink that
 does not say so gets its claims flushed.
 
-A write that needs no flush may also wait before it is committed at all, to share the next
-ingest's transaction (store.commit_wait_seconds; bridge/store/group_commit.py). That changes
-nothing above: a claim or settle still waiting when the process dies is lost exactly as an
-unflushed one is lost to a power cut (the delivery is as its last commit left it and goes out
-again, with the checks described), and how many can be lost at once is still bounded by what
-a dispatcher holds (concurrency + CLAIM_AHEAD: a delivery stays held until its settle is
-written). tests/faults/ (SIGKILL and power cuts at random points) run with the shipped wait.
+Writes also wait to share a commit (store.commit_wait_seconds; bridge/store/group_commit.py):
+an ingest's transaction stays open for the wait and what comes meanwhile runs in it, and a
+write that needs no flush waits for such a window. That changes nothing above: the PUBACK
+still follows the flushed commit that holds the message; a claim or settle not committed yet
+when the process dies is lost exactly as an unflushed one is lost to a power cut (the delivery
+is as its last commit left it and goes out again, with the checks described); and how many can
+be lost at once is still bounded by what a dispatcher holds (concurrency + CLAIM_AHEAD: a
+delivery stays held until its settle is committed). tests/faults/ (SIGKILL and power cuts at
+random points) run with the shipped wait.
 """
 
 from __future__ import annotations
