@@ -310,3 +310,16 @@ async def test_commit_soon_closes_the_open_window():
     await submitted.ran
     commit.commit_soon()
     assert await asyncio.wait_for(submitted.committed, timeout=5) == 10
+
+
+async def test_an_open_window_is_committed_once_enough_claims_and_settles_wait_in_it():
+    """Dispatchers waiting on a window's commit claim nothing new meanwhile: once linger_max
+    of their writes are in it, it is committed without waiting out its time."""
+    db = Transactions()
+    odd = lambda item: item % 2 == 1  # noqa: E731 - the ingests
+    commit = db.window(urgent=odd, opens_window=odd, window_seconds=30.0, linger_max=4)
+    first = commit.submit(1)
+    await first.ran
+    waiting = [commit.submit(n) for n in (2, 4, 6, 8)]
+    await asyncio.wait_for(asyncio.gather(*(s.committed for s in waiting)), timeout=5)
+    assert db.committed == [[1, 2, 4, 6, 8]]
