@@ -388,6 +388,8 @@ class StoreBase:
         the database whatever the file says."""
         async with self._lock:
             last_repair = await last_repair_id(self._db)
+            # Read now, not at the first look: a command that commits before then must count.
+            [[self._data_version]] = await fetch_all(self._db, "PRAGMA data_version")
         wal = None if self.integrity is None else _wal_path(self.integrity.database)
         wal_seen: tuple[int, ...] | None = None
         looks = 0
