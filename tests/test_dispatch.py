@@ -323,3 +323,19 @@ async def test_an_open_window_is_committed_once_enough_claims_and_settles_wait_i
     waiting = [commit.submit(n) for n in (2, 4, 6, 8)]
     await asyncio.wait_for(asyncio.gather(*(s.committed for s in waiting)), timeout=5)
     assert db.committed == [[1, 2, 4, 6, 8]]
+
+
+async def test_an_urgent_write_that_comes_while_the_writer_waits_for_the_lock_is_flushed():
+    """A settle starts the writer, which waits for the connection (another user holds the
+    lock); an ingest that arrives meanwhile goes into the same transaction, which must then be
+    flushed."""
+    db = Transactions()
+    lock = asyncio.Lock()
+    commit = db.window(lock=lock, urgent=lambda item: item % 2 == 1)
+    async with lock:
+        lazy = commit.submit(2)
+        await asyncio.sleep(0.05)  # the writer is waiting for the lock
+        urgent = commit.submit(3)
+    await asyncio.gather(lazy.committed, urgent.committed)
+    assert db.committed == [[2, 3]]
+    assert db.durable == [True]

@@ -107,13 +107,15 @@ class GroupCommit(Generic[Item, Answer]):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._linger_seconds):
                         await self._go.wait()
-            durable = any(self._urgent(item) for item, _ in self._waiting)
             self._closing = False
             window: list[tuple[Submitted[Answer], Answer]] = []  # run, not committed yet
             taken: list[tuple[Item, Submitted[Answer]]] = []
             try:
                 async with self._lock:
+                    # Decided on what is taken, after the lock: an ingest that arrived while
+                    # this waited for it must be flushed too.
                     taken = self._take()
+                    durable = any(self._urgent(item) for item, _ in taken)
                     _ran(window, taken, await self._begin([item for item, _ in taken], durable))
                     opened = any(self._opens_window(item) for item, _ in taken)
                     if durable and opened and self._window_seconds > 0:
