@@ -25,7 +25,13 @@ import structlog
 from bridge.store.durability import FlushPolicy
 from bridge.store.group_commit import GroupCommit
 from bridge.store.inference import InferenceRules
-from bridge.store.integrity import IntegrityWatch, check_at_start, is_damage, read_marker
+from bridge.store.integrity import (
+    IntegrityWatch,
+    check_at_start,
+    is_damage,
+    read_marker,
+    wal_path,
+)
 from bridge.store.lock import daemon_lock
 from bridge.store.records import StoreError, StoreWriteError
 from bridge.store.rejected import set_rejected_cap
@@ -69,10 +75,6 @@ async def fetch_all(
 ) -> list[aiosqlite.Row]:
     """Every row of `sql` as a list (aiosqlite types its answer as a bare Iterable)."""
     return list(await conn.execute_fetchall(sql, parameters))
-
-
-def _wal_path(database: Path) -> Path:
-    return database.with_name(database.name + "-wal")
 
 
 def _file_state(path: Path) -> tuple[int, ...] | None:
@@ -390,7 +392,7 @@ class StoreBase:
             last_repair = await last_repair_id(self._db)
             # Read now, not at the first look: a command that commits before then must count.
             [[self._data_version]] = await fetch_all(self._db, "PRAGMA data_version")
-        wal = None if self.integrity is None else _wal_path(self.integrity.database)
+        wal = None if self.integrity is None else wal_path(self.integrity.database)
         wal_seen: tuple[int, ...] | None = None
         looks = 0
         while True:

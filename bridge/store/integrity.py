@@ -72,7 +72,7 @@ def header_problem(path: Path) -> str | None:
         return f"page size {page_size} in the header is not valid"
     pages = int.from_bytes(header[28:32], "big")
     size_is_valid = header[24:28] == header[92:96]  # change counter == version-valid-for
-    wal = path.with_name(path.name + "-wal")
+    wal = wal_path(path)
     wal_frames = wal.exists() and wal.stat().st_size > 0
     if size_is_valid and not wal_frames and pages * page_size > size:
         return f"truncated: the header says {pages} pages, the file holds {size // page_size}"
@@ -214,6 +214,11 @@ class WholeFileCheck:
                 self._conn = None
             conn.close()
         return problems_in([row[0] for row in rows])
+
+
+def wal_path(database: Path) -> Path:
+    """The database's write-ahead log beside it."""
+    return database.with_name(database.name + "-wal")
 
 
 class IntegrityWatch:
