@@ -376,8 +376,13 @@ class BridgeProcess:
         return values["VmRSS"], values["VmHWM"]
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self._proc_pid()}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return process_cpu_seconds(self._proc_pid())
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def _child_pid(pid: int) -> int | None:

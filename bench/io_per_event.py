@@ -10,8 +10,12 @@ closes once every one is delivered and settled. Per event over the window:
 - bytes: write_bytes of the bridge's process (/proc/PID/io: what it sent to the disk,
   counted when a page is first dirtied: the WAL frames and the checkpoints' page copies);
 - CPU: utime + stime of the bridge's process.
-Reference, same run: bench/bare_insert.py, a bare SQLite loop (WAL, synchronous=FULL) that
-inserts one ~300-byte row and commits once per event at the same rate, under the same strace.
+References, same run and rates:
+- for flushes and bytes: bench/bare_insert.py, a bare SQLite loop (WAL, synchronous=FULL) that
+  inserts one ~300-byte row and commits once per event, under the same strace;
+- for CPU: bench/stack_floor.py, the bridge's libraries with nothing of the bridge between
+  them: aiomqtt receives, aiohttp sends one PUT per message (`put`), and, in `naive`, also an
+  aiosqlite insert + commit and a QoS 1 feedback message per message, one message at a time.
 
     PYTHONPATH=. python bench/io_per_event.py [--quick] [--rates 10,100,1000]
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -81,6 +86,39 @@ def reference(work: Path, rate: int, count: int) -> dict[str, float]:
     return per_event(count, total, total, figures["write_bytes"], figures["cpu_seconds"])
 
 
+FLOOR_MODES = ("put", "naive")
+FLOOR_START = 1_000_000  # its swipes never collide with the bridge's at the fake
+
+
+async def stack_floor(
+    *, work: Path, broker_port: int, url: str, mode: str, rate: int, count: int, start: int
+) -> float:
+    """CPU ms per event of bench/stack_floor.py carrying `count` swipes at `rate`."""
+    process = await asyncio.create_subprocess_exec(
+        common.PY,
+        str(common.ROOT / "bench" / "stack_floor.py"),
+        *("--port", str(broker_port), "--url", url, "--mode", mode, "--count", str(count)),
+        *("--db", str(work / f"floor-{mode}-{rate}.db")),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "GO2CLOCK_API_KEY": common.API_KEY},
+    )
+    assert process.stdout is not None
+    try:
+        if await asyncio.wait_for(process.stdout.readline(), 30) != b"READY\n":
+            raise SystemExit("bench/stack_floor.py did not start")
+        await asyncio.sleep(2)  # its start-up is done
+        cpu = common.process_cpu_seconds(process.pid)
+        await common.publish_async(
+            broker_port, count, rate=rate, people=PEOPLE, start=start, time_mode="spaced"
+        )
+        if await asyncio.wait_for(process.stdout.readline(), 120) != b"DONE\n":
+            raise SystemExit("bench/stack_floor.py stopped before the last swipe")
+        return (common.process_cpu_seconds(process.pid) - cpu) / count * 1000
+    finally:
+        process.terminate()
+        await process.wait()
+
+
 def per_event(events: int, total: int, database: int, written: int, cpu: float) -> dict[str, float]:
     return {
         "events": events,
@@ -130,8 +168,22 @@ async def run(args: argparse.Namespace) -> None:
     references = {rate: reference(work, rate, counts[rate]) for rate in args.rates}
     trace = work / "bridge.strace"
     rows = []
+    floors: dict[tuple[str, int], float] = {}
     with common.broker(work) as broker:
         async with common.fake_go2clock() as (fake, url):
+            floor_start = FLOOR_START
+            for rate in args.rates:
+                for mode in FLOOR_MODES:
+                    floors[mode, rate] = await stack_floor(
+                        work=work,
+                        broker_port=broker.port,
+                        url=url,
+                        mode=mode,
+                        rate=rate,
+                        count=counts[rate],
+                        start=floor_start,
+                    )
+                    floor_start += counts[rate]
             config, http_port = common.write_config(
                 work, broker_port=broker.port, people=PEOPLE, go2clock_url=url
             )
@@ -165,6 +217,13 @@ async def run(args: argparse.Namespace) -> None:
             f"{bridge_figures['flushes'] / bare['flushes']:.2f}x flushes, "
             f"{bridge_figures['kib'] / bare['kib']:.2f}x bytes"
         )
+        put, naive = floors["put", rate], floors["naive", rate]
+        print(
+            f"         CPU ms per event: bridge {bridge_figures['cpu_ms']:.2f}; stack floor "
+            f"{put:.2f} (receive + PUT), {naive:.2f} (receive + store + feedback + PUT); "
+            f"bridge / floor {bridge_figures['cpu_ms'] / put:.2f}x, "
+            f"{bridge_figures['cpu_ms'] / naive:.2f}x"
+        )
         common.result(
             "io_per_event",
             rate=rate,
@@ -172,6 +231,9 @@ async def run(args: argparse.Namespace) -> None:
             bare_insert=bare,
             flush_ratio=round(bridge_figures["flushes"] / bare["flushes"], 2),
             bytes_ratio=round(bridge_figures["kib"] / bare["kib"], 2),
+            floor_cpu_ms={mode: round(floors[mode, rate], 3) for mode in FLOOR_MODES},
+            cpu_ratio_to_put_floor=round(bridge_figures["cpu_ms"] / floors["put", rate], 2),
+            cpu_ratio_to_naive_floor=round(bridge_figures["cpu_ms"] / floors["naive", rate], 2),
         )
     ten = next((figures for rate, figures, _ in rows if rate == 10), None)
     if ten is not None:
