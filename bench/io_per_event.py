@@ -87,7 +87,7 @@ def reference(work: Path, rate: int, count: int) -> dict[str, float]:
 
 
 FLOOR_MODES = ("put", "naive")
-FLOOR_START = 1_000_000  # its swipes never collide with the bridge's at the fake
+FLOOR_START = 1_000_000  # its swipes' ids are not the bridge's
 
 
 async def stack_floor(
