@@ -225,7 +225,6 @@ class StoreBase:
         self._settle_seconds = settle_seconds
         # Set after commits that may make deliveries due; dispatchers wait on it.
         self.work = WorkSignal()
-        self._data_version: int | None = None
         # A spell of failing writes (disk full, I/O error): the error and since when. It ends
         # once writes have worked for WRITE_ERROR_HOLD_SECONDS, so that a nearly full disk,
         # where small writes pass and big ones fail, reads as one spell and not a flicker.
@@ -391,7 +390,7 @@ class StoreBase:
         async with self._lock:
             last_repair = await last_repair_id(self._db)
             # Read now, not at the first look: a command that commits before then must count.
-            [[self._data_version]] = await fetch_all(self._db, "PRAGMA data_version")
+            [[seen_version]] = await fetch_all(self._db, "PRAGMA data_version")
         wal = None if self.integrity is None else wal_path(self.integrity.database)
         wal_seen: tuple[int, ...] | None = None
         looks = 0
@@ -405,9 +404,9 @@ class StoreBase:
                 wal_seen = now_seen
             async with self._lock:
                 [[version]] = await fetch_all(self._db, "PRAGMA data_version")
-                changed = self._data_version is not None and version != self._data_version
+                changed = version != seen_version
                 repairs = await repairs_after(self._db, last_repair) if changed else []
-            self._data_version = version
+            seen_version = version
             if changed:
                 self.work.notify()
             for repair in repairs:  # in the daemon's log, beside what it does about them
