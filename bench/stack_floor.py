@@ -41,6 +41,7 @@ async def carry(args: argparse.Namespace) -> None:
         await db.execute("PRAGMA synchronous = FULL")
         await db.execute("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, body TEXT)")
         await mqtt.subscribe(TOPIC, qos=1)
+        headers = {"APIKEY": os.environ["GO2CLOCK_API_KEY"]}
         print("READY", flush=True)
         done = 0
         async for message in mqtt.messages:
@@ -57,7 +58,6 @@ async def carry(args: argparse.Namespace) -> None:
                 "checktime": swipe["time"][:19],
                 "checktype": "0" if swipe["action"] == "in" else "1",
             }
-            headers = {"APIKEY": os.environ["GO2CLOCK_API_KEY"]}
             async with http.put(f"{args.url}/api/punches/", data=form, headers=headers) as reply:
                 await reply.read()
             done += 1
